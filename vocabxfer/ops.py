@@ -1,0 +1,76 @@
+"""The row operations that everything else is built on."""
+
+from typing import Optional, Sequence, Union
+
+import torch
+
+from . import _extension
+
+IndexLike = Union[torch.Tensor, Sequence[int]]
+
+
+def has_compiled_ops() -> bool:
+    """True when the compiled C++/CUDA kernels are in use, False when the
+    pure-torch fallback runs in their place (the import warned why)."""
+    return _extension.COMPILED
+
+
+def _as_index(index: IndexLike, device: torch.device) -> torch.Tensor:
+    if isinstance(index, torch.Tensor):
+        return index
+    return torch.as_tensor(index, dtype=torch.int64, device=device)
+
+
+def _mark_modified(target: torch.Tensor) -> None:
+    # Custom ops get no version-counter bump from autograd; without it a
+    # tensor saved for backward and then overwritten here would go unnoticed.
+    torch.autograd.graph.increment_version(target)
+
+
+def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
+                   source: torch.Tensor, source_index: IndexLike) -> torch.Tensor:
+    """Write ``source[source_index[i]]`` into ``target[target_index[i]]`` for
+    every ``i`` in one fused pass, converting dtype as ``Tensor.to`` does,
+    and return ``target``.
+
+    ``target`` and ``source`` are 2-D float64/float32/float16/bfloat16 tensors
+    of equal row width on one device; either may be strided (a slice or a
+    transposed view), but ``target``'s elements must be distinct (no expanded
+    view) and must not share memory with ``source``. The indices are 1-D
+    int64 or int32 tensors (or sequences of ints) of equal length; each
+    target row may appear once. ``target`` may be a leaf that requires grad,
+    such as an ``nn.Embedding`` weight: the write is an initialisation and is
+    not recorded by autograd.
+
+    Raises TypeError for a wrong dtype, IndexError for an index out of range
+    and ValueError for every other bad argument, before any row is written.
+    """
+    target_index = _as_index(target_index, target.device)
+    source_index = _as_index(source_index, target.device)
+    with torch.no_grad():
+        torch.ops.vocabxfer.transfer_rows_.default(target, target_index, source, source_index)
+    _mark_modified(target)
+    return target
+
+
+def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.Tensor,
+                  source_index: IndexLike, offsets: IndexLike,
+                  weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+    """For every segment ``s``, write the mean of the source rows
+    ``source_index[offsets[s]:offsets[s + 1]]`` into ``target[target_index[s]]``
+    and return ``target``.
+
+    ``offsets`` (CSR form) starts at 0, grows strictly (no empty segment) and
+    ends at ``len(source_index)``. With ``weights`` (one per source_index
+    entry, finite and > 0) the mean is weighted. Sums run in float32 (float64
+    for a float64 source) and are converted to ``target``'s dtype at the end.
+    Source ids may repeat; target ids may not. Raises as ``transfer_rows_``.
+    """
+    target_index = _as_index(target_index, target.device)
+    source_index = _as_index(source_index, target.device)
+    offsets = _as_index(offsets, target.device)
+    with torch.no_grad():
+        torch.ops.vocabxfer.segment_mean_.default(
+            target, target_index, source, source_index, offsets, weights)
+    _mark_modified(target)
+    return target
