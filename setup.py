@@ -63,6 +63,9 @@ def extension():
     # Python's own CFLAGS carry -g; -g0 drops the symbols that would double
     # the build time. nvcc adds none unless asked.
     cxx_args = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    # at::parallel_for is inlined into our code: without -fopenmp its
+    # OpenMP pragmas are ignored and every "parallel" loop runs on one thread.
+    cxx_args.append("-fopenmp")
     nvcc_args = ["-O0", "-g", "-lineinfo"] if debug else ["-O3"]
     sources = [os.path.relpath(p, ROOT) for p in
                sorted(glob.glob(os.path.join(ROOT, "csrc", "*.cpp")))
@@ -72,13 +75,14 @@ def extension():
     if not build_with_cuda():
         return cpp_extension.CppExtension(
             "vocabxfer._C", sources, py_limited_api=True,
-            extra_compile_args={"cxx": cxx_args})
+            extra_compile_args={"cxx": cxx_args}, extra_link_args=["-fopenmp"])
     os.environ.setdefault("TORCH_CUDA_ARCH_LIST", default_cuda_arch_list())
     sources += [os.path.relpath(p, ROOT) for p in
                 sorted(glob.glob(os.path.join(ROOT, "csrc", "cuda", "*.cu")))]
     return cpp_extension.CUDAExtension(
         "vocabxfer._C", sources, py_limited_api=True,
-        extra_compile_args={"cxx": cxx_args, "nvcc": nvcc_args})
+        extra_compile_args={"cxx": cxx_args, "nvcc": nvcc_args},
+        extra_link_args=["-fopenmp"])
 
 
 setup(
