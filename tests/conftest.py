@@ -1,8 +1,13 @@
 """Shared fixtures: devices, and tiny tokenizers and models built locally with
 a fixed seed (no network, no model hub)."""
 
-import pytest
-import torch
+import os
+
+# Tests never reach the network: a hub look-up must fail at once, offline.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import pytest  # noqa: E402
+import torch  # noqa: E402
 
 DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
@@ -20,3 +25,72 @@ def device(request):
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)
+
+
+# ---- tiny tokenizers of every family, built locally --------------------------
+
+from pathlib import Path  # noqa: E402
+
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
+
+from vocabxfer.families import byte_to_unicode  # noqa: E402
+
+SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+
+
+def wordpiece_tokenizer(tokens, lowercase=False):
+    """A BERT-style WordPiece tokenizer whose vocabulary is exactly `tokens`
+    (specials first)."""
+    vocab = {token: index for index, token in enumerate(tokens)}
+    tokenizer = Tokenizer(models.WordPiece(vocab=vocab, unk_token="[UNK]"))
+    tokenizer.normalizer = normalizers.BertNormalizer(lowercase=lowercase, strip_accents=lowercase)
+    tokenizer.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    tokenizer.decoder = decoders.WordPiece()
+    tokenizer.add_special_tokens([token for token in tokens if token in BERT_SPECIALS])
+    tokenizer.post_processor = processors.BertProcessing(
+        ("[SEP]", vocab["[SEP]"]), ("[CLS]", vocab["[CLS]"]))
+    return tokenizer
+
+
+def unigram_tokenizer(pieces):
+    """A SentencePiece-style Unigram tokenizer (Metaspace, byte fallback)
+    whose pieces are exactly `pieces`, in id order, `<unk>` at 0... as given."""
+    scores = [(piece, -float(index)) for index, piece in enumerate(pieces)]
+    tokenizer = Tokenizer(models.Unigram(scores, unk_id=pieces.index("<unk>"), byte_fallback=True))
+    tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
+    tokenizer.decoder = decoders.Metaspace()
+    tokenizer.add_special_tokens([p for p in pieces if p in ("<s>", "</s>", "<pad>", "<unk>", "<mask>")])
+    return tokenizer
+
+
+def byte_level_text(text):
+    """How byte-level BPE spells `text`: each UTF-8 byte as GPT-2's character."""
+    table = byte_to_unicode()
+    return "".join(table[byte] for byte in text.encode("utf-8"))
+
+
+def byte_level_tokenizer(tokens, merges=()):
+    """A GPT-2-style byte-level BPE tokenizer over exactly `tokens`."""
+    vocab = {token: index for index, token in enumerate(tokens)}
+    tokenizer = Tokenizer(models.BPE(vocab=vocab, merges=list(merges)))
+    tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+    tokenizer.decoder = decoders.ByteLevel()
+    tokenizer.add_special_tokens([t for t in tokens if t.startswith("<") and t.endswith(">")
+                                  and len(t) > 2 and not t.startswith("<0x")])
+    return tokenizer
+
+
+CORPUS = [
+    "the cat sat on the mat", "the dog sat on the log", "a cat and a dog",
+    "running and jumping and sitting", "the mat was red", "dogs and cats are running",
+    "한국 영화 정말 재미있어요", "영화가 너무 재미없어요", "배우 연기가 좋아요",
+    "정말 좋은 영화", "재미있는 영화 추천", "이 영화 최고",
+] * 20
+
+
+@pytest.fixture
+def corpus_file(tmp_path):
+    path = tmp_path / "corpus.txt"
+    path.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    return path

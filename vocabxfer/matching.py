@@ -1,0 +1,265 @@
+"""The token map: which target token starts from which source token."""
+
+from collections import Counter
+from dataclasses import dataclass, field
+from typing import Any, Dict, List, Optional, Tuple
+
+import torch
+
+from . import families
+from .vocab import Vocab, VocabSource, load_vocab
+
+MODES = ("exact", "canonical")
+EXAMPLES_PER_KIND = 5
+
+
+@dataclass
+class MatchReport:
+    """What a match found, by kind of target token, with examples."""
+
+    mode: str
+    source_name: str
+    target_name: str
+    source_size: int
+    target_size: int
+    source_family: str
+    target_family: str
+    matched_by_kind: Dict[str, int] = field(default_factory=dict)
+    unmatched_by_kind: Dict[str, int] = field(default_factory=dict)
+    matched_examples: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)
+    unmatched_examples: Dict[str, List[str]] = field(default_factory=dict)
+    # Target tokens whose canonical form several source tokens share; the
+    # exact string won where present, else the lowest source id.
+    ambiguous: int = 0
+    # Matched through the canonical form although the strings differ.
+    canonical_only: int = 0
+
+    @property
+    def matched(self) -> int:
+        return sum(self.matched_by_kind.values())
+
+    @property
+    def unmatched(self) -> int:
+        return sum(self.unmatched_by_kind.values())
+
+    def to_dict(self) -> Dict[str, Any]:
+        return {
+            "mode": self.mode, "source": self.source_name, "target": self.target_name,
+            "source_size": self.source_size, "target_size": self.target_size,
+            "source_family": self.source_family, "target_family": self.target_family,
+            "matched": self.matched, "unmatched": self.unmatched,
+            "matched_by_kind": dict(self.matched_by_kind),
+            "unmatched_by_kind": dict(self.unmatched_by_kind),
+            "matched_examples": {kind: [list(pair) for pair in pairs]
+                                 for kind, pairs in self.matched_examples.items()},
+            "unmatched_examples": {kind: list(tokens)
+                                   for kind, tokens in self.unmatched_examples.items()},
+            "ambiguous": self.ambiguous, "canonical_only": self.canonical_only,
+        }
+
+    def __str__(self) -> str:
+        share = self.matched / self.target_size if self.target_size else 0.0
+        lines = [
+            f"token map ({self.mode}): target {self.target_name} ({self.target_size:,} tokens, "
+            f"{self.target_family}) <- source {self.source_name} ({self.source_size:,} tokens, "
+            f"{self.source_family})",
+            f"matched {self.matched:,} of {self.target_size:,} target tokens ({share:.1%}); "
+            f"{self.unmatched:,} unmatched",
+        ]
+        if self.mode == "canonical":
+            lines.append(f"  {self.canonical_only:,} matched through the canonical form only; "
+                         f"{self.ambiguous:,} had several source candidates")
+        lines.append(f"  {'kind':<13}{'matched':>9}{'unmatched':>11}  examples")
+        for kind in families.KINDS:
+            matched = self.matched_by_kind.get(kind, 0)
+            unmatched = self.unmatched_by_kind.get(kind, 0)
+            if not matched and not unmatched:
+                continue
+            shown = [target if target == source else f"{target}->{source}"
+                     for target, source in self.matched_examples.get(kind, [])[:3]]
+            missing = self.unmatched_examples.get(kind, [])[:3]
+            examples = ", ".join(shown)
+            if missing:
+                examples += ("; " if examples else "") + "unmatched: " + ", ".join(missing)
+            lines.append(f"  {kind:<13}{matched:>9,}{unmatched:>11,}  {examples}")
+        return "\n".join(lines)
+
+
+@dataclass
+class TokenMap:
+    """Pairs (target id, source id) of matched tokens, as int64 tensors, each
+    target id at most once, in increasing target id; the target ids left
+    unmatched; and the report."""
+
+    target_ids: torch.Tensor
+    source_ids: torch.Tensor
+    unmatched_target_ids: torch.Tensor
+    source: Vocab
+    target: Vocab
+    report: MatchReport
+
+    def __len__(self) -> int:
+        return int(self.target_ids.numel())
+
+    def __str__(self) -> str:
+        return str(self.report)
+
+
+def kinds_of(vocab: Vocab) -> List[str]:
+    """The kind of every token, by id."""
+    special, added = vocab.special_tokens, vocab.added_tokens
+    if vocab.family == families.WORDPIECE and not added - special:
+        # The common case, kept to string tests: it runs on every match.
+        prefix = vocab.continuation_prefix
+        continuation, word_start = families.CONTINUATION, families.WORD_START
+        kinds = [continuation if token.startswith(prefix) and token != prefix else word_start
+                 for token in vocab.tokens]
+        for token in special:
+            kinds[vocab.ids[token]] = families.SPECIAL
+        return kinds
+    classify, family, prefix = families.classify, vocab.family, vocab.continuation_prefix
+    return [families.SPECIAL if token in special else families.OTHER if token in added
+            else classify(token, family, prefix)[0] for token in vocab.tokens]
+
+
+def canonical_keys(vocab: Vocab, casefold: bool, remove_accents: bool) -> List[Tuple[str, Any]]:
+    """The family-neutral key of every token, by id."""
+    keys: List[Tuple[str, Any]] = []
+    roles = {token: role for role, token in vocab.specials.items()}
+    for token in vocab.tokens:
+        if token in vocab.special_tokens:
+            role = roles.get(token)
+            keys.append((families.SPECIAL, role) if role else ("unnamed-special", token))
+            continue
+        if token in vocab.added_tokens:
+            keys.append((families.OTHER, token))
+            continue
+        kind, text = families.classify(token, vocab.family, vocab.continuation_prefix)
+        if kind != families.BYTE:
+            text = families.normalise(text, casefold, remove_accents)
+        keys.append((kind, text))
+    return keys
+
+
+def match_exact(source: Vocab, target: Vocab) -> Tuple[List[int], List[int], int, int]:
+    lookup = source.ids.get
+    target_ids, source_ids = [], []
+    for target_id, token in enumerate(target.tokens):
+        source_id = lookup(token)
+        if source_id is not None:
+            target_ids.append(target_id)
+            source_ids.append(source_id)
+    return target_ids, source_ids, 0, 0
+
+
+def match_canonical(source: Vocab, target: Vocab) -> Tuple[List[int], List[int], int, int]:
+    casefold = source.lowercase or target.lowercase
+    remove_accents = source.strip_accents or target.strip_accents
+    source_keys = canonical_keys(source, casefold, remove_accents)
+    first_with_key: Dict[Tuple[str, Any], int] = {}
+    shared = set()
+    for source_id, key in enumerate(source_keys):
+        if key in first_with_key:
+            shared.add(key)
+        else:
+            first_with_key[key] = source_id
+    # A role the source lacks may be played by its stand-in (cls by bos, ...).
+    for role, stand_in in families.ROLE_STAND_INS.items():
+        key, stand_in_key = (families.SPECIAL, role), (families.SPECIAL, stand_in)
+        if key not in first_with_key and stand_in_key in first_with_key:
+            first_with_key[key] = first_with_key[stand_in_key]
+
+    target_ids, source_ids = [], []
+    ambiguous = canonical_only = 0
+    for target_id, key in enumerate(canonical_keys(target, casefold, remove_accents)):
+        source_id = first_with_key.get(key)
+        if source_id is None:
+            continue
+        token = target.tokens[target_id]
+        if key in shared:
+            ambiguous += 1
+            exact = source.ids.get(token)
+            if exact is not None and source_keys[exact] == key:
+                source_id = exact
+        if source.tokens[source_id] != token:
+            canonical_only += 1
+        target_ids.append(target_id)
+        source_ids.append(source_id)
+    return target_ids, source_ids, ambiguous, canonical_only
+
+
+def is_none(value: Any) -> bool:
+    return value is None
+
+
+def build_report(mode: str, source: Vocab, target: Vocab, target_ids: List[int],
+                 source_ids: List[int], ambiguous: int, canonical_only: int) -> MatchReport:
+    report = MatchReport(mode=mode, source_name=source.name, target_name=target.name,
+                         source_size=len(source), target_size=len(target),
+                         source_family=source.family, target_family=target.family,
+                         ambiguous=ambiguous, canonical_only=canonical_only)
+    source_of: List[Optional[int]] = [None] * len(target)
+    for target_id, source_id in zip(target_ids, source_ids):
+        source_of[target_id] = source_id
+    kinds = kinds_of(target)
+    counts = Counter(zip(kinds, map(is_none, source_of)))
+    for (kind, unmatched), count in counts.items():
+        (report.unmatched_by_kind if unmatched else report.matched_by_kind)[kind] = count
+    # Examples: the first few of each kind, matched and not; the scan stops
+    # once every group has all it can show.
+    missing = {group: min(count, EXAMPLES_PER_KIND) for group, count in counts.items()}
+    owed = sum(missing.values())
+    for target_id, kind in enumerate(kinds):
+        if not owed:
+            break
+        source_id = source_of[target_id]
+        group = (kind, source_id is None)
+        if not missing[group]:
+            continue
+        missing[group] -= 1
+        owed -= 1
+        token = target.tokens[target_id]
+        if source_id is None:
+            report.unmatched_examples.setdefault(kind, []).append(token)
+        else:
+            report.matched_examples.setdefault(kind, []).append(
+                (token, source.tokens[source_id]))
+    return report
+
+
+def match_vocab(source: VocabSource, target: VocabSource, mode: str = "exact") -> TokenMap:
+    """Match every target token to a source token.
+
+    ``mode="exact"``: identical strings, the rule of the common recipe.
+    ``mode="canonical"``: compare in a family-neutral form, so that
+    tokenizers of different families match where they mean the same text:
+    WordPiece ``##x``, SentencePiece ``x`` and byte-level ``x`` are all
+    "continuation x"; WordPiece ``x``, ``▁x`` and ``Ġx`` are all "word-start
+    x"; byte-level tokens are decoded from GPT-2's byte alphabet first;
+    SentencePiece ``<0xNN>`` and byte-level pieces that are not whole UTF-8
+    are matched as bytes; both sides are NFC-normalised, and case-folded
+    (and accent-stripped) when either side is uncased; special tokens are
+    matched by role (``[CLS]``/``<s>``, ``[SEP]``/``</s>``, ``[PAD]``/``<pad>``,
+    ``[UNK]``/``<unk>``, ``[MASK]``/``<mask>``), never by string. When several
+    source tokens share a form, the one with the target's exact string wins,
+    else the lowest source id (the most frequent, for BPE and Unigram
+    vocabularies ordered by frequency); ``report.ambiguous`` counts these.
+
+    ``source`` and ``target`` are anything ``load_vocab`` reads. Raises
+    ValueError for an unknown mode and VocabError for an unreadable vocabulary.
+    """
+    if mode not in MODES:
+        raise ValueError(f"match_vocab: mode {mode!r} is not one of {', '.join(MODES)}")
+    source_vocab = load_vocab(source)
+    target_vocab = load_vocab(target)
+    matcher = match_exact if mode == "exact" else match_canonical
+    target_ids, source_ids, ambiguous, canonical_only = matcher(source_vocab, target_vocab)
+    report = build_report(mode, source_vocab, target_vocab, target_ids, source_ids,
+                          ambiguous, canonical_only)
+    matched = torch.zeros(len(target_vocab), dtype=torch.bool)
+    target_tensor = torch.tensor(target_ids, dtype=torch.int64)
+    matched[target_tensor] = True
+    return TokenMap(target_ids=target_tensor,
+                    source_ids=torch.tensor(source_ids, dtype=torch.int64),
+                    unmatched_target_ids=torch.nonzero(~matched).flatten(),
+                    source=source_vocab, target=target_vocab, report=report)
