@@ -112,3 +112,37 @@ def markdown_table(header: List[str], rows: List[List[str]]) -> str:
              "|" + "|".join("---" for _ in header) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return "\n".join(lines)
+
+
+# ---- the reference case on real data (../shared/data) ------------------------
+
+def nsmc_documents(data_dir: Path, include_test: bool = False) -> List[str]:
+    """The `document` column of the non-empty NSMC rows (nsmc.txt)."""
+    names = ["ratings_train.txt"] + (["ratings_test.txt"] if include_test else [])
+    documents = []
+    for name in names:
+        with open(data_dir / "nsmc" / name, encoding="utf-8") as handle:
+            next(handle)  # header
+            for line in handle:
+                fields = line.rstrip("\n").split("\t")
+                if len(fields) >= 2 and fields[1]:
+                    documents.append(fields[1])
+    return documents
+
+
+def train_reference_tokenizer(documents: List[str], vocab_size: int = 30000):
+    """The common recipe's target tokenizer: BertWordPieceTokenizer with its
+    defaults, lowercase=False, strip_accents=False, min_frequency=2."""
+    from tokenizers import BertWordPieceTokenizer
+
+    tokenizer = BertWordPieceTokenizer(lowercase=False, strip_accents=False)
+    tokenizer.train_from_iterator(documents, vocab_size=vocab_size, min_frequency=2,
+                                  show_progress=False)
+    return tokenizer
+
+
+def require_data(data_dir: Path) -> Path:
+    if not (data_dir / "nsmc").is_dir() or not (data_dir / "vocab").is_dir():
+        raise SystemExit(f"skipped: no real data at {data_dir} (expected nsmc/ and vocab/; "
+                         "pass --data DIR)")
+    return data_dir

@@ -2,6 +2,7 @@
 
 from collections import Counter
 from dataclasses import dataclass, field
+from itertools import compress
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -141,18 +142,16 @@ def canonical_keys(vocab: Vocab, casefold: bool, remove_accents: bool) -> List[T
     return keys
 
 
-def match_exact(source: Vocab, target: Vocab) -> Tuple[List[int], List[int], int, int]:
-    lookup = source.ids.get
-    target_ids, source_ids = [], []
-    for target_id, token in enumerate(target.tokens):
-        source_id = lookup(token)
-        if source_id is not None:
-            target_ids.append(target_id)
-            source_ids.append(source_id)
-    return target_ids, source_ids, 0, 0
+# A matcher returns, for every target id, the matched source id or None,
+# plus the counts of ambiguous and canonical-only matches.
+MatchResult = Tuple[List[Optional[int]], int, int]
 
 
-def match_canonical(source: Vocab, target: Vocab) -> Tuple[List[int], List[int], int, int]:
+def match_exact(source: Vocab, target: Vocab) -> MatchResult:
+    return list(map(source.ids.get, target.tokens)), 0, 0
+
+
+def match_canonical(source: Vocab, target: Vocab) -> MatchResult:
     casefold = source.lowercase or target.lowercase
     remove_accents = source.strip_accents or target.strip_accents
     source_keys = canonical_keys(source, casefold, remove_accents)
@@ -169,61 +168,54 @@ def match_canonical(source: Vocab, target: Vocab) -> Tuple[List[int], List[int],
         if key not in first_with_key and stand_in_key in first_with_key:
             first_with_key[key] = first_with_key[stand_in_key]
 
-    target_ids, source_ids = [], []
+    source_of: List[Optional[int]] = []
     ambiguous = canonical_only = 0
-    for target_id, key in enumerate(canonical_keys(target, casefold, remove_accents)):
+    for token, key in zip(target.tokens, canonical_keys(target, casefold, remove_accents)):
         source_id = first_with_key.get(key)
-        if source_id is None:
-            continue
-        token = target.tokens[target_id]
-        if key in shared:
-            ambiguous += 1
-            exact = source.ids.get(token)
-            if exact is not None and source_keys[exact] == key:
-                source_id = exact
-        if source.tokens[source_id] != token:
-            canonical_only += 1
-        target_ids.append(target_id)
-        source_ids.append(source_id)
-    return target_ids, source_ids, ambiguous, canonical_only
+        if source_id is not None:
+            if key in shared:
+                ambiguous += 1
+                exact = source.ids.get(token)
+                if exact is not None and source_keys[exact] == key:
+                    source_id = exact
+            if source.tokens[source_id] != token:
+                canonical_only += 1
+        source_of.append(source_id)
+    return source_of, ambiguous, canonical_only
 
 
-def is_none(value: Any) -> bool:
-    return value is None
-
-
-def build_report(mode: str, source: Vocab, target: Vocab, target_ids: List[int],
-                 source_ids: List[int], ambiguous: int, canonical_only: int) -> MatchReport:
+def build_report(mode: str, source: Vocab, target: Vocab, source_of: List[Optional[int]],
+                 matched_flags: List[bool], ambiguous: int, canonical_only: int) -> MatchReport:
     report = MatchReport(mode=mode, source_name=source.name, target_name=target.name,
                          source_size=len(source), target_size=len(target),
                          source_family=source.family, target_family=target.family,
                          ambiguous=ambiguous, canonical_only=canonical_only)
-    source_of: List[Optional[int]] = [None] * len(target)
-    for target_id, source_id in zip(target_ids, source_ids):
-        source_of[target_id] = source_id
     kinds = kinds_of(target)
-    counts = Counter(zip(kinds, map(is_none, source_of)))
-    for (kind, unmatched), count in counts.items():
-        (report.unmatched_by_kind if unmatched else report.matched_by_kind)[kind] = count
+    matched_counts = Counter(compress(kinds, matched_flags))
+    unmatched_counts = Counter(kinds)
+    unmatched_counts.subtract(matched_counts)
+    report.matched_by_kind = {kind: count for kind, count in matched_counts.items() if count}
+    report.unmatched_by_kind = {kind: count for kind, count in unmatched_counts.items() if count}
     # Examples: the first few of each kind, matched and not; the scan stops
     # once every group has all it can show.
-    missing = {group: min(count, EXAMPLES_PER_KIND) for group, count in counts.items()}
+    missing = {(kind, True): min(count, EXAMPLES_PER_KIND)
+               for kind, count in report.matched_by_kind.items()}
+    missing.update({(kind, False): min(count, EXAMPLES_PER_KIND)
+                    for kind, count in report.unmatched_by_kind.items()})
     owed = sum(missing.values())
-    for target_id, kind in enumerate(kinds):
+    for target_id, (kind, matched) in enumerate(zip(kinds, matched_flags)):
         if not owed:
             break
-        source_id = source_of[target_id]
-        group = (kind, source_id is None)
-        if not missing[group]:
+        if not missing[(kind, matched)]:
             continue
-        missing[group] -= 1
+        missing[(kind, matched)] -= 1
         owed -= 1
         token = target.tokens[target_id]
-        if source_id is None:
-            report.unmatched_examples.setdefault(kind, []).append(token)
-        else:
+        if matched:
             report.matched_examples.setdefault(kind, []).append(
-                (token, source.tokens[source_id]))
+                (token, source.tokens[source_of[target_id]]))
+        else:
+            report.unmatched_examples.setdefault(kind, []).append(token)
     return report
 
 
@@ -253,13 +245,14 @@ def match_vocab(source: VocabSource, target: VocabSource, mode: str = "exact") -
     source_vocab = load_vocab(source)
     target_vocab = load_vocab(target)
     matcher = match_exact if mode == "exact" else match_canonical
-    target_ids, source_ids, ambiguous, canonical_only = matcher(source_vocab, target_vocab)
-    report = build_report(mode, source_vocab, target_vocab, target_ids, source_ids,
+    source_of, ambiguous, canonical_only = matcher(source_vocab, target_vocab)
+    matched_flags = [source_id is not None for source_id in source_of]
+    report = build_report(mode, source_vocab, target_vocab, source_of, matched_flags,
                           ambiguous, canonical_only)
-    matched = torch.zeros(len(target_vocab), dtype=torch.bool)
-    target_tensor = torch.tensor(target_ids, dtype=torch.int64)
-    matched[target_tensor] = True
-    return TokenMap(target_ids=target_tensor,
-                    source_ids=torch.tensor(source_ids, dtype=torch.int64),
-                    unmatched_target_ids=torch.nonzero(~matched).flatten(),
+    target_ids = [target_id for target_id, matched in enumerate(matched_flags) if matched]
+    unmatched_ids = [target_id for target_id, matched in enumerate(matched_flags) if not matched]
+    return TokenMap(target_ids=torch.tensor(target_ids, dtype=torch.int64),
+                    source_ids=torch.tensor([source_of[t] for t in target_ids],
+                                            dtype=torch.int64),
+                    unmatched_target_ids=torch.tensor(unmatched_ids, dtype=torch.int64),
                     source=source_vocab, target=target_vocab, report=report)

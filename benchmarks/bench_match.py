@@ -1,0 +1,100 @@
+"""Times load_vocab of both sides plus match_vocab: the klue/NSMC case on real
+data (goal: at most 30 ms), and synthetic vocabularies from 30k to 256k with
+about 30% shared (goal: at most 1 s at 256k x 256k).
+
+Writes benchmarks/results/match.md.
+"""
+
+import argparse
+import random
+import string
+import sys
+import tempfile
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+import vocabxfer  # noqa: E402
+
+SIZES = [30_000, 64_000, 128_000, 256_000]
+
+
+def synthetic_wordpiece(size: int, shared: list, seed: int) -> dict:
+    """A WordPiece-like {token: id}: specials, then `shared`, then tokens of
+    its own (word starts and ## continuations), shuffled."""
+    rng = random.Random(seed)
+    letters = string.ascii_lowercase + "가나다라마바사아자차카타파하"
+    tokens = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"] + list(shared)
+    seen = set(tokens)
+    while len(tokens) < size:
+        word = "".join(rng.choice(letters) for _ in range(rng.randint(2, 9)))
+        token = ("##" + word) if rng.random() < 0.3 else word
+        if token not in seen:
+            seen.add(token)
+            tokens.append(token)
+    head, tail = tokens[:5], tokens[5:]
+    rng.shuffle(tail)
+    return {token: index for index, token in enumerate(head + tail)}
+
+
+def synthetic_pair(size: int):
+    shared = list(synthetic_wordpiece(int(size * 0.3) + 5, [], seed=size))[5:]
+    return (synthetic_wordpiece(size, shared, seed=size + 1),
+            synthetic_wordpiece(size, shared, seed=size + 2))
+
+
+def time_match(source, target, mode, repeats):
+    seconds = common.time_call(lambda: vocabxfer.match_vocab(source, target, mode=mode),
+                               repeats=repeats, warmup=1)
+    return common.median(seconds)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", type=Path, default=common.SHARED_DATA,
+                        help="folder with nsmc/ and vocab/ (default: ../shared/data)")
+    parser.add_argument("--quick", action="store_true", help="sizes up to 64k, fewer repeats")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the result file")
+    args = parser.parse_args(argv)
+    repeats = 3 if args.quick else 7
+    rows = []
+
+    if (args.data / "nsmc").is_dir():
+        documents = common.nsmc_documents(args.data)
+        if args.quick:
+            documents = documents[:30000]
+        tokenizer = common.train_reference_tokenizer(documents)
+        klue = args.data / "vocab" / "klue-bert-base-vocab.txt"
+        scratch = tempfile.TemporaryDirectory()
+        tokenizer_json = Path(scratch.name) / "tokenizer.json"
+        tokenizer.save(str(tokenizer_json))
+        for target_name, target in (("tokenizers object", tokenizer),
+                                    ("tokenizer.json file", tokenizer_json)):
+            for mode in ("exact", "canonical"):
+                seconds = time_match(klue, target, mode, repeats * 3)
+                rows.append([f"klue vocab.txt (32,000) <- NSMC {target_name} (30,000)", mode,
+                             f"{seconds * 1e3:.1f}"])
+                print("  ".join(rows[-1]))
+        scratch.cleanup()
+    else:
+        print(f"no real data at {args.data}: the klue case is skipped")
+
+    for size in SIZES[:2] if args.quick else SIZES:
+        source, target = synthetic_pair(size)
+        for mode in ("exact", "canonical"):
+            seconds = time_match(source, target, mode, repeats)
+            rows.append([f"synthetic {size:,} <- {size:,} ({{token: id}} dicts)", mode,
+                         f"{seconds * 1e3:.1f}"])
+            print("  ".join(rows[-1]))
+
+    body = ("Each time covers load_vocab of both sides and match_vocab with its report "
+            f"(median of {repeats}+ calls; the klue rows {repeats * 3}).\n\n"
+            + common.markdown_table(["case", "mode", "ms"], rows))
+    path = common.write_result("match.md", "load_vocab + match_vocab", body, out_dir=args.out)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
