@@ -94,3 +94,32 @@ def corpus_file(tmp_path):
     path = tmp_path / "corpus.txt"
     path.write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
     return path
+
+
+def tiny_bert(vocab_size, tied=True, seed=0):
+    """A one-layer BERT masked LM with random weights and a fixed seed."""
+    from transformers import BertConfig, BertForMaskedLM
+
+    torch.manual_seed(seed)
+    config = BertConfig(vocab_size=vocab_size, hidden_size=32, num_hidden_layers=1,
+                        num_attention_heads=2, intermediate_size=37, max_position_embeddings=64,
+                        tie_word_embeddings=tied, pad_token_id=0)
+    model = BertForMaskedLM(config)
+    with torch.no_grad():
+        # Make the bias informative: a fresh model's is all zeros.
+        model.cls.predictions.bias.normal_()
+    return model.eval()
+
+
+def save_bert_folder(folder, tokens, tied=True):
+    """A model folder as from save_pretrained: tiny BERT + its WordPiece
+    tokenizer over exactly `tokens`."""
+    from transformers import BertTokenizerFast
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "vocab.txt").write_text("\n".join(tokens) + "\n", encoding="utf-8")
+    tokenizer = BertTokenizerFast.from_pretrained(str(folder), do_lower_case=True)
+    tokenizer.save_pretrained(str(folder))
+    model = tiny_bert(len(tokens), tied=tied)
+    model.save_pretrained(str(folder), safe_serialization=True)
+    return model, tokenizer

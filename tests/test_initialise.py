@@ -1,0 +1,141 @@
+"""transfer_embeddings and its plan: every rule, checked row by row against
+values computed here from the source matrix."""
+
+import pytest
+import torch
+
+from vocabxfer import (initialise_embeddings, load_vocab, match_vocab, plan_initialisation,
+                       transfer_embeddings)
+from vocabxfer.fvt import split_tokens, wordpiece_continuation
+
+from .conftest import BERT_SPECIALS, unigram_tokenizer, wordpiece_tokenizer
+
+SOURCE = BERT_SPECIALS + ["the", "cat", "##s", "run", "##ning", "##n", "##ing", "play",
+                          "##ed", "dog", "ca", "##t"]
+TARGET = BERT_SPECIALS + ["the", "cats", "##ning", "running", "played", "xyz", "dog", "##ted"]
+
+
+@pytest.fixture
+def token_map():
+    return match_vocab(wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET))
+
+
+@pytest.fixture
+def source_matrix():
+    return torch.randn(len(SOURCE), 6, generator=torch.Generator().manual_seed(7))
+
+
+def row(matrix, vocab_tokens, token):
+    return matrix[vocab_tokens.index(token)]
+
+
+def mean_of(matrix, tokens):
+    return torch.stack([row(matrix, SOURCE, token) for token in tokens]).mean(0)
+
+
+def test_fvt_rows(token_map, source_matrix):
+    result = initialise_embeddings(source_matrix, token_map, init="fvt")
+    weight = result.weight
+    assert weight.shape == (len(TARGET), 6) and weight.dtype == source_matrix.dtype
+    for token in BERT_SPECIALS + ["the", "##ning", "dog"]:
+        assert torch.equal(row(weight, TARGET, token), row(source_matrix, SOURCE, token))
+    # Word starts split as words: "cats" -> cat ##s, "running" -> run ##ning.
+    torch.testing.assert_close(row(weight, TARGET, "cats"), mean_of(source_matrix, ["cat", "##s"]))
+    torch.testing.assert_close(row(weight, TARGET, "running"),
+                               mean_of(source_matrix, ["run", "##ning"]))
+    torch.testing.assert_close(row(weight, TARGET, "played"),
+                               mean_of(source_matrix, ["play", "##ed"]))
+    # A continuation splits as the middle of a word: "##ted" -> ##t ##ed, not
+    # the word pieces of "ted".
+    torch.testing.assert_close(row(weight, TARGET, "##ted"), mean_of(source_matrix, ["##t", "##ed"]))
+    # No known piece: the mean source row.
+    torch.testing.assert_close(row(weight, TARGET, "xyz"), source_matrix.mean(0))
+    assert result.plan.counts == {"matched": 8, "special by role": 0, "fvt": 4,
+                                  "mean (no known pieces)": 1, "padding rows": 0}
+
+
+def test_wordpiece_continuation_is_greedy_longest_first():
+    vocab = load_vocab({token: index for index, token in enumerate(SOURCE)})
+    assert [vocab.tokens[i] for i in wordpiece_continuation("ning", vocab)] == ["##ning"]
+    assert [vocab.tokens[i] for i in wordpiece_continuation("ted", vocab)] == ["##t", "##ed"]
+    assert wordpiece_continuation("tex", vocab) == []
+
+
+def test_fvt_into_a_sentencepiece_source():
+    pieces = ["<unk>", "<s>", "</s>", "▁the", "▁cat", "s", "ing", "▁run", "n"]
+    source = unigram_tokenizer(pieces)
+    target = load_vocab({"[UNK]": 0, "[CLS]": 1, "cats": 2, "##nning": 3, "the": 4})
+    token_map = match_vocab(source, target, mode="canonical")
+    segments = split_tokens(token_map.source, token_map.target,
+                            token_map.unmatched_target_ids.tolist())
+    pieces_of = {target.tokens[t]: [pieces[i] for i in segments.source_ids[
+        segments.offsets[s]:segments.offsets[s + 1]]] for s, t in enumerate(segments.target_ids)}
+    assert pieces_of == {"cats": ["▁cat", "s"], "##nning": ["n", "n", "ing"]}
+
+
+@pytest.mark.parametrize("init", ["mean", "normal", "random"])
+def test_other_rules(token_map, source_matrix, init):
+    result = initialise_embeddings(source_matrix, token_map, init=init, seed=3)
+    weight = result.weight
+    unmatched = token_map.unmatched_target_ids
+    for t, s in zip(token_map.target_ids.tolist(), token_map.source_ids.tolist()):
+        assert torch.equal(weight[t], source_matrix[s])
+    if init == "mean":
+        for t in unmatched.tolist():
+            torch.testing.assert_close(weight[t], source_matrix.mean(0))
+    else:
+        # Same seed, same rows; another seed, other rows.
+        again = transfer_embeddings(source_matrix, token_map, init=init, seed=3)
+        other = transfer_embeddings(source_matrix, token_map, init=init, seed=4)
+        assert torch.equal(again, weight) and not torch.equal(other[unmatched], weight[unmatched])
+    assert result.plan.counts[init] == unmatched.numel()
+
+
+def test_normal_rule_follows_source_statistics():
+    source = torch.randn(2000, 4) * torch.tensor([1.0, 5.0, 0.1, 2.0]) + torch.tensor(
+        [3.0, -1.0, 0.0, 10.0])
+    source_vocab = {f"s{i}": i for i in range(2000)}
+    target_vocab = {f"t{i}": i for i in range(3000)}
+    weight = transfer_embeddings(source, match_vocab(source_vocab, target_vocab), init="normal")
+    torch.testing.assert_close(weight.mean(0), source.mean(0), atol=0.3, rtol=0.05)
+    torch.testing.assert_close(weight.std(0), source.std(0), atol=0.1, rtol=0.1)
+
+
+def test_unmatched_special_takes_the_source_role(source_matrix):
+    target = load_vocab({"<unk>": 0, "<s>": 1, "</s>": 2, "the": 3})
+    token_map = match_vocab(wordpiece_tokenizer(SOURCE), target)  # exact: no special matches
+    result = initialise_embeddings(source_matrix, token_map, init="mean")
+    assert torch.equal(result.weight[0], row(source_matrix, SOURCE, "[UNK]"))
+    assert torch.equal(result.weight[1], row(source_matrix, SOURCE, "[CLS]"))
+    assert torch.equal(result.weight[2], row(source_matrix, SOURCE, "[SEP]"))
+    assert result.plan.counts["special by role"] == 3
+
+
+def test_padding_rows_dtype_device_and_embedding_input(token_map, source_matrix):
+    embedding = torch.nn.Embedding.from_pretrained(source_matrix.clone(), freeze=False)
+    weight = transfer_embeddings(embedding, token_map, target_size=16, init="mean",
+                                 dtype=torch.bfloat16)
+    assert weight.shape == (16, 6) and weight.dtype == torch.bfloat16
+    assert not weight.requires_grad
+    for padding_row in range(len(TARGET), 16):
+        torch.testing.assert_close(weight[padding_row].float(), source_matrix.mean(0),
+                                   atol=1e-2, rtol=1e-2)
+
+
+def test_errors(token_map, source_matrix):
+    with pytest.raises(ValueError, match="init 'zeros' is not one of fvt, mean, normal, random"):
+        transfer_embeddings(source_matrix, token_map, init="zeros")
+    with pytest.raises(ValueError, match="target_size 5 is smaller than the target vocabulary "
+                                         r"\(13 tokens\)"):
+        plan_initialisation(token_map, target_size=5)
+    with pytest.raises(ValueError, match=r"the source tensor has shape \(10, 6\), but the source "
+                                         "vocabulary has 17 tokens"):
+        transfer_embeddings(source_matrix[:10], token_map)
+
+
+def test_fvt_needs_a_tokenizer_for_a_bare_sentencepiece_vocabulary(source_matrix):
+    source = load_vocab({"<unk>": 0, "▁the": 1, "s": 2}, family="sentencepiece")
+    token_map = match_vocab(source, {"<unk>": 0, "▁cats": 1})
+    with pytest.raises(ValueError, match="fvt: the source vocabulary .* came without its "
+                                         "tokenizer"):
+        transfer_embeddings(torch.randn(3, 4), token_map)

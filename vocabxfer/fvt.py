@@ -1,0 +1,142 @@
+"""Fast Vocabulary Transfer (Gee et al., 2022): a target token the source
+vocabulary lacks starts as the mean of the source embeddings of the pieces
+the source tokenizer splits its text into.
+
+The text is split the way the token is used: a word-start token as a word
+of its own, a continuation (WordPiece ``##x``, SentencePiece ``x`` without
+``▁``, byte-level ``x`` without ``Ġ``) as the middle of a word. Stripping
+``##`` and tokenizing the rest as a word, as the reference code does, gives
+word-start pieces for a token that never starts a word.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from . import families
+from .vocab import Vocab
+
+
+@dataclass
+class Segments:
+    """CSR form of the pieces: target token ``target_ids[s]`` averages the
+    source rows ``source_ids[offsets[s]:offsets[s + 1]]``."""
+
+    target_ids: List[int]
+    offsets: List[int]
+    source_ids: List[int]
+    unsplittable: List[int]  # target ids whose pieces were all unknown or none
+
+
+def source_backend(vocab: Vocab) -> Any:
+    """A tokenizer that splits text by the source's rules: the one the
+    vocabulary came from, or, for a bare WordPiece vocabulary, BERT's."""
+    tokenizer = vocab.tokenizer
+    backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer
+    if backend is not None:
+        return backend
+    if vocab.family != families.WORDPIECE:
+        raise ValueError(
+            f"fvt: the source vocabulary {vocab.name} came without its tokenizer, and only a "
+            "WordPiece vocabulary can be re-tokenized from its tokens alone; pass the source "
+            "tokenizer (a folder, tokenizer.json or tokenizer object) instead")
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
+
+    unk = vocab.specials.get("unk", "[UNK]")
+    backend = Tokenizer(models.WordPiece(vocab=dict(vocab.ids), unk_token=unk,
+                                         continuing_subword_prefix=vocab.continuation_prefix))
+    backend.normalizer = normalizers.BertNormalizer(lowercase=vocab.lowercase,
+                                                    strip_accents=vocab.strip_accents)
+    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    backend.decoder = decoders.WordPiece(prefix=vocab.continuation_prefix)
+    return backend
+
+
+def normalise_for(backend: Any, text: str) -> str:
+    normalizer = getattr(backend, "normalizer", None)
+    return normalizer.normalize_str(text) if normalizer is not None else text
+
+
+def wordpiece_continuation(text: str, vocab: Vocab) -> List[int]:
+    """Greedy longest-match-first WordPiece pieces of `text` in the middle of
+    a word: every piece carries the continuation prefix. [] if some part of
+    the text has no piece (WordPiece would give [UNK] for the whole word)."""
+    ids, prefix, pieces = vocab.ids, vocab.continuation_prefix, []
+    start = 0
+    while start < len(text):
+        end = len(text)
+        while end > start and prefix + text[start:end] not in ids:
+            end -= 1
+        if end == start:
+            return []
+        pieces.append(ids[prefix + text[start:end]])
+        start = end
+    return pieces
+
+
+def split_tokens(source: Vocab, target: Vocab, target_ids: Sequence[int]) -> Segments:
+    """The source pieces of every target token in `target_ids`."""
+    backend = source_backend(source)
+    model = getattr(backend, "model", None)
+    unknown = {source.ids[token] for token in (source.specials.get("unk"),) if token in source.ids}
+    pieces_of: Dict[int, List[int]] = {}
+    # Word-start tokens and tokens of no family go through the full pipeline
+    # in one batch call; continuations and bytes need the model alone.
+    words: List[Tuple[int, str]] = []
+    for target_id in target_ids:
+        token = target.tokens[target_id]
+        kind, text = families.classify(token, target.family, target.continuation_prefix)
+        if kind == families.CONTINUATION:
+            pieces_of[target_id] = continuation_pieces(text, source, backend, model)
+        elif kind == families.BYTE:
+            pieces_of[target_id] = byte_pieces(text, source)
+        else:
+            words.append((target_id, text))
+    if words:
+        texts = [(" " + text) if source.family == families.BYTELEVEL else text
+                 for _, text in words]
+        encodings = encode_words(backend, texts)
+        for (target_id, _), ids in zip(words, encodings):
+            pieces_of[target_id] = ids
+
+    segments = Segments(target_ids=[], offsets=[0], source_ids=[], unsplittable=[])
+    for target_id in target_ids:
+        ids = [piece for piece in pieces_of[target_id] if piece not in unknown]
+        if not ids:
+            segments.unsplittable.append(target_id)
+            continue
+        segments.target_ids.append(target_id)
+        segments.source_ids.extend(ids)
+        segments.offsets.append(len(segments.source_ids))
+    return segments
+
+
+def encode_words(backend: Any, texts: List[str]) -> List[List[int]]:
+    if hasattr(backend, "encode_batch"):
+        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
+    return backend(texts, add_special_tokens=False)["input_ids"]  # a slow transformers tokenizer
+
+
+def continuation_pieces(text: str, source: Vocab, backend: Any, model: Optional[Any]) -> List[int]:
+    if source.family == families.WORDPIECE:
+        # Normalise as the source would (lower case, accents), then split
+        # greedily with the continuation prefix on every piece.
+        normalised = "".join(normalise_for(backend, text).split())
+        return wordpiece_continuation(normalised, source)
+    if model is not None and source.family == families.SENTENCEPIECE:
+        return [token.id for token in model.tokenize(normalise_for(backend, text))]
+    if model is not None and source.family == families.BYTELEVEL:
+        table = families.byte_to_unicode()
+        spelled = "".join(table[byte] for byte in normalise_for(backend, text).encode("utf-8"))
+        return [token.id for token in model.tokenize(spelled)]
+    return encode_words(backend, [text])[0]
+
+
+def byte_pieces(raw: bytes, source: Vocab) -> List[int]:
+    """A raw byte (or bytes) maps to the source's byte pieces, if it has any."""
+    if source.family == families.SENTENCEPIECE:
+        names = [f"<0x{byte:02X}>" for byte in raw]
+    elif source.family == families.BYTELEVEL:
+        names = ["".join(families.byte_to_unicode()[byte] for byte in raw)]
+    else:
+        return []
+    return [source.ids[name] for name in names if name in source.ids]
