@@ -139,3 +139,13 @@ def test_fvt_needs_a_tokenizer_for_a_bare_sentencepiece_vocabulary(source_matrix
     with pytest.raises(ValueError, match="fvt: the source vocabulary .* came without its "
                                          "tokenizer"):
         transfer_embeddings(torch.randn(3, 4), token_map)
+
+
+def test_source_tokenizer_with_padding_switched_on(token_map, source_matrix):
+    # sentence-transformers' tokenizer.json pads every encoding to 128: the
+    # padding must not enter the averages.
+    padded = wordpiece_tokenizer(SOURCE)
+    padded.enable_padding(length=16, pad_id=0, pad_token="[PAD]")
+    padded_map = match_vocab(padded, wordpiece_tokenizer(TARGET))
+    expected = transfer_embeddings(source_matrix, token_map)
+    assert torch.equal(transfer_embeddings(source_matrix, padded_map), expected)

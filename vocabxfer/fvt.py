@@ -111,9 +111,15 @@ def split_tokens(source: Vocab, target: Vocab, target_ids: Sequence[int]) -> Seg
 
 
 def encode_words(backend: Any, texts: List[str]) -> List[List[int]]:
+    """Pieces of each text as a word of its own. A tokenizer.json may switch
+    padding on (sentence-transformers pads to 128): the attention mask keeps
+    the padding out of the pieces."""
     if hasattr(backend, "encode_batch"):
-        return [encoding.ids for encoding in backend.encode_batch(texts, add_special_tokens=False)]
-    return backend(texts, add_special_tokens=False)["input_ids"]  # a slow transformers tokenizer
+        encodings = backend.encode_batch(texts, add_special_tokens=False)
+        return [[piece for piece, real in zip(encoding.ids, encoding.attention_mask) if real]
+                for encoding in encodings]
+    batch = backend(texts, add_special_tokens=False)  # a slow transformers tokenizer
+    return batch["input_ids"]
 
 
 def continuation_pieces(text: str, source: Vocab, backend: Any, model: Optional[Any]) -> List[int]:
