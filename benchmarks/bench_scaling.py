@@ -1,0 +1,184 @@
+"""How the row transfer and the matching scale with vocabulary size, row width
+and dtype.
+
+Rows: vocabularies of 32k to 256k rows, widths of 768 to 8,192, float32 and
+bfloat16, 30% of target rows matched (random pairs). Each case times
+transfer_rows_, index_copy_(index_select) and a plain copy of the same bytes
+(the ceiling), every call starting with cold caches. Cases whose matrices
+would exceed --max-gb each are left out (and listed). Matching: load_vocab +
+match_vocab on synthetic WordPiece vocabularies of 30k to 256k tokens.
+
+Plots: GB/s against bytes moved, one line per method and dtype; and matching
+time against vocabulary size. Writes benchmarks/results/scaling_<device>.md,
+scaling_rows_<device>.png and scaling_match.png (the latter on CPU only).
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import bench_match  # noqa: E402
+import common  # noqa: E402
+
+import vocabxfer  # noqa: E402
+
+VOCABS = [32_000, 64_000, 128_000, 256_000]
+WIDTHS = [768, 2_048, 4_096, 8_192]
+DTYPES = [torch.float32, torch.bfloat16]
+MATCHED = 0.3
+METHODS = ("transfer_rows_", "index_copy_", "copy ceiling")
+
+
+def run_case(rows, width, dtype, device, repeats, flush):
+    generator = torch.Generator().manual_seed(rows + width)
+    pairs = int(rows * MATCHED)
+    source = torch.randn(rows, width, generator=generator).to(dtype).to(device)
+    target = torch.empty(rows, width, dtype=dtype, device=device)
+    target_ids = torch.randperm(rows, generator=generator)[:pairs].to(device)
+    source_ids = torch.randperm(rows, generator=generator)[:pairs].to(device)
+    ceiling_source = source[:pairs].clone()
+    # Written once up front, so that no method pays for first-touch page faults.
+    ceiling_target = torch.zeros_like(ceiling_source)
+    target.zero_()
+    calls = {
+        "transfer_rows_": lambda: vocabxfer.transfer_rows_(target, target_ids, source, source_ids),
+        "index_copy_": lambda: target.index_copy_(0, target_ids, source.index_select(0, source_ids)),
+        "copy ceiling": lambda: ceiling_target.copy_(ceiling_source),
+    }
+    calls["transfer_rows_"]()
+    check = target[target_ids].clone()
+    if not torch.equal(check, source[source_ids]):
+        raise SystemExit(f"transfer_rows_ gave wrong rows for {rows}x{width} {dtype}")
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            samples[name] += common.time_call(call, device, repeats=1, warmup=1, reset=flush)
+    bytes_moved = 2 * pairs * width * source.element_size()
+    return bytes_moved, {name: common.median(values) for name, values in samples.items()}
+
+
+def plot_rows(results, path, device):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(9, 5))
+    styles = {"transfer_rows_": ("#1f4e99", "o"), "index_copy_": ("#d98c8c", "s"),
+              "copy ceiling": ("#999999", "^")}
+    for dtype in DTYPES:
+        cases = sorted((r for r in results if r["dtype"] == dtype), key=lambda r: r["bytes"])
+        if not cases:
+            continue
+        for method in METHODS:
+            colour, marker = styles[method]
+            axis.plot([c["bytes"] / 1e6 for c in cases],
+                      [c["bytes"] / c["seconds"][method] / 1e9 for c in cases],
+                      color=colour, marker=marker,
+                      linestyle="-" if dtype == torch.float32 else "--",
+                      label=f"{method} ({str(dtype).replace('torch.', '')})")
+    axis.set_xscale("log")
+    axis.set_xlabel("MB moved (read + written)")
+    axis.set_ylabel("GB/s")
+    axis.set_title(f"Row transfer throughput on {device} (30% of rows, random pairs, cold caches)",
+                   fontsize=10)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def plot_match(rows, path):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    figure, axis = plt.subplots(figsize=(7, 4))
+    for mode, colour in (("exact", "#1f4e99"), ("canonical", "#3b9d6b")):
+        points = [(size, seconds) for size, m, seconds in rows if m == mode]
+        axis.plot([p[0] for p in points], [p[1] * 1e3 for p in points], marker="o",
+                  color=colour, label=f"load_vocab x2 + match_vocab ({mode})")
+    axis.axhline(1000, color="#d98c8c", linestyle=":", label="goal at 256k: 1 s")
+    axis.set_xlabel("vocabulary size (source = target)")
+    axis.set_ylabel("ms")
+    axis.set_title("Matching time against vocabulary size (CPU)", fontsize=10)
+    axis.grid(True, alpha=0.3)
+    axis.legend(fontsize=8)
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    plt.close(figure)
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
+    parser.add_argument("--max-gb", type=float, default=None,
+                        help="largest matrix per case in GB (default: 1 on CPU, 8 on GPU)")
+    parser.add_argument("--quick", action="store_true", help="fewer cases and repeats")
+    parser.add_argument("--out", type=Path, default=None, help="folder for the results")
+    args = parser.parse_args(argv)
+    device = args.device
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: no CUDA device is available")
+    max_bytes = (args.max_gb or (8.0 if device.startswith("cuda") else 1.0)) * 1e9
+    repeats = 2 if args.quick else 5
+    vocabs = VOCABS[:2] if args.quick else VOCABS
+    widths = WIDTHS[:2] if args.quick else WIDTHS
+    out_dir = args.out or common.RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    flush = common.CacheFlusher(device)
+
+    results, skipped, table = [], [], []
+    for dtype in DTYPES:
+        for rows in vocabs:
+            for width in widths:
+                element = torch.finfo(dtype).bits // 8
+                if rows * width * element > max_bytes:
+                    skipped.append(f"{rows:,}x{width:,} {str(dtype).replace('torch.', '')}")
+                    continue
+                moved, seconds = run_case(rows, width, dtype, device, repeats, flush)
+                results.append({"rows": rows, "width": width, "dtype": dtype, "bytes": moved,
+                                "seconds": seconds})
+                ceiling = seconds["copy ceiling"]
+                table.append([f"{rows:,}", f"{width:,}", str(dtype).replace("torch.", ""),
+                              f"{moved / 1e6:,.0f}"]
+                             + [f"{seconds[m] * 1e3:,.2f} ({moved / seconds[m] / 1e9:.0f} GB/s)"
+                                for m in METHODS]
+                             + [f"{100 * ceiling / seconds['transfer_rows_']:.0f}%",
+                                f"{seconds['index_copy_'] / seconds['transfer_rows_']:.1f}x"])
+                print("  ".join(table[-1]))
+    device_name = device.split(":")[0]
+    plot_rows(results, out_dir / f"scaling_rows_{device_name}.png", device)
+    body = (f"30% of rows matched, random pairs; median of {repeats} calls per method, methods "
+            "taking turns, caches flushed before each call.\n\n"
+            + common.markdown_table(["rows", "width", "dtype", "MB moved"]
+                                    + [f"{m} ms" for m in METHODS]
+                                    + ["% of ceiling", "vs index_copy_"], table)
+            + (f"\n\nLeft out (matrix over {max_bytes / 1e9:.0f} GB): " + ", ".join(skipped)
+               if skipped else "")
+            + f"\n\n![rows](scaling_rows_{device_name}.png)")
+
+    if device_name == "cpu":
+        match_rows = []
+        for size in (bench_match.SIZES[:2] if args.quick else bench_match.SIZES):
+            source, target = bench_match.synthetic_pair(size)
+            for mode in ("exact", "canonical"):
+                seconds = bench_match.time_match(source, target, mode, repeats)
+                match_rows.append((size, mode, seconds))
+                print(f"match {size:,} {mode} {seconds * 1e3:.0f} ms")
+        plot_match(match_rows, out_dir / "scaling_match.png")
+        body += ("\n\n## Matching\n\n" + common.markdown_table(
+            ["vocabulary", "mode", "ms"],
+            [[f"{size:,}", mode, f"{seconds * 1e3:,.0f}"] for size, mode, seconds in match_rows])
+            + "\n\n![match](scaling_match.png)")
+    path = common.write_result(f"scaling_{device_name}.md", f"Scaling on {device}", body,
+                               device, out_dir)
+    print(f"wrote {path}")
+
+
+if __name__ == "__main__":
+    main()
