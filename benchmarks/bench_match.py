@@ -5,7 +5,6 @@ about 30% shared (goal: at most 1 s at 256k x 256k).
 Writes benchmarks/results/match.md.
 """
 
-import argparse
 import random
 import string
 import sys
@@ -51,12 +50,8 @@ def time_match(source, target, mode, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=common.SHARED_DATA,
-                        help="folder with nsmc/ and vocab/ (default: ../shared/data)")
+    parser = common.argument_parser(__doc__, data=True)
     parser.add_argument("--quick", action="store_true", help="sizes up to 64k, fewer repeats")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the result file")
     args = parser.parse_args(argv)
     repeats = 3 if args.quick else 7
     rows = []

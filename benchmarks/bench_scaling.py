@@ -13,7 +13,6 @@ time against vocabulary size. Writes benchmarks/results/scaling_<device>.md,
 scaling_rows_<device>.png and scaling_match.png (the latter on CPU only).
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -61,10 +60,7 @@ def run_case(rows, width, dtype, device, repeats, flush):
 
 
 def plot_rows(results, path, device):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     figure, axis = plt.subplots(figsize=(9, 5))
     styles = {"transfer_rows_": ("#1f4e99", "o"), "index_copy_": ("#d98c8c", "s"),
               "copy ceiling": ("#999999", "^")}
@@ -86,16 +82,11 @@ def plot_rows(results, path, device):
                    fontsize=10)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def plot_match(rows, path):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     figure, axis = plt.subplots(figsize=(7, 4))
     for mode, colour in (("exact", "#1f4e99"), ("canonical", "#3b9d6b")):
         points = [(size, seconds) for size, m, seconds in rows if m == mode]
@@ -107,19 +98,15 @@ def plot_match(rows, path):
     axis.set_title("Matching time against vocabulary size (CPU)", fontsize=10)
     axis.grid(True, alpha=0.3)
     axis.legend(fontsize=8)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__, data=False)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--max-gb", type=float, default=None,
                         help="largest matrix per case in GB (default: 1 on CPU, 8 on GPU)")
     parser.add_argument("--quick", action="store_true", help="fewer cases and repeats")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the results")
     args = parser.parse_args(argv)
     device = args.device
     if device.startswith("cuda") and not torch.cuda.is_available():

@@ -15,15 +15,13 @@ Variants, verified to give identical matrices before anything is timed:
   3. vectorised torch: pairs from the dict, then weight[t] = source[s];
   4. index_copy_ with index_select on the same pairs;
   5. vocabxfer end to end: load_vocab + match_vocab + transfer_rows_.
-Peak memory: each variant runs again in a fresh process, and the growth of
-its peak resident memory over the setup's is reported.
+Peak memory: each variant runs again in a fresh process, and how far it
+raises the peak resident memory above where it started is reported (Linux).
 
 Writes benchmarks/results/seed_loop.md and seed_loop.png.
 """
 
-import argparse
 import json
-import resource
 import subprocess
 import sys
 import tempfile
@@ -108,30 +106,37 @@ RUNS = {DICT_ONCE: dict_once_loop, VECTORISED: vectorised, INDEX_COPY: index_cop
         VOCABXFER: with_vocabxfer}
 
 
+def status_kib(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise KeyError(field)
+
+
 def peak_memory_mb(folder: Path, variant: str, limit: int) -> float:
-    """Growth of peak RSS over setup's, in a fresh process."""
+    """How far a variant raises the resident memory above where it started,
+    measured in a fresh process."""
     result = subprocess.run([sys.executable, __file__, "--child", str(folder), variant,
                              str(limit)], capture_output=True, text=True, check=True)
-    before, after = json.loads(result.stdout.strip().splitlines()[-1])
-    return (after - before) / 1024
+    before, peak = json.loads(result.stdout.strip().splitlines()[-1])
+    return (peak - before) / 1024
 
 
 def child(folder: str, variant: str, limit: str) -> None:
     state = setup(Path(folder))
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux: writing 5 to clear_refs resets the peak (VmHWM) to the current
+    # resident size, so the peak read afterwards is this variant's alone.
+    Path("/proc/self/clear_refs").write_text("5")
+    before = status_kib("VmRSS")
     if variant == NAIVE:
         naive_loop(*state, limit=int(limit))
     else:
         RUNS[variant](*state)
-    after = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps([before, after]))
+    print(json.dumps([before, status_kib("VmHWM")]))
 
 
 def plot(rows, path, prefix, extrapolated):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     labels = [row[0] for row in rows]
     seconds = [row[1] for row in rows]
     figure, axis = plt.subplots(figsize=(10, 3.6))
@@ -149,23 +154,17 @@ def plot(rows, path, prefix, extrapolated):
     note = (f" (extrapolated from {prefix} tokens)" if extrapolated else "")
     axis.set_title("Copying the shared rows of a 30,000-token NSMC vocabulary from klue/bert-base"
                    + note, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=common.SHARED_DATA,
-                        help="folder with nsmc/ and vocab/ (default: ../shared/data)")
+    parser = common.argument_parser(__doc__, data=True)
     parser.add_argument("--prefix", type=int, default=500,
                         help="target tokens the naive loop runs before extrapolating (500)")
     parser.add_argument("--full", action="store_true",
                         help="run the naive loop over the whole vocabulary (minutes)")
     parser.add_argument("--quick", action="store_true",
                         help="100-token prefix, fewer repeats, no memory measurement")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the results")
     args = parser.parse_args(argv)
     data = common.require_data(args.data)
     prefix = 100 if args.quick else args.prefix
@@ -235,8 +234,8 @@ def main(argv=None):
     plot(rows, out_dir / "seed_loop.png", prefix, not args.full)
     body = (f"klue/bert-base vocabulary (32,000) -> WordPiece trained on NSMC ({size:,}); "
             f"{changed:,} shared rows of {WIDTH} float32 copied. Medians of {repeats} runs; the "
-            "naive loop runs once. Peak memory: growth of the peak RSS of a fresh process over "
-            "its setup (the naive loop's over its prefix).\n\n"
+            "naive loop runs once. Peak memory: how far the variant raises a fresh process's "
+            "peak resident memory above its start (the naive loop: over its prefix).\n\n"
             + common.markdown_table(["variant", "ms", "speed-up vs 1", "vs 3",
                                      "peak memory growth (MB)"], table)
             + "\n\n![seed loop](seed_loop.png)")

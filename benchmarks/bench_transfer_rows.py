@@ -5,7 +5,6 @@ Every method is checked to give the same target before anything is timed.
 Writes a markdown table to benchmarks/results/transfer_rows_<device>.md.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -95,14 +94,11 @@ def run_case(name, spec, device, repeats):
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__, data=False)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default: cpu)")
     parser.add_argument("--quick", action="store_true",
                         help="smaller LLM case and fewer repeats (about 15 s on CPU)")
     parser.add_argument("--repeats", type=int, default=None, help="timed calls per method")
-    parser.add_argument("--out", type=Path, default=None,
-                        help="folder for the result table (default: benchmarks/results)")
     args = parser.parse_args(argv)
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise SystemExit("--device cuda: no CUDA device is available")

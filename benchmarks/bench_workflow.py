@@ -7,7 +7,6 @@ Source: the klue/bert-base vocabulary; target: WordPiece trained on NSMC
 (real data from ../shared/data). Writes benchmarks/results/workflow.md.
 """
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -20,13 +19,9 @@ import vocabxfer  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=common.SHARED_DATA,
-                        help="folder with nsmc/ and vocab/ (default: ../shared/data)")
+    parser = common.argument_parser(__doc__, data=True)
     parser.add_argument("--quick", action="store_true",
                         help="train the target on 30,000 reviews; fewer repeats")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the result file")
     args = parser.parse_args(argv)
     data = common.require_data(args.data)
     repeats = 3 if args.quick else 7

@@ -1,6 +1,7 @@
 """Helpers shared by the benchmark scripts: timing, machine description and
 result files."""
 
+import argparse
 import datetime
 import os
 import platform
@@ -14,6 +15,33 @@ import torch
 
 RESULTS = Path(__file__).resolve().parent / "results"
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def argument_parser(doc: str, data: bool = False) -> argparse.ArgumentParser:
+    """A benchmark's parser with the options every script shares: --out, and
+    --data for those that read ../shared/data."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    if data:
+        parser.add_argument("--data", type=Path, default=SHARED_DATA,
+                            help="folder with nsmc/ and vocab/ (default: ../shared/data)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help="folder for the results (default: benchmarks/results)")
+    return parser
+
+
+def pyplot():
+    """matplotlib's pyplot drawing to files, with no display needed."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def save_figure(figure, path: Path) -> None:
+    figure.tight_layout()
+    figure.savefig(path, dpi=120)
+    pyplot().close(figure)
 
 
 def cpu_model() -> str:

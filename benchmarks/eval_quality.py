@@ -11,7 +11,6 @@ embedding closest to its own source embedding among all held-out passages?).
 Writes benchmarks/results/quality.md and quality.png.
 """
 
-import argparse
 import copy
 import random
 import sys
@@ -63,16 +62,19 @@ def read_passages(files):
 
 @torch.no_grad()
 def embed(model, tokenizer, passages, batch_size=64, max_length=256):
-    """Mean-pooled, L2-normalised last hidden states."""
-    rows = []
-    for start in range(0, len(passages), batch_size):
-        batch = tokenizer(passages[start:start + batch_size], padding=True, truncation=True,
+    """Mean-pooled, L2-normalised last hidden states, in the passages' order.
+    Batches hold passages of similar length, so that little is padding."""
+    order = sorted(range(len(passages)), key=lambda index: len(passages[index]))
+    rows = torch.empty(len(passages), model.config.hidden_size)
+    for start in range(0, len(order), batch_size):
+        chosen = order[start:start + batch_size]
+        batch = tokenizer([passages[index] for index in chosen], padding=True, truncation=True,
                           max_length=max_length, return_tensors="pt")
         hidden = model(**batch).last_hidden_state
         mask = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)
         pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1)
-        rows.append(torch.nn.functional.normalize(pooled, dim=-1))
-    return torch.cat(rows)
+        rows[chosen] = torch.nn.functional.normalize(pooled, dim=-1)
+    return rows
 
 
 def fidelity(source_embeddings, target_embeddings):
@@ -83,10 +85,7 @@ def fidelity(source_embeddings, target_embeddings):
 
 
 def plot(results, path, title):
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = common.pyplot()
     labels = [row[0] for row in results]
     figure, axes = plt.subplots(1, 2, figsize=(12, 4.2), sharey=True)
     for axis, column, name in ((axes[0], 1, "mean cosine to the source embedding"),
@@ -101,14 +100,11 @@ def plot(results, path, title):
             axis.text(value + 0.01, bar.get_y() + bar.get_height() / 2, f"{value:.3f}",
                       va="center", fontsize=9)
     figure.suptitle(title, fontsize=10)
-    figure.tight_layout()
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    common.save_figure(figure, path)
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = common.argument_parser(__doc__, data=False)
     parser.add_argument("--model", default=defaults.DEFAULT_MODEL,
                         help="source model folder (default: the packaged all-MiniLM-L6-v2)")
     parser.add_argument("--corpus", nargs="*", help="text files, one passage per line (default: "
@@ -117,7 +113,6 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8000, help="target vocabulary (8000)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true", help="200 held-out passages")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the results")
     args = parser.parse_args(argv)
     held_out_count = 200 if args.quick else args.held_out
 

@@ -6,7 +6,6 @@ differ by about ±10 because tokenizer training is not fully deterministic.
 Prints both reports and writes them to benchmarks/results/nsmc_reference.md.
 """
 
-import argparse
 import sys
 import time
 from pathlib import Path
@@ -18,16 +17,12 @@ import vocabxfer  # noqa: E402
 
 
 def main(argv=None):
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--data", type=Path, default=common.SHARED_DATA,
-                        help="folder with nsmc/ and vocab/ (default: ../shared/data)")
+    parser = common.argument_parser(__doc__, data=True)
     parser.add_argument("--vocab-size", type=int, default=30000)
     parser.add_argument("--with-test", action="store_true",
                         help="train on ratings_train + ratings_test (199,992 reviews)")
     parser.add_argument("--quick", action="store_true",
                         help="train on the first 30,000 reviews only (the count then differs)")
-    parser.add_argument("--out", type=Path, default=None, help="folder for the result file")
     args = parser.parse_args(argv)
     data = common.require_data(args.data)
 

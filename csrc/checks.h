@@ -218,9 +218,23 @@ inline void check_indices_on_device(
 
 namespace vocabxfer {
 
-// Everything about transfer_rows_'s arguments that needs no look at the
-// index values.
-inline void check_transfer_rows_args(
+// Both indices as contiguous tensors of one integer type.
+struct RowPairs {
+  at::ScalarType index_type;
+  at::Tensor target_ids;
+  at::Tensor source_ids;
+};
+
+inline RowPairs as_row_pairs(const at::Tensor& target_index,
+                             const at::Tensor& source_index) {
+  const auto index_type = common_index_type(target_index, source_index);
+  return {index_type, as_contiguous_index(target_index, index_type),
+          as_contiguous_index(source_index, index_type)};
+}
+
+// Checks everything about transfer_rows_'s arguments that needs no look at
+// the index values, and returns the indices ready for a kernel.
+inline RowPairs prepare_transfer_rows(
     const at::Tensor& target,
     const at::Tensor& target_index,
     const at::Tensor& source,
@@ -242,11 +256,21 @@ inline void check_transfer_rows_args(
       " but source rows have width ", source.size(1),
       "; rows must have the same width");
   check_no_overlap(op, target, source);
+  return as_row_pairs(target_index, source_index);
 }
 
-// Everything about segment_mean_'s arguments that needs no look at the
-// index values.
-inline void check_segment_mean_args(
+// segment_mean_'s inputs ready for a kernel: indices of one integer type,
+// int64 offsets, weights in the accumulation type (float64 for a float64
+// source, float32 otherwise).
+struct Segments {
+  RowPairs ids;
+  at::Tensor offsets;
+  c10::optional<at::Tensor> weights;
+};
+
+// Checks everything about segment_mean_'s arguments that needs no look at
+// the index values, and returns them ready for a kernel.
+inline Segments prepare_segment_mean(
     const at::Tensor& target,
     const at::Tensor& target_index,
     const at::Tensor& source,
@@ -282,6 +306,14 @@ inline void check_segment_mean_args(
     check_same_device(op, "weights", w, target);
   }
   check_no_overlap(op, target, source);
+  const auto acc_dtype =
+      source.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  c10::optional<at::Tensor> acc_weights;
+  if (weights.has_value()) {
+    acc_weights = weights->to(acc_dtype).contiguous();
+  }
+  return {as_row_pairs(target_index, source_index),
+          as_contiguous_index(offsets, at::kLong), acc_weights};
 }
 
 } // namespace vocabxfer

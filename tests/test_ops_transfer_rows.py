@@ -10,7 +10,7 @@ import torch
 import vocabxfer
 from vocabxfer import _reference
 
-from .conftest import DEVICES, FLOAT_DTYPES
+from .conftest import FLOAT_DTYPES
 
 cuda_only = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 

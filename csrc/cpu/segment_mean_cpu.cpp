@@ -101,17 +101,15 @@ void segment_mean_cpu(
     const at::Tensor& source_index,
     const at::Tensor& offsets,
     const c10::optional<at::Tensor>& weights) {
-  check_segment_mean_args(target, target_index, source, source_index, offsets, weights);
-  const auto index_type = common_index_type(target_index, source_index);
-  const auto target_ids = as_contiguous_index(target_index, index_type);
-  const auto source_ids = as_contiguous_index(source_index, index_type);
-  const auto bounds = as_contiguous_index(offsets, at::kLong);
-  const auto acc_dtype =
-      source.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  c10::optional<at::Tensor> acc_weights;
-  if (weights.has_value()) {
-    acc_weights = weights->to(acc_dtype).contiguous();
-  }
+  const auto inputs =
+      prepare_segment_mean(target, target_index, source, source_index, offsets, weights);
+  // Plain names, not structured bindings: C++17 lambdas cannot capture those.
+  const at::ScalarType index_type = inputs.ids.index_type;
+  const at::Tensor& target_ids = inputs.ids.target_ids;
+  const at::Tensor& source_ids = inputs.ids.source_ids;
+  const auto& bounds = inputs.offsets;
+  const auto& acc_weights = inputs.weights;
+  const bool double_sums = source.scalar_type() == at::kDouble;
 
   AT_DISPATCH_INDEX_TYPES(index_type, "segment_mean_cpu", [&] {
     check_offsets_cpu(bounds, source_ids.numel());
@@ -119,7 +117,7 @@ void segment_mean_cpu(
     check_unique_cpu<index_t>(kOp, "target_index", target_ids, target.size(0));
     check_range_cpu<index_t>(kOp, "source_index", source_ids, source.size(0), "source");
     if (acc_weights.has_value()) {
-      if (acc_dtype == at::kDouble) {
+      if (double_sums) {
         check_weights_cpu<double>(*acc_weights);
       } else {
         check_weights_cpu<float>(*acc_weights);

@@ -115,10 +115,11 @@ void transfer_rows_cpu(
     const at::Tensor& source,
     const at::Tensor& source_index) {
   constexpr const char* op = "transfer_rows_";
-  check_transfer_rows_args(target, target_index, source, source_index);
-  const auto index_type = common_index_type(target_index, source_index);
-  const auto target_ids = as_contiguous_index(target_index, index_type);
-  const auto source_ids = as_contiguous_index(source_index, index_type);
+  // Plain names, not structured bindings: C++17 lambdas cannot capture those.
+  const RowPairs pairs = prepare_transfer_rows(target, target_index, source, source_index);
+  const at::ScalarType index_type = pairs.index_type;
+  const at::Tensor& target_ids = pairs.target_ids;
+  const at::Tensor& source_ids = pairs.source_ids;
 
   AT_DISPATCH_INDEX_TYPES(index_type, "transfer_rows_cpu", [&] {
     check_range_cpu<index_t>(op, "target_index", target_ids, target.size(0), "target");

@@ -137,18 +137,15 @@ void segment_mean_cuda(
     const at::Tensor& source_index,
     const at::Tensor& offsets,
     const c10::optional<at::Tensor>& weights) {
-  check_segment_mean_args(target, target_index, source, source_index, offsets, weights);
   const c10::cuda::CUDAGuard device_guard(target.device());
-  const auto index_type = common_index_type(target_index, source_index);
-  const auto target_ids = as_contiguous_index(target_index, index_type);
-  const auto source_ids = as_contiguous_index(source_index, index_type);
-  const auto bounds = as_contiguous_index(offsets, at::kLong);
-  const auto acc_dtype =
-      source.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
-  c10::optional<at::Tensor> acc_weights;
-  if (weights.has_value()) {
-    acc_weights = weights->to(acc_dtype).contiguous();
-  }
+  const auto inputs =
+      prepare_segment_mean(target, target_index, source, source_index, offsets, weights);
+  // Plain names, not structured bindings: C++17 lambdas cannot capture those.
+  const at::ScalarType index_type = inputs.ids.index_type;
+  const at::Tensor& target_ids = inputs.ids.target_ids;
+  const at::Tensor& source_ids = inputs.ids.source_ids;
+  const auto& bounds = inputs.offsets;
+  const auto& acc_weights = inputs.weights;
   check_values_on_device(target_ids, target.size(0), source_ids, source.size(0),
                          bounds, acc_weights);
   const int64_t segments = target_ids.numel();

@@ -65,11 +65,20 @@ __global__ void convert_rows_kernel(
   }
 }
 
-// Blocks enough to fill every SM several times over, never more than pairs.
-int64_t grid_for(int64_t pairs, int device) {
+// Threads per block: one per value of the row, in whole warps, at most
+// kThreads; a narrow row then leaves no threads idle.
+int threads_for(int64_t values_per_row) {
+  const int64_t warps = (values_per_row + 31) / 32;
+  return static_cast<int>(std::min<int64_t>(kThreads, std::max<int64_t>(1, warps) * 32));
+}
+
+// Blocks enough to fill every SM (2048 resident threads each), never more
+// than there are pairs.
+int64_t grid_for(int64_t pairs, int threads, int device) {
   int sms = 0;
   C10_CUDA_CHECK(cudaDeviceGetAttribute(&sms, cudaDevAttrMultiProcessorCount, device));
-  return std::max<int64_t>(1, std::min<int64_t>(pairs, int64_t{sms} * 8));
+  const int64_t resident = int64_t{sms} * (2048 / threads);
+  return std::max<int64_t>(1, std::min<int64_t>(pairs, resident));
 }
 
 // The widest power-of-two byte count (at most 16) dividing every address a
@@ -99,14 +108,16 @@ void launch_copy_rows(
     cudaStream_t stream) {
   const int64_t element_bytes = target.element_size();
   const int64_t pairs = target_ids.numel();
+  const int64_t vectors = target.size(1) * element_bytes / static_cast<int64_t>(sizeof(vector_t));
+  const int threads = threads_for(vectors);
   copy_rows_kernel<vector_t, index_t>
-      <<<grid_for(pairs, target.get_device()), kThreads, 0, stream>>>(
+      <<<grid_for(pairs, threads, target.get_device()), threads, 0, stream>>>(
           static_cast<char*>(target.data_ptr()),
           static_cast<const char*>(source.const_data_ptr()),
           target_ids.const_data_ptr<index_t>(),
           source_ids.const_data_ptr<index_t>(),
           pairs,
-          target.size(1) * element_bytes / static_cast<int64_t>(sizeof(vector_t)),
+          vectors,
           target.stride(0) * element_bytes,
           source.stride(0) * element_bytes);
   C10_CUDA_KERNEL_LAUNCH_CHECK();
@@ -143,11 +154,12 @@ void transfer_rows_cuda(
     const at::Tensor& source,
     const at::Tensor& source_index) {
   constexpr const char* op = "transfer_rows_";
-  check_transfer_rows_args(target, target_index, source, source_index);
   const c10::cuda::CUDAGuard device_guard(target.device());
-  const auto index_type = common_index_type(target_index, source_index);
-  const auto target_ids = as_contiguous_index(target_index, index_type);
-  const auto source_ids = as_contiguous_index(source_index, index_type);
+  // Plain names, not structured bindings: C++17 lambdas cannot capture those.
+  const RowPairs pairs = prepare_transfer_rows(target, target_index, source, source_index);
+  const at::ScalarType index_type = pairs.index_type;
+  const at::Tensor& target_ids = pairs.target_ids;
+  const at::Tensor& source_ids = pairs.source_ids;
   check_indices_on_device(op, target_ids, target.size(0), source_ids, source.size(0));
   if (target_ids.numel() == 0 || target.size(1) == 0) {
     return;
@@ -166,8 +178,9 @@ void transfer_rows_cuda(
           AT_DISPATCH_FLOATING_TYPES_AND2(
               at::kHalf, at::kBFloat16, source.scalar_type(), "transfer_rows_cuda", [&] {
                 const int64_t pairs = target_ids.numel();
+                const int threads = threads_for(target.size(1));
                 convert_rows_kernel<target_t, scalar_t, index_t>
-                    <<<grid_for(pairs, target.get_device()), kThreads, 0, stream>>>(
+                    <<<grid_for(pairs, threads, target.get_device()), threads, 0, stream>>>(
                         target.data_ptr<target_t>(),
                         source.const_data_ptr<scalar_t>(),
                         target_ids.const_data_ptr<index_t>(),
