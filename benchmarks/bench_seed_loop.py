@@ -151,9 +151,9 @@ def plot(rows, path, prefix, extrapolated):
     for bar, value in zip(bars, seconds):
         text = f"{value:.3g} s" if value >= 0.01 else f"{value * 1e3:.2g} ms"
         axis.text(value * 1.15, bar.get_y() + bar.get_height() / 2, text, va="center", fontsize=9)
-    note = (f" (extrapolated from {prefix} tokens)" if extrapolated else "")
-    axis.set_title("Copying the shared rows of a 30,000-token NSMC vocabulary from klue/bert-base"
-                   + note, fontsize=10)
+    note = (f"\nhatched: extrapolated from the first {prefix} tokens" if extrapolated else "")
+    axis.set_title("Copying the shared rows of a 30,000-token NSMC vocabulary from "
+                   "klue/bert-base" + note, fontsize=10)
     common.save_figure(figure, path)
 
 
@@ -226,7 +226,7 @@ def main(argv=None):
         label = name + (f" (extrapolated from {prefix} tokens)" if name == NAIVE and
                         not args.full else "")
         table.append([label, f"{seconds * 1e3:,.1f}", f"{timings[NAIVE] / seconds:,.0f}x",
-                      f"{timings[VECTORISED] / seconds:.2f}x",
+                      f"{timings[VECTORISED] / seconds:.3g}x",
                       f"{memory[name]:.0f}" if name in memory else "-"])
         print("  ".join(table[-1]))
     out_dir = args.out or common.RESULTS
