@@ -3,7 +3,7 @@
 import json
 import os
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
@@ -328,11 +328,9 @@ def from_transformers(tokenizer: Any, name: str) -> Vocab:
                      if token is not None and str(token) in mapping})
     special_tokens = vocab.special_tokens | frozenset(
         str(token) for token in getattr(tokenizer, "all_special_tokens", []) if str(token) in mapping)
-    return Vocab(tokens=vocab.tokens, ids=vocab.ids, name=name, family=vocab.family,
-                 specials=specials, special_tokens=special_tokens | frozenset(specials.values()),
-                 added_tokens=vocab.added_tokens, continuation_prefix=vocab.continuation_prefix,
-                 lowercase=vocab.lowercase, strip_accents=vocab.strip_accents,
-                 tokenizer=tokenizer)
+    return replace(vocab, name=name, specials=specials,
+                   special_tokens=special_tokens | frozenset(specials.values()),
+                   tokenizer=tokenizer)
 
 
 # ---- folders, files, hub ids -------------------------------------------------
@@ -358,12 +356,8 @@ def read_folder(folder: Path) -> Vocab:
                 value = value.get("content")
             if isinstance(value, str) and value in vocab.ids:
                 specials[role] = value
-    return Vocab(tokens=vocab.tokens, ids=vocab.ids, name=str(folder), family=vocab.family,
-                 specials=specials,
-                 special_tokens=vocab.special_tokens | frozenset(specials.values()),
-                 added_tokens=vocab.added_tokens, continuation_prefix=vocab.continuation_prefix,
-                 lowercase=vocab.lowercase, strip_accents=vocab.strip_accents,
-                 tokenizer=vocab.tokenizer)
+    return replace(vocab, name=str(folder), specials=specials,
+                   special_tokens=vocab.special_tokens | frozenset(specials.values()))
 
 
 def read_json_if_present(path: Path) -> Any:
@@ -375,12 +369,12 @@ def read_json_if_present(path: Path) -> Any:
         raise VocabError(f"{path}: is not valid JSON ({error})") from None
 
 
-def read_path(path: Path) -> Vocab:
+def read_path(path: Path, lowercase: Optional[bool] = None) -> Vocab:
     if path.is_dir():
         return read_folder(path)
     if path.suffix == ".json":
         return read_tokenizer_json(path)
-    return read_vocab_txt(path)
+    return read_vocab_txt(path, lowercase=lowercase)
 
 
 def from_hub(identifier: str) -> Vocab:
@@ -422,13 +416,9 @@ def load_vocab(source: VocabSource, *, family: Optional[str] = None,
     if family is not None or (lowercase is not None and lowercase != vocab.lowercase):
         if family is not None and family not in families.FAMILIES:
             raise VocabError(f"family {family!r} is not one of {', '.join(families.FAMILIES)}")
-        vocab = Vocab(tokens=vocab.tokens, ids=vocab.ids, name=vocab.name,
-                      family=family or vocab.family, specials=vocab.specials,
-                      special_tokens=vocab.special_tokens, added_tokens=vocab.added_tokens,
-                      continuation_prefix=vocab.continuation_prefix,
-                      lowercase=vocab.lowercase if lowercase is None else lowercase,
-                      strip_accents=vocab.strip_accents if lowercase is None else lowercase,
-                      tokenizer=vocab.tokenizer)
+        vocab = replace(vocab, family=family or vocab.family,
+                        lowercase=vocab.lowercase if lowercase is None else lowercase,
+                        strip_accents=vocab.strip_accents if lowercase is None else lowercase)
     return vocab
 
 
@@ -438,9 +428,7 @@ def _load(source: VocabSource, lowercase: Optional[bool]) -> Vocab:
     if isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         if path.exists():
-            if path.is_file() and path.suffix != ".json":
-                return read_vocab_txt(path, lowercase=lowercase)
-            return read_path(path)
+            return read_path(path, lowercase)
         if isinstance(source, str) and looks_like_hub_id(source):
             return from_hub(source)
         raise VocabError(f"{source}: no such file or folder (expected a tokenizer folder, "
