@@ -142,9 +142,11 @@ def apply_plan(plan: InitPlan, source_rows: torch.Tensor, *, dtype: Optional[tor
         segment_mean_(target, on(torch.tensor(plan.segments.target_ids)), source,
                       on(torch.tensor(plan.segments.source_ids)),
                       on(torch.tensor(plan.segments.offsets)))
-    vocab_rows = source[:source_vocab].float()
+    vocab_rows = source[:source_vocab]
+    sum_dtype = torch.float64 if source.dtype == torch.float64 else torch.float32
     if plan.mean_ids.numel():
-        target[on(plan.mean_ids)] = vocab_rows.mean(0).to(dtype)
+        # Reduced in float32 on the fly: no float copy of the whole matrix.
+        target[on(plan.mean_ids)] = vocab_rows.mean(0, dtype=sum_dtype).to(dtype)
     if plan.sampled_ids.numel():
         count, width = plan.sampled_ids.numel(), source.shape[1]
         if vector:
@@ -152,7 +154,7 @@ def apply_plan(plan: InitPlan, source_rows: torch.Tensor, *, dtype: Optional[tor
         else:
             samples = torch.randn(count, width, generator=generator)
             if plan.init == "normal":
-                std, mean = torch.std_mean(vocab_rows.cpu(), dim=0)
+                std, mean = torch.std_mean(vocab_rows.to(sum_dtype).cpu(), dim=0)
                 samples = samples * std + mean
         target[on(plan.sampled_ids)] = samples.to(device=device, dtype=dtype)
     plan.seconds["apply"] = plan.seconds.get("apply", 0.0) + time.perf_counter() - started

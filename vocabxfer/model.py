@@ -8,7 +8,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Union
+from typing import Any, Dict, List, Optional, Tuple, Union
 
 import torch
 
@@ -43,14 +43,15 @@ class ModelTransfer:
         return "\n".join(lines)
 
 
-def vocab_sized_parameters(model: torch.nn.Module, rows: int) -> Dict[int, List[str]]:
-    """Every distinct parameter whose first dimension is `rows`, with all the
-    names it goes by (tied weights share one parameter)."""
-    names: Dict[int, List[str]] = {}
+def vocab_sized_parameters(model: torch.nn.Module,
+                           rows: int) -> Dict[int, Tuple[torch.nn.Parameter, List[str]]]:
+    """Every distinct parameter whose first dimension is `rows`, by id, with
+    all the names it goes by (tied weights share one parameter)."""
+    found: Dict[int, Tuple[torch.nn.Parameter, List[str]]] = {}
     for name, parameter in model.named_parameters(remove_duplicate=False):
-        if parameter.dim() >= 1 and parameter.shape[0] == rows:
-            names.setdefault(id(parameter), []).append(name)
-    return names
+        if parameter.dim() in (1, 2) and parameter.shape[0] == rows:
+            found.setdefault(id(parameter), (parameter, []))[1].append(name)
+    return found
 
 
 def replace_parameters(model: torch.nn.Module, replacements: Dict[int, torch.nn.Parameter],
@@ -138,9 +139,8 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
     generator = torch.Generator().manual_seed(seed)
     replacements: Dict[int, torch.nn.Parameter] = {}
     names: List[str] = []
-    for parameter_id, parameter_names in vocab_sized_parameters(model, source_rows).items():
-        parameter = next(p for n, p in model.named_parameters(remove_duplicate=False)
-                         if n == parameter_names[0])
+    for parameter_id, (parameter, parameter_names) in vocab_sized_parameters(
+            model, source_rows).items():
         refilled = apply_plan(plan, parameter, generator=generator)
         replacements[parameter_id] = torch.nn.Parameter(refilled,
                                                         requires_grad=parameter.requires_grad)
