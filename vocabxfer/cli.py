@@ -125,7 +125,7 @@ def command_transfer(args) -> None:
     from tqdm.auto import tqdm
 
     from .model import save, transfer_model
-    from .training import read_lines, train_tokenizer
+    from .training import read_lines, train_on_lines
     from .vocab import load_vocab
 
     check_output_folder(args.out, args.force)
@@ -134,13 +134,12 @@ def command_transfer(args) -> None:
     embedded = args.model == defaults.DEFAULT_MODEL and not args.tokenizer and not args.corpus
     corpus = args.corpus or ([] if args.tokenizer else [defaults.DEFAULT_CORPUS])
     # Bad inputs fail here, before the long steps.
-    corpus = defaults.resolve_corpus(corpus)
-    if corpus:
-        read_lines(corpus)
+    lines = read_lines(defaults.resolve_corpus(corpus)) if corpus else []
     target_tokenizer = load_vocab(args.tokenizer) if args.tokenizer else None
     if embedded:
-        print(f"running the embedded default: {defaults.DEFAULT_MODEL} moved to a WordPiece "
-              f"tokenizer trained on Python's own documentation ({args.vocab_size:,} tokens)")
+        print(f"running the embedded default: {defaults.DEFAULT_MODEL} moved to a "
+              f"{args.tokenizer_model} tokenizer trained on Python's own documentation "
+              f"({args.vocab_size:,} tokens)")
     timings = {}
     # A context manager, so that an error closes the bar before it is printed.
     with tqdm(total=4 if corpus else 3, desc="vocabxfer", unit="step", leave=False) as steps:
@@ -154,9 +153,9 @@ def command_transfer(args) -> None:
         if corpus:
             started = time.perf_counter()
             steps.set_description("training the target tokenizer")
-            target_tokenizer = train_tokenizer(corpus, args.vocab_size, args.min_frequency,
-                                               model=args.tokenizer_model, like=model_name,
-                                               show_progress=False)
+            target_tokenizer = train_on_lines(lines, args.vocab_size, args.min_frequency,
+                                              model=args.tokenizer_model, like=model_name,
+                                              show_progress=False)
             timings["train tokenizer"] = time.perf_counter() - started
             steps.update()
 

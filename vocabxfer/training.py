@@ -77,13 +77,24 @@ def train_tokenizer(files: Sequence[Union[str, os.PathLike]], vocab_size: int = 
     Raises CorpusError for a missing, unreadable or empty corpus, ValueError
     for an unknown model.
     """
+    if model not in MODELS:
+        raise ValueError(f"model {model!r} is not one of {', '.join(MODELS)}")
+    return train_on_lines(read_lines(files), vocab_size, min_frequency, model=model, like=like,
+                          lowercase=lowercase, strip_accents=strip_accents,
+                          limit_alphabet=limit_alphabet, show_progress=show_progress)
+
+
+def train_on_lines(lines: List[str], vocab_size: int = 30000, min_frequency: int = 2, *,
+                   model: str = "wordpiece", like: Optional[VocabSource] = None,
+                   lowercase: Optional[bool] = None, strip_accents: Optional[bool] = None,
+                   limit_alphabet: Optional[int] = None, show_progress: bool = True):
+    """train_tokenizer on passages already read (see read_lines)."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
     from tokenizers import trainers
     from transformers import PreTrainedTokenizerFast
 
     if model not in MODELS:
         raise ValueError(f"model {model!r} is not one of {', '.join(MODELS)}")
-    lines = read_lines(files)
     source = load_vocab(like) if like is not None else None
     lowercase = (source.lowercase if source else False) if lowercase is None else lowercase
     strip_accents = (source.strip_accents if source else lowercase) \
