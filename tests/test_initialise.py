@@ -149,3 +149,30 @@ def test_source_tokenizer_with_padding_switched_on(token_map, source_matrix):
     padded_map = match_vocab(padded, wordpiece_tokenizer(TARGET))
     expected = transfer_embeddings(source_matrix, token_map)
     assert torch.equal(transfer_embeddings(source_matrix, padded_map), expected)
+
+
+def test_fvt_into_a_byte_level_source():
+    from .conftest import byte_level_text, byte_level_tokenizer
+
+    # Byte-level BPE over the pieces of " cat", "s" and Hangul, with merges.
+    merges = [("Ġ", "c"), ("Ġc", "a"), ("Ġca", "t")]
+    hangul_bytes = list(byte_level_text("영화"))  # six single-byte pieces, no merges
+    tokens = ["<unk>", "Ġ", "c", "a", "t", "s", "Ġc", "Ġca", "Ġcat"] + hangul_bytes
+    source = byte_level_tokenizer(tokens, merges)
+    target = load_vocab({"[UNK]": 0, "cats": 1, "##s": 2, "##영화": 3})
+    token_map = match_vocab(source, target, mode="canonical")
+    segments = split_tokens(token_map.source, token_map.target,
+                            token_map.unmatched_target_ids.tolist())
+    pieces_of = {target.tokens[t]: [tokens[i] for i in segments.source_ids[
+        segments.offsets[s]:segments.offsets[s + 1]]] for s, t in enumerate(segments.target_ids)}
+    # A word start gets the leading space ("Ġcat"), a continuation does not.
+    assert pieces_of["cats"] == ["Ġcat", "s"]
+    assert pieces_of["##영화"] == hangul_bytes
+    assert "##s" not in pieces_of  # matched canonically to "s"
+    assert pairs_of_map(token_map) == {"##s": "s", "[UNK]": "<unk>"}
+
+
+def pairs_of_map(token_map):
+    target, source = token_map.target.tokens, token_map.source.tokens
+    return {target[t]: source[s] for t, s in zip(token_map.target_ids.tolist(),
+                                                  token_map.source_ids.tolist())}
