@@ -231,3 +231,34 @@ def test_vocab_is_immutable():
     with pytest.raises(Exception):
         vocab.family = "x"  # type: ignore[misc]
     assert isinstance(vocab, Vocab)
+
+
+@pytest.mark.parametrize("build,family", [
+    (lambda: unigram_tokenizer(["<unk>", "<s>", "</s>", "▁the", "s", "<0xE1>"]),
+     families.SENTENCEPIECE),
+    (lambda: byte_level_tokenizer(["<s>", "</s>", "<unk>", byte_level_text(" the"), "t"]),
+     families.BYTELEVEL),
+    (lambda: wordpiece_tokenizer(WORDPIECE_TOKENS), families.WORDPIECE),
+])
+def test_tokenizer_json_reads_like_the_tokenizer(tmp_path, build, family):
+    tokenizer = build()
+    path = tmp_path / "tokenizer.json"
+    tokenizer.save(str(path))
+    from_file, from_object = load_vocab(path), load_vocab(tokenizer)
+    assert from_file.family == from_object.family == family
+    for field in ("tokens", "ids", "specials", "special_tokens", "added_tokens", "lowercase",
+                  "continuation_prefix"):
+        assert getattr(from_file, field) == getattr(from_object, field), field
+    # The Rust tokenizer is built only when asked for, from the same file.
+    assert from_file.tokenizer.get_vocab() == tokenizer.get_vocab()
+
+
+def test_tokenizer_json_with_an_added_token_that_contradicts_the_model(tmp_path):
+    path = tmp_path / "tokenizer.json"
+    wordpiece_tokenizer(WORDPIECE_TOKENS).save(str(path))
+    document = json.loads(path.read_text(encoding="utf-8"))
+    document["added_tokens"][0]["id"] = 7
+    path.write_text(json.dumps(document), encoding="utf-8")
+    with pytest.raises(VocabError, match=r"tokenizer\.json: added token '\[PAD\]' has id 7 but "
+                                         "the model gives it id 0"):
+        load_vocab(path)

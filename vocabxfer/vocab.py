@@ -4,8 +4,9 @@ import json
 import os
 import re
 from dataclasses import dataclass, field, replace
+from functools import cached_property
 from pathlib import Path
-from typing import Any, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
+from typing import Any, Callable, Dict, FrozenSet, List, Mapping, Optional, Tuple, Union
 
 from . import families
 from .errors import VocabError
@@ -22,7 +23,8 @@ class Vocab:
 
     ``tokenizer`` is the tokenizer it was read from (a ``tokenizers.Tokenizer``
     or a transformers tokenizer), when there was one: it lets unmatched
-    tokens be re-tokenized by the source model's own rules.
+    tokens be re-tokenized by the source model's own rules. It is loaded on
+    first use (``loader``): matching alone never pays for it.
     """
 
     tokens: Tuple[str, ...]
@@ -35,7 +37,11 @@ class Vocab:
     continuation_prefix: str = "##"
     lowercase: bool = False
     strip_accents: bool = False
-    tokenizer: Any = field(default=None, compare=False, repr=False)
+    loader: Optional[Callable[[], Any]] = field(default=None, compare=False, repr=False)
+
+    @cached_property
+    def tokenizer(self) -> Any:
+        return self.loader() if self.loader is not None else None
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -188,10 +194,9 @@ def state_types(state: Any) -> List[str]:
     return [item.get("type", "") for item in walk_states(state)]
 
 
-def family_of_tokenizer(tokenizer: Any, states: Dict[str, Any]) -> Tuple[str, str]:
-    """(family, continuation prefix) from the model and its components."""
-    model_type = type(tokenizer.model).__name__
-    prefix = getattr(tokenizer.model, "continuing_subword_prefix", None) or ""
+def family_of(model_type: str, prefix: str, states: Dict[str, Any]) -> Tuple[str, str]:
+    """(family, continuation prefix) from the model's type, its continuation
+    prefix and the states of the other components."""
     component_types = set()
     for state in states.values():
         component_types.update(state_types(state))
@@ -239,46 +244,99 @@ def roles_from_post_processor(state: Any) -> Dict[str, str]:
     return roles
 
 
+COMPONENTS = ("normalizer", "pre_tokenizer", "decoder", "post_processor")
+
+
+def vocab_from_parts(name: str, tokens: Tuple[str, ...], added: List[Tuple[str, bool]],
+                     model_type: str, prefix: str, unk: Optional[str],
+                     states: Dict[str, Any], loader: Callable[[], Any]) -> Vocab:
+    """A Vocab from what a tokenizer.json (or a Tokenizer) says of itself."""
+    ids = dict(zip(tokens, range(len(tokens))))
+    special_tokens = frozenset(content for content, special in added if special)
+    family, prefix = family_of(model_type, prefix, states)
+    lowercase, strip = casing_of(states.get("normalizer"))
+    specials = roles_from_strings({token: ids[token] for token in special_tokens if token in ids})
+    specials.update({role: token for role, token in
+                     roles_from_post_processor(states.get("post_processor")).items()
+                     if token in ids})
+    if unk and unk in ids:
+        specials.setdefault("unk", unk)
+    return Vocab(tokens=tokens, ids=ids, name=name, family=family, specials=specials,
+                 special_tokens=special_tokens | frozenset(specials.values()),
+                 added_tokens=frozenset(content for content, _ in added),
+                 continuation_prefix=prefix, lowercase=lowercase, strip_accents=strip,
+                 loader=loader)
+
+
 def from_tokenizers(tokenizer: Any, name: str) -> Vocab:
     """A ``tokenizers.Tokenizer``: read its vocabulary once (O(V))."""
     # id_to_token over the ids costs half of get_vocab(), which builds its
     # dict through a slower path.
     size = tokenizer.get_vocab_size(with_added_tokens=True)
     listed = [tokenizer.id_to_token(index) for index in range(size)]
-    mapping = dict(zip(listed, range(size)))
-    if None in mapping or len(mapping) != size:
+    if None in listed or len(set(listed)) != size:
         tokens = tokens_by_id(tokenizer.get_vocab(with_added_tokens=True), name)
     else:
         tokens = tuple(listed)
-    added = tokenizer.get_added_tokens_decoder()
-    special_tokens = frozenset(token.content for token in added.values() if token.special)
-    states = {key: component_state(getattr(tokenizer, key, None))
-              for key in ("normalizer", "pre_tokenizer", "decoder", "post_processor")}
-    family, prefix = family_of_tokenizer(tokenizer, states)
-    lowercase, strip = casing_of(states["normalizer"])
-    specials = roles_from_strings({token: mapping[token] for token in special_tokens})
-    specials.update({role: token for role, token in
-                     roles_from_post_processor(states["post_processor"]).items()
-                     if token in mapping})
-    unk = getattr(tokenizer.model, "unk_token", None)
-    if unk and unk in mapping:
-        specials.setdefault("unk", unk)
-    return Vocab(tokens=tokens, ids=dict(mapping), name=name, family=family,
-                 specials=specials, special_tokens=special_tokens | frozenset(specials.values()),
-                 added_tokens=frozenset(token.content for token in added.values()),
-                 continuation_prefix=prefix, lowercase=lowercase, strip_accents=strip,
-                 tokenizer=tokenizer)
+    added = [(token.content, token.special)
+             for token in tokenizer.get_added_tokens_decoder().values()]
+    states = {key: component_state(getattr(tokenizer, key, None)) for key in COMPONENTS}
+    model = tokenizer.model
+    return vocab_from_parts(name, tokens, added, type(model).__name__,
+                            getattr(model, "continuing_subword_prefix", None) or "",
+                            getattr(model, "unk_token", None), states, lambda: tokenizer)
 
 
 def read_tokenizer_json(path: Path) -> Vocab:
+    """A tokenizer.json, read as JSON: half the time of building the Rust
+    tokenizer, which is loaded only if something needs it (fvt, save)."""
+    name = str(path)
+    raw = path.read_bytes()
+    try:
+        document = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, ValueError) as error:
+        raise VocabError(f"{name}: {diagnose_tokenizer_json(path, error)}") from None
+    model = document.get("model") if isinstance(document, dict) else None
+    entries = model.get("vocab") if isinstance(model, dict) else None
+    if not isinstance(entries, (dict, list)):
+        raise VocabError(f"{name}: {diagnose_tokenizer_json(path, ValueError('no vocab'))}")
+    if isinstance(entries, list):  # Unigram: [piece, score] in id order
+        mapping = {}
+        for index, entry in enumerate(entries):
+            if not (isinstance(entry, list) and entry and isinstance(entry[0], str)):
+                raise VocabError(f"{name}: model vocab entry {index} is {entry!r}, expected "
+                                 "[piece, score]")
+            if mapping.setdefault(entry[0], index) != index:
+                raise VocabError(f"{name}: piece {entry[0]!r} appears twice, at ids "
+                                 f"{mapping[entry[0]]} and {index}")
+    else:
+        mapping = dict(entries)
+    added = []
+    for token in document.get("added_tokens") or []:
+        content, index = token.get("content"), token.get("id")
+        if mapping.get(content, index) != index:
+            raise VocabError(f"{name}: added token {content!r} has id {index} but the model "
+                             f"gives it id {mapping[content]}")
+        mapping[content] = index
+        added.append((content, bool(token.get("special"))))
+    tokens = tokens_by_id(mapping, name)
+    unk = model.get("unk_token")
+    if model.get("type") == "Unigram" and isinstance(model.get("unk_id"), int) and \
+            0 <= model["unk_id"] < len(tokens):
+        unk = tokens[model["unk_id"]]
+    states = {key: document.get(key) for key in COMPONENTS}
+    return vocab_from_parts(name, tokens, added, str(model.get("type", "")),
+                            model.get("continuing_subword_prefix") or "", unk, states,
+                            lambda: load_tokenizer_file(path))
+
+
+def load_tokenizer_file(path: Path) -> Any:
     from tokenizers import Tokenizer
 
-    name = str(path)
     try:
-        tokenizer = Tokenizer.from_file(name)
+        return Tokenizer.from_file(str(path))
     except Exception as error:  # tokenizers raises plain Exception
-        raise VocabError(f"{name}: {diagnose_tokenizer_json(path, error)}") from None
-    return from_tokenizers(tokenizer, name)
+        raise VocabError(f"{path}: {diagnose_tokenizer_json(path, error)}") from None
 
 
 def diagnose_tokenizer_json(path: Path, error: Exception) -> str:
@@ -330,7 +388,7 @@ def from_transformers(tokenizer: Any, name: str) -> Vocab:
         str(token) for token in getattr(tokenizer, "all_special_tokens", []) if str(token) in mapping)
     return replace(vocab, name=name, specials=specials,
                    special_tokens=special_tokens | frozenset(specials.values()),
-                   tokenizer=tokenizer)
+                   loader=lambda: tokenizer)
 
 
 # ---- folders, files, hub ids -------------------------------------------------
