@@ -70,19 +70,11 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def check_output_folder(out: Path, force: bool) -> None:
-    """Refuse early, before any long step, to clobber a folder."""
-    if out.exists() and not out.is_dir():
-        raise FileExistsError(f"{out} exists and is not a folder; choose another --out")
-    if out.is_dir() and any(out.iterdir()) and not force:
-        raise FileExistsError(f"{out} exists and is not empty; pass --force to replace it")
-
-
 def command_train_tokenizer(args) -> None:
-    from .model import save_tokenizer
+    from .model import check_output_folder, save_tokenizer
     from .training import train_tokenizer
 
-    check_output_folder(args.out, args.force)
+    check_output_folder(args.out, args.force, flag="--force")
     tokenizer = train_tokenizer(defaults.resolve_corpus(args.corpus), args.vocab_size,
                                 args.min_frequency, model=args.tokenizer_model, like=args.like)
     path = save_tokenizer(tokenizer, args.out, overwrite=args.force)
@@ -124,11 +116,12 @@ def command_transfer(args) -> None:
     import torch
     from tqdm.auto import tqdm
 
-    from .model import save, transfer_model
+    from .model import check_output_folder, save, transfer_model
     from .training import read_lines, train_on_lines
     from .vocab import load_vocab
 
-    check_output_folder(args.out, args.force)
+    # Refused here, before any long step, as well as at the save.
+    check_output_folder(args.out, args.force, flag="--force")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         raise ValueError("--device cuda: no CUDA device is available here")
     embedded = args.model == defaults.DEFAULT_MODEL and not args.tokenizer and not args.corpus

@@ -127,3 +127,11 @@ def guess_family_from_tokens(tokens: List[str]) -> str:
     }
     family, count = max(counts.items(), key=lambda item: item[1])
     return family if count >= max(1, len(sample) // 100) else UNKNOWN
+
+
+def model_input_names(family: str) -> List[str]:
+    """What a tokenizer of the family hands the model: BERT-style (WordPiece)
+    models take segment ids, the others do not."""
+    if family == WORDPIECE:
+        return ["input_ids", "token_type_ids", "attention_mask"]
+    return ["input_ids", "attention_mask"]

@@ -173,9 +173,19 @@ def as_transformers_tokenizer(tokenizer: VocabSource) -> Any:
     roles = {f"{role}_token": token for role, token in vocab.specials.items()
              if role in families.ROLES}
     wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, **roles)
-    wrapped.model_input_names = ["input_ids", "token_type_ids", "attention_mask"] \
-        if vocab.family == families.WORDPIECE else ["input_ids", "attention_mask"]
+    wrapped.model_input_names = families.model_input_names(vocab.family)
     return wrapped
+
+
+def check_output_folder(out_dir: Path, overwrite: bool,
+                        flag: str = "overwrite=True (--force)") -> None:
+    """Refuse an output path that is a file, or a non-empty folder unless
+    `overwrite`; `flag` names the switch that allows it, in the message."""
+    if out_dir.exists() and not out_dir.is_dir():
+        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another output path")
+    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
+        raise FileExistsError(f"{out_dir} exists and is not empty; pass {flag} to replace it, "
+                              "or choose another folder")
 
 
 def write_atomically(out_dir: Union[str, os.PathLike], overwrite: bool, write) -> Path:
@@ -183,11 +193,7 @@ def write_atomically(out_dir: Union[str, os.PathLike], overwrite: bool, write) -
     rename it into place; on any failure nothing is left behind and an
     existing `out_dir` is untouched."""
     out_dir = Path(out_dir).expanduser().resolve()
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another output path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass overwrite=True "
-                              "(--force) to replace it, or choose another folder")
+    check_output_folder(out_dir, overwrite)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
     # mkdtemp makes the folder private (0700); the result should have the

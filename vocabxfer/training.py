@@ -144,9 +144,8 @@ def train_on_lines(lines: List[str], vocab_size: int = 30000, min_frequency: int
                                       **{f"{role}_token": token for role, token in roles.items()
                                          if role in families.ROLES})
     wrapped.name_or_path = f"{model} tokenizer trained on {len(lines):,} passages"
-    # BERT-style models take segment ids; the others do not.
-    wrapped.model_input_names = (["input_ids", "token_type_ids", "attention_mask"]
-                                 if model == "wordpiece" else ["input_ids", "attention_mask"])
+    wrapped.model_input_names = families.model_input_names(
+        families.WORDPIECE if model == "wordpiece" else families.UNKNOWN)
     return wrapped
 
 
