@@ -13,8 +13,22 @@ DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
 FLOAT_DTYPES = [torch.float64, torch.float32, torch.float16, torch.bfloat16]
 
 
+def pytest_addoption(parser):
+    parser.addoption("--fuzz", type=int, default=None, metavar="N",
+                     help="cases per property test (default: 1,000 each, 2,000 in all)")
+
+
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device")
+    from hypothesis import HealthCheck, settings
+
+    fuzz = config.getoption("--fuzz")
+    # A plain run draws the same 1,000 cases per property every time, so CI
+    # is repeatable; --fuzz N draws N fresh ones.
+    settings.register_profile(
+        "vocabxfer", max_examples=fuzz or 1000, derandomize=fuzz is None, deadline=None,
+        database=None, suppress_health_check=[HealthCheck.too_slow])
+    settings.load_profile("vocabxfer")
 
 
 @pytest.fixture(params=DEVICES)
@@ -25,6 +39,19 @@ def device(request):
 @pytest.fixture
 def generator():
     return torch.Generator().manual_seed(1234)
+
+
+@pytest.fixture(scope="session")
+def error_paths_survive():
+    """Raises the ops' errors once in a child interpreter before any test
+    raises them here: if that crashes (a second C++ runtime in the process
+    does), the error tests fail naming the cause instead of the whole run
+    dying with a segfault."""
+    from vocabxfer.checkup import PASS, check_error_paths
+
+    verdict = check_error_paths()
+    if verdict.status != PASS:
+        pytest.fail(f"not raising errors in this process: {verdict.detail}", pytrace=False)
 
 
 # ---- tiny tokenizers of every family, built locally --------------------------

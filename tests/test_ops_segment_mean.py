@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vocabxfer
-from vocabxfer import _reference
+from vocabxfer import _fallback
 
 from .conftest import FLOAT_DTYPES
 
@@ -118,7 +118,7 @@ def test_torch_compile_fullgraph(device, generator):
 
 IMPLEMENTATIONS = {
     "op": lambda *args: vocabxfer.segment_mean_(*args),
-    "fallback": lambda *args: _reference.segment_mean_(*args),
+    "fallback": lambda *args: _fallback.segment_mean_(*args),
 }
 
 
@@ -172,7 +172,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name,make_args,exception,message", ERROR_CASES,
                          ids=[case[0] for case in ERROR_CASES])
-def test_error_messages(device, implementation, name, make_args, exception, message):
+def test_error_messages(error_paths_survive, device, implementation, name, make_args, exception,
+                        message):
     args = make_args(device)
     before = args[0].clone()
     with pytest.raises(exception, match=message):
@@ -186,3 +187,27 @@ def test_good_args_pass(device):
         args = good_args(device)
         run(*args)
         torch.testing.assert_close(args[0][1], torch.ones(4, device=device))
+
+
+def test_huge_weights_and_values_do_not_overflow(device):
+    # Rows are scaled by their share of the segment's weight before the sum:
+    # neither 3e38 weights nor 3e38 values overflow float32.
+    source = torch.tensor([[3e38, 1.0], [3e38, 3.0]], device=device)
+    target = torch.zeros(1, 2, device=device)
+    for weights in (None, torch.tensor([3e38, 3e38], device=device)):
+        for run in IMPLEMENTATIONS.values():
+            target.zero_()
+            run(target, torch.tensor([0], device=device), source, torch.tensor([0, 1], device=device),
+                torch.tensor([0, 2], device=device), weights)
+            assert torch.isfinite(target).all(), target
+            torch.testing.assert_close(target[0], torch.tensor([3e38, 2.0], device=device))
+
+
+def test_inference_tensor_target_is_refused():
+    with torch.inference_mode():
+        target = torch.zeros(3, 2)
+    for run in IMPLEMENTATIONS.values():
+        with pytest.raises(ValueError, match="segment_mean_: target is an inference tensor"):
+            run(target, torch.tensor([0]), torch.ones(2, 2), torch.tensor([0, 1]),
+                torch.tensor([0, 2]), None)
+    assert torch.equal(target, torch.zeros(3, 2))

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vocabxfer
-from vocabxfer import _reference
+from vocabxfer import _fallback
 
 from .conftest import FLOAT_DTYPES
 
@@ -160,7 +160,7 @@ def test_torch_compile_fullgraph(device, generator):
 
 IMPLEMENTATIONS = {
     "op": lambda *args: vocabxfer.transfer_rows_(*args),
-    "fallback": lambda *args: _reference.transfer_rows_(*args),
+    "fallback": lambda *args: _fallback.transfer_rows_(*args),
 }
 
 
@@ -210,7 +210,8 @@ ERROR_CASES = [
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 @pytest.mark.parametrize("name,breaker,exception,message", ERROR_CASES,
                          ids=[case[0] for case in ERROR_CASES])
-def test_error_messages(device, implementation, name, breaker, exception, message):
+def test_error_messages(error_paths_survive, device, implementation, name, breaker, exception,
+                        message):
     args = breaker(good_args(device), device)
     before = args[0].clone()
     with pytest.raises(exception, match=message):
@@ -233,7 +234,7 @@ def test_target_sharing_memory_with_source_is_refused(device, implementation):
 
 
 @cuda_only
-def test_devices_must_match():
+def test_devices_must_match(error_paths_survive):
     with pytest.raises(ValueError, match="transfer_rows_: source is on cpu but target is on "
                                          "cuda:0; all tensors must be on one device"):
         vocabxfer.transfer_rows_(torch.zeros(4, 2, device="cuda"), [0],
@@ -241,7 +242,7 @@ def test_devices_must_match():
 
 
 @cuda_only
-def test_cuda_bad_index_leaves_the_context_usable():
+def test_cuda_bad_index_leaves_the_context_usable(error_paths_survive):
     target = torch.zeros(8, 4, device="cuda")
     with pytest.raises(IndexError, match=r"source_index\[2\] = 9 is out of range"):
         vocabxfer.transfer_rows_(target, [0, 1, 2], torch.ones(9, 4, device="cuda")[:3].clone(),
@@ -257,7 +258,7 @@ def test_fallback_matches_compiled(generator, target_dtype):
     target = torch.randn(100, 33, generator=generator).to(target_dtype)
     compiled, fallback = target.clone(), target.clone()
     vocabxfer.transfer_rows_(compiled, target_ids, source, source_ids)
-    _reference.transfer_rows_(fallback, target_ids, source, source_ids)
+    _fallback.transfer_rows_(fallback, target_ids, source, source_ids)
     assert torch.equal(compiled, fallback)
 
 
@@ -288,3 +289,93 @@ def test_compiled_ops_are_in_use():
     # CI builds the extension; a silent fall back to pure torch would hide a
     # broken build behind passing tests.
     assert vocabxfer.has_compiled_ops(), vocabxfer._extension.LOAD_ERROR
+
+
+# ---- no silent wrong answers ---------------------------------------------------
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_memory_shared_through_separate_storages_is_refused(implementation):
+    numpy = pytest.importorskip("numpy")
+    array = numpy.arange(12, dtype=numpy.float32).reshape(6, 2)
+    target, source = torch.from_numpy(array), torch.from_numpy(array)
+    assert target.untyped_storage() is not source.untyped_storage()
+    with pytest.raises(ValueError, match="transfer_rows_: target and source share memory"):
+        IMPLEMENTATIONS[implementation](target, torch.tensor([0, 1]), source,
+                                        torch.tensor([1, 0]))
+    assert array.tolist() == numpy.arange(12, dtype=numpy.float32).reshape(6, 2).tolist()
+
+
+@pytest.mark.parametrize("index,message", [
+    ([0.7, 1.9], "target_index must hold integers, got values of type float32"),
+    ([True, False], "target_index must hold integers, got values of type bool"),
+    ("01", "target_index must be a 1-D tensor or sequence of ints, got a str"),
+    ([2 ** 70], "target_index must be a 1-D tensor or sequence of ints that fit in int64"),
+])
+def test_index_lists_that_are_not_integers_are_refused(index, message):
+    target = torch.zeros(4, 2)
+    with pytest.raises(TypeError, match=f"transfer_rows_: {message}"):
+        vocabxfer.transfer_rows_(target, index, torch.ones(4, 2), [0, 1][:len(index)] or [0])
+    assert torch.equal(target, torch.zeros(4, 2))
+
+
+def test_numpy_float_indices_are_refused_and_numpy_ints_accepted():
+    numpy = pytest.importorskip("numpy")
+    target = torch.zeros(4, 2)
+    with pytest.raises(TypeError, match="transfer_rows_: source_index must hold integers, got "
+                                        "values of type float64"):
+        vocabxfer.transfer_rows_(target, [0, 1], torch.ones(4, 2), numpy.array([0.0, 1.0]))
+    assert torch.equal(target, torch.zeros(4, 2))
+    vocabxfer.transfer_rows_(target, numpy.array([3], dtype=numpy.int32), torch.ones(4, 2),
+                             numpy.array([0]))
+    assert target[3].tolist() == [1.0, 1.0]
+
+
+@pytest.mark.parametrize("name,args", [
+    ("target", ([[0.0]], [0], torch.ones(1, 1), [0])),
+    ("source", (torch.zeros(1, 1), [0], [[1.0]], [0])),
+])
+def test_matrices_must_be_tensors(name, args):
+    with pytest.raises(TypeError, match=f"transfer_rows_: {name} must be a torch.Tensor, got list"):
+        vocabxfer.transfer_rows_(*args)
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_inference_tensor_target_is_refused_before_any_write(implementation):
+    with torch.inference_mode():
+        target = torch.zeros(4, 2)
+    source = torch.ones(4, 2)
+    with pytest.raises(ValueError, match="transfer_rows_: target is an inference tensor"):
+        IMPLEMENTATIONS[implementation](target, torch.tensor([0, 1]), source, torch.tensor([0, 1]))
+    assert torch.equal(target, torch.zeros(4, 2))
+    # Inside inference mode it is an ordinary write.
+    with torch.inference_mode():
+        IMPLEMENTATIONS[implementation](target, torch.tensor([0, 1]), source, torch.tensor([0, 1]))
+    assert target[:2].tolist() == [[1.0, 1.0], [1.0, 1.0]]
+
+
+@pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
+def test_as_strided_target_with_overlapping_rows_is_refused(device, implementation):
+    storage = torch.zeros(20, device=device)
+    target = storage.as_strided((5, 4), (2, 1))  # row r covers elements 2r .. 2r+3
+    with pytest.raises(ValueError, match="transfer_rows_: target has elements that share memory"):
+        IMPLEMENTATIONS[implementation](target, torch.tensor([0, 1], device=device),
+                                        torch.ones(3, 4, device=device),
+                                        torch.tensor([0, 1], device=device))
+    assert torch.equal(storage, torch.zeros(20, device=device))
+    # Rows that step past each other are fine, even with gaps between them.
+    spaced = storage.as_strided((4, 4), (5, 1))
+    IMPLEMENTATIONS[implementation](spaced, torch.tensor([3], device=device),
+                                    torch.ones(1, 4, device=device),
+                                    torch.tensor([0], device=device))
+    assert storage[15:19].tolist() == [1.0] * 4 and storage[19] == 0
+
+
+def test_meta_tensors_are_checked_by_shape_only():
+    # Meta tensors have no memory (every data_ptr is 0): the op must not
+    # claim that they share it.
+    target = torch.empty(10, 4, device="meta")
+    vocabxfer.transfer_rows_(target, torch.tensor([1, 2], device="meta"),
+                             torch.empty(6, 4, device="meta"), torch.tensor([0, 5], device="meta"))
+    with pytest.raises(ValueError, match="target rows have width 4 but source rows have width 3"):
+        vocabxfer.transfer_rows_(target, torch.tensor([1], device="meta"),
+                                 torch.empty(6, 3, device="meta"), torch.tensor([0], device="meta"))

@@ -1,7 +1,10 @@
-"""Loads the compiled kernels, or registers pure-torch ones in their place.
+"""Defines the ops and gives them kernels: the compiled ones from
+vocabxfer._C, or pure-torch ones in their place.
 
-Either way the ops exist as ``torch.ops.vocabxfer.*`` with one schema, so the
-rest of the package never asks which implementation runs.
+The schemas below are the only definition of the ops: vocabxfer._C registers
+kernels for them (TORCH_LIBRARY_IMPL) and nothing else. Either way the ops
+exist as ``torch.ops.vocabxfer.*``, so the rest of the package never asks
+which implementation runs.
 """
 
 import logging
@@ -9,57 +12,56 @@ import warnings
 
 import torch
 
-from . import _reference
+from . import _fallback, _op_checks
 
 logger = logging.getLogger(__name__)
 
 SCHEMAS = {
+    # target[target_index[i]] = source[source_index[i]] for every i,
+    # converting dtype on the way.
     "transfer_rows_": "transfer_rows_(Tensor(a!) target, Tensor target_index, "
                       "Tensor source, Tensor source_index) -> ()",
+    # target[target_index[s]] = (weighted) mean of
+    # source[source_index[offsets[s] : offsets[s + 1]]] for every segment s.
     "segment_mean_": "segment_mean_(Tensor(a!) target, Tensor target_index, "
                      "Tensor source, Tensor source_index, Tensor offsets, "
                      "Tensor? weights) -> ()",
 }
 
+# Kept referenced: the definitions live as long as this object.
+_LIBRARY = torch.library.Library("vocabxfer", "DEF")
+for _schema in SCHEMAS.values():
+    _LIBRARY.define(_schema)
+
 
 def _load_compiled() -> "tuple[bool, str]":
     try:
-        from . import _C  # noqa: F401  (importing runs the registrations)
+        from . import _C  # noqa: F401  (importing runs the kernel registrations)
     except ImportError as error:
         return False, str(error)
     return True, ""
 
 
-def _register_fallback() -> torch.library.Library:
-    library = torch.library.Library("vocabxfer", "DEF")
-    for schema in SCHEMAS.values():
-        library.define(schema)
-    library.impl("transfer_rows_", _reference.transfer_rows_,
-                 "CompositeExplicitAutograd")
-    library.impl("segment_mean_", _reference.segment_mean_,
-                 "CompositeExplicitAutograd")
-    return library
-
-
 COMPILED, LOAD_ERROR = _load_compiled()
 if not COMPILED:
-    # Kept referenced: the registrations live as long as this object.
-    _FALLBACK_LIBRARY = _register_fallback()
+    _LIBRARY.impl("transfer_rows_", _fallback.transfer_rows_, "CompositeExplicitAutograd")
+    _LIBRARY.impl("segment_mean_", _fallback.segment_mean_, "CompositeExplicitAutograd")
     warnings.warn(
         "vocabxfer: the compiled kernels could not be loaded "
         f"({LOAD_ERROR}); using the pure-torch implementation, which gives "
         "the same results more slowly. Reinstall with "
-        "`pip install --no-build-isolation .` against the torch you run.",
+        "`pip install --no-build-isolation .` against the torch you run, and run "
+        "`vocabxfer doctor` to check the install.",
         RuntimeWarning, stacklevel=2)
     logger.debug("vocabxfer._C failed to load: %s", LOAD_ERROR)
 
 
 @torch.library.register_fake("vocabxfer::transfer_rows_")
 def _transfer_rows_fake(target, target_index, source, source_index):
-    _reference.check_transfer_rows_args(target, target_index, source, source_index)
+    _op_checks.check_transfer_rows_args(target, target_index, source, source_index)
 
 
 @torch.library.register_fake("vocabxfer::segment_mean_")
 def _segment_mean_fake(target, target_index, source, source_index, offsets, weights):
-    _reference.check_segment_mean_args(
+    _op_checks.check_segment_mean_args(
         target, target_index, source, source_index, offsets, weights)

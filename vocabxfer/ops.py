@@ -15,10 +15,31 @@ def has_compiled_ops() -> bool:
     return _extension.COMPILED
 
 
-def _as_index(index: IndexLike, device: torch.device) -> torch.Tensor:
+def _check_tensor(op: str, name: str, value: object) -> None:
+    if not isinstance(value, torch.Tensor):
+        raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
+
+
+def _as_index(op: str, name: str, index: IndexLike, device: torch.device) -> torch.Tensor:
+    """A tensor as it is (the op checks its dtype); anything else (a list, a
+    tuple, a numpy array) must hold integers, never floats or bools, which
+    a cast would silently truncate."""
     if isinstance(index, torch.Tensor):
         return index
-    return torch.as_tensor(index, dtype=torch.int64, device=device)
+    if isinstance(index, (str, bytes)):
+        raise TypeError(f"{op}: {name} must be a 1-D tensor or sequence of ints, got a "
+                        f"{type(index).__name__}")
+    try:
+        tensor = torch.as_tensor(index)
+    except (TypeError, ValueError, RuntimeError, OverflowError) as error:
+        raise TypeError(f"{op}: {name} must be a 1-D tensor or sequence of ints that fit in "
+                        f"int64; could not read it ({error})") from None
+    if tensor.numel() == 0:
+        tensor = tensor.to(torch.int64)
+    if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
+        raise TypeError(f"{op}: {name} must hold integers, got values of type "
+                        f"{str(tensor.dtype).replace('torch.', '')}; convert them explicitly")
+    return tensor.to(device=device, dtype=torch.int64)
 
 
 def _mark_modified(target: torch.Tensor) -> None:
@@ -30,23 +51,30 @@ def _mark_modified(target: torch.Tensor) -> None:
 def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
                    source: torch.Tensor, source_index: IndexLike) -> torch.Tensor:
     """Write ``source[source_index[i]]`` into ``target[target_index[i]]`` for
-    every ``i`` in one fused pass, converting dtype as ``Tensor.to`` does,
+    every ``i`` in one fused pass, converting dtype exactly as
+    ``source[source_index].to(target.dtype)`` does, NaN payloads included,
     and return ``target``.
 
     ``target`` and ``source`` are 2-D float64/float32/float16/bfloat16 tensors
     of equal row width on one device; either may be strided (a slice or a
     transposed view), but ``target``'s elements must be distinct (no expanded
-    view) and must not share memory with ``source``. The indices are 1-D
-    int64 or int32 tensors (or sequences of ints) of equal length; each
-    target row may appear once. ``target`` may be a leaf that requires grad,
-    such as an ``nn.Embedding`` weight: the write is an initialisation and is
-    not recorded by autograd.
+    or overlapping as_strided view) and must not share memory with
+    ``source``. The indices are 1-D int64 or int32 tensors (or sequences of
+    ints) of equal length; each target row may appear once. ``target`` may be
+    a leaf that requires grad, such as an ``nn.Embedding`` weight: the write
+    is an initialisation and is not recorded by autograd. An inference
+    tensor can be written only inside ``torch.inference_mode()``. On a GPU
+    the call synchronises once with the host, to report a bad index.
 
-    Raises TypeError for a wrong dtype, IndexError for an index out of range
-    and ValueError for every other bad argument, before any row is written.
+    Raises TypeError for a wrong type or dtype, IndexError for an index out
+    of range and ValueError for every other bad argument, before any row is
+    written.
     """
-    target_index = _as_index(target_index, target.device)
-    source_index = _as_index(source_index, target.device)
+    op = "transfer_rows_"
+    _check_tensor(op, "target", target)
+    _check_tensor(op, "source", source)
+    target_index = _as_index(op, "target_index", target_index, target.device)
+    source_index = _as_index(op, "source_index", source_index, target.device)
     with torch.no_grad():
         torch.ops.vocabxfer.transfer_rows_.default(target, target_index, source, source_index)
     _mark_modified(target)
@@ -62,13 +90,21 @@ def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.T
 
     ``offsets`` (CSR form) starts at 0, grows strictly (no empty segment) and
     ends at ``len(source_index)``. With ``weights`` (one per source_index
-    entry, finite and > 0) the mean is weighted. Sums run in float32 (float64
-    for a float64 source) and are converted to ``target``'s dtype at the end.
-    Source ids may repeat; target ids may not. Raises as ``transfer_rows_``.
+    entry, finite and > 0) the mean is weighted. Each row is scaled by its
+    share of the segment's weight (computed in float64) before the sum, which
+    runs in float32 (float64 for a float64 source), so neither huge weights
+    nor huge values overflow it; the result is converted to ``target``'s
+    dtype at the end. Source ids may repeat; target ids may not. Raises as
+    ``transfer_rows_``.
     """
-    target_index = _as_index(target_index, target.device)
-    source_index = _as_index(source_index, target.device)
-    offsets = _as_index(offsets, target.device)
+    op = "segment_mean_"
+    _check_tensor(op, "target", target)
+    _check_tensor(op, "source", source)
+    if weights is not None:
+        _check_tensor(op, "weights", weights)
+    target_index = _as_index(op, "target_index", target_index, target.device)
+    source_index = _as_index(op, "source_index", source_index, target.device)
+    offsets = _as_index(op, "offsets", offsets, target.device)
     with torch.no_grad():
         torch.ops.vocabxfer.segment_mean_.default(
             target, target_index, source, source_index, offsets, weights)

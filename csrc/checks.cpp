@@ -1,0 +1,306 @@
+// Host-only argument checks of the vocabxfer ops (see checks.h).
+#include "checks.h"
+
+#include <ATen/ATen.h>
+#include <ATen/Dispatch.h>
+#include <c10/core/InferenceMode.h>
+
+#include <algorithm>
+#include <cmath>
+#include <utility>
+#include <vector>
+
+namespace vocabxfer {
+namespace {
+
+bool is_supported_float(at::ScalarType dtype) {
+  return dtype == at::kDouble || dtype == at::kFloat || dtype == at::kHalf ||
+      dtype == at::kBFloat16;
+}
+
+// A 2-D matrix of float64, float32, float16 or bfloat16 rows.
+void check_matrix(const char* op, const char* name, const at::Tensor& matrix) {
+  TORCH_CHECK_TYPE(
+      is_supported_float(matrix.scalar_type()),
+      op, ": ", name, " must be float64, float32, float16 or bfloat16, got ",
+      matrix.scalar_type());
+  TORCH_CHECK_VALUE(
+      matrix.dim() == 2,
+      op, ": ", name, " must be 2-D (rows x width), got ", matrix.dim(),
+      "-D with shape ", matrix.sizes());
+}
+
+void check_same_device(const char* op, const char* name, const at::Tensor& tensor,
+                       const at::Tensor& target) {
+  TORCH_CHECK_VALUE(
+      tensor.device() == target.device(),
+      op, ": ", name, " is on ", tensor.device(), " but target is on ",
+      target.device(), "; all tensors must be on one device");
+}
+
+// A 1-D int32 or int64 index on the target's device.
+void check_index(const char* op, const char* name, const at::Tensor& index,
+                 const at::Tensor& target) {
+  TORCH_CHECK_TYPE(
+      index.scalar_type() == at::kLong || index.scalar_type() == at::kInt,
+      op, ": ", name, " must be int64 or int32, got ", index.scalar_type());
+  TORCH_CHECK_VALUE(
+      index.dim() == 1,
+      op, ": ", name, " must be 1-D, got ", index.dim(), "-D with shape ",
+      index.sizes());
+  check_same_device(op, name, index, target);
+}
+
+// True when two elements of `tensor` may share memory. Dimensions sorted by
+// stride must each step past everything the smaller ones span; this refuses
+// expanded views and as_strided views whose rows overlap (and, rarely, an
+// exotic layout that interleaves without overlapping).
+bool may_have_internal_overlap(const at::Tensor& tensor) {
+  std::vector<std::pair<int64_t, int64_t>> dims;  // (stride, size)
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    if (tensor.size(d) == 0) {
+      return false;
+    }
+    if (tensor.size(d) > 1) {
+      dims.emplace_back(tensor.stride(d), tensor.size(d));
+    }
+  }
+  std::sort(dims.begin(), dims.end());
+  int64_t extent = 0;
+  for (const auto& [stride, size] : dims) {
+    if (stride <= extent) {
+      return true;
+    }
+    extent += (size - 1) * stride;
+  }
+  return false;
+}
+
+// The target is written in place, so it must be writable here and now.
+void check_target_writable(const char* op, const at::Tensor& target) {
+  TORCH_CHECK_VALUE(
+      !(target.is_inference() && !c10::InferenceMode::is_enabled()),
+      op, ": target is an inference tensor (made under torch.inference_mode()) "
+      "and cannot be written outside inference mode; call the op inside "
+      "torch.inference_mode(), or pass a tensor made outside it (target.clone())");
+  TORCH_CHECK_VALUE(
+      !may_have_internal_overlap(target),
+      op, ": target has elements that share memory (an expanded or stride-0 "
+      "view, or an as_strided view whose rows overlap); pass a tensor whose "
+      "elements are distinct, e.g. target.clone()");
+}
+
+// Bytes [first, last) that a tensor's elements span.
+std::pair<uintptr_t, uintptr_t> byte_span(const at::Tensor& tensor) {
+  int64_t last_offset = 0;
+  for (int64_t d = 0; d < tensor.dim(); ++d) {
+    last_offset += (tensor.size(d) - 1) * tensor.stride(d);
+  }
+  const auto first = reinterpret_cast<uintptr_t>(tensor.const_data_ptr());
+  return {first, first + static_cast<uintptr_t>((last_offset + 1) * tensor.element_size())};
+}
+
+// Decided by address ranges, not by storage identity: two Storage objects
+// may hold the same memory (torch.from_numpy twice on one array, say).
+void check_no_overlap(const char* op, const at::Tensor& target, const at::Tensor& source) {
+  if (target.numel() == 0 || source.numel() == 0) {
+    return;
+  }
+  const auto [target_first, target_last] = byte_span(target);
+  const auto [source_first, source_last] = byte_span(source);
+  TORCH_CHECK_VALUE(
+      target_last <= source_first || source_last <= target_first,
+      op, ": target and source share memory, so rows could be overwritten "
+      "before they are read; pass source.clone() instead");
+}
+
+RowPairs as_row_pairs(const at::Tensor& target_index, const at::Tensor& source_index) {
+  const auto index_type = target_index.scalar_type() == source_index.scalar_type()
+      ? target_index.scalar_type()
+      : at::kLong;
+  return {index_type, target_index.to(index_type).contiguous(),
+          source_index.to(index_type).contiguous()};
+}
+
+// ---- value checks, in host memory -------------------------------------------
+
+template <typename index_t>
+void check_range(const char* op, const char* name, const at::Tensor& index, int64_t rows,
+                 const char* rows_of) {
+  const index_t* data = index.const_data_ptr<index_t>();
+  const int64_t n = index.numel();
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t value = static_cast<int64_t>(data[i]);
+    TORCH_CHECK_INDEX(
+        value >= 0 && value < rows,
+        op, ": ", name, "[", i, "] = ", value, " is out of range for ", rows_of,
+        " with ", rows, " rows");
+  }
+}
+
+// Requires the range check to have passed.
+template <typename index_t>
+void check_unique(const char* op, const char* name, const at::Tensor& index, int64_t rows) {
+  const index_t* data = index.const_data_ptr<index_t>();
+  const int64_t n = index.numel();
+  std::vector<bool> seen(static_cast<size_t>(rows), false);
+  for (int64_t i = 0; i < n; ++i) {
+    const int64_t value = static_cast<int64_t>(data[i]);
+    if (!seen[value]) {
+      seen[value] = true;
+      continue;
+    }
+    const int64_t first = std::find(data, data + i, data[i]) - data;
+    TORCH_CHECK_VALUE(
+        false, op, ": ", name, " holds row ", value, " twice (positions ", first, " and ", i,
+        "); each target row may be written once, so the token map has a duplicate");
+  }
+}
+
+// offsets must start at 0, end at the number of pieces and grow strictly:
+// an empty segment has no mean.
+void check_offsets(const char* op, const at::Tensor& offsets, int64_t pieces) {
+  const int64_t* data = offsets.const_data_ptr<int64_t>();
+  const int64_t segments = offsets.numel() - 1;
+  TORCH_CHECK_VALUE(data[0] == 0, op, ": offsets[0] = ", data[0], " but must be 0");
+  TORCH_CHECK_VALUE(
+      data[segments] == pieces,
+      op, ": offsets[", segments, "] = ", data[segments],
+      " but must equal the length of source_index (", pieces, ")");
+  for (int64_t s = 0; s < segments; ++s) {
+    TORCH_CHECK_VALUE(
+        data[s + 1] > data[s],
+        op, ": segment ", s, " is empty or reversed (offsets[", s, "] = ", data[s],
+        ", offsets[", s + 1, "] = ", data[s + 1],
+        "); every segment needs at least one source row");
+  }
+}
+
+template <typename weight_t>
+void check_weights(const char* op, const at::Tensor& weights) {
+  const weight_t* data = weights.const_data_ptr<weight_t>();
+  for (int64_t i = 0; i < weights.numel(); ++i) {
+    TORCH_CHECK_VALUE(
+        std::isfinite(data[i]) && data[i] > 0,
+        op, ": weights[", i, "] = ", data[i],
+        " but weights must be finite and greater than 0");
+  }
+}
+
+RowPairs on_host(const RowPairs& pairs) {
+  return {pairs.index_type, pairs.target_ids.cpu(), pairs.source_ids.cpu()};
+}
+
+} // namespace
+
+RowPairs prepare_transfer_rows(const at::Tensor& target, const at::Tensor& target_index,
+                               const at::Tensor& source, const at::Tensor& source_index) {
+  constexpr const char* op = "transfer_rows_";
+  check_matrix(op, "target", target);
+  check_matrix(op, "source", source);
+  check_same_device(op, "source", source, target);
+  check_index(op, "target_index", target_index, target);
+  check_index(op, "source_index", source_index, target);
+  TORCH_CHECK_VALUE(
+      target_index.numel() == source_index.numel(),
+      op, ": target_index has ", target_index.numel(), " entries but source_index has ",
+      source_index.numel(), "; they are pairs and must have equal length");
+  TORCH_CHECK_VALUE(
+      target.size(1) == source.size(1),
+      op, ": target rows have width ", target.size(1), " but source rows have width ",
+      source.size(1), "; rows must have the same width");
+  check_target_writable(op, target);
+  check_no_overlap(op, target, source);
+  return as_row_pairs(target_index, source_index);
+}
+
+Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target_index,
+                              const at::Tensor& source, const at::Tensor& source_index,
+                              const at::Tensor& offsets,
+                              const c10::optional<at::Tensor>& weights) {
+  constexpr const char* op = "segment_mean_";
+  check_matrix(op, "target", target);
+  check_matrix(op, "source", source);
+  check_same_device(op, "source", source, target);
+  check_index(op, "target_index", target_index, target);
+  check_index(op, "source_index", source_index, target);
+  check_index(op, "offsets", offsets, target);
+  TORCH_CHECK_VALUE(
+      offsets.numel() == target_index.numel() + 1,
+      op, ": offsets has ", offsets.numel(), " entries but target_index has ",
+      target_index.numel(), "; offsets must have one entry per segment plus one");
+  TORCH_CHECK_VALUE(
+      target.size(1) == source.size(1),
+      op, ": target rows have width ", target.size(1), " but source rows have width ",
+      source.size(1), "; rows must have the same width");
+  if (weights.has_value()) {
+    const auto& w = *weights;
+    TORCH_CHECK_TYPE(
+        is_supported_float(w.scalar_type()),
+        op, ": weights must be a floating tensor, got ", w.scalar_type());
+    TORCH_CHECK_VALUE(
+        w.dim() == 1 && w.numel() == source_index.numel(),
+        op, ": weights must be 1-D with one weight per source_index entry (",
+        source_index.numel(), "), got shape ", w.sizes());
+    check_same_device(op, "weights", w, target);
+  }
+  check_target_writable(op, target);
+  check_no_overlap(op, target, source);
+  const auto weight_type = source.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  c10::optional<at::Tensor> acc_weights;
+  if (weights.has_value()) {
+    acc_weights = weights->to(weight_type).contiguous();
+  }
+  return {as_row_pairs(target_index, source_index), offsets.to(at::kLong).contiguous(),
+          acc_weights};
+}
+
+void check_transfer_rows_values(const RowPairs& pairs, int64_t target_rows,
+                                int64_t source_rows) {
+  constexpr const char* op = "transfer_rows_";
+  AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
+    check_range<index_t>(op, "target_index", pairs.target_ids, target_rows, "target");
+    check_range<index_t>(op, "source_index", pairs.source_ids, source_rows, "source");
+    check_unique<index_t>(op, "target_index", pairs.target_ids, target_rows);
+  });
+}
+
+void check_segment_mean_values(const Segments& segments, int64_t target_rows,
+                               int64_t source_rows) {
+  constexpr const char* op = "segment_mean_";
+  const RowPairs& ids = segments.ids;
+  check_offsets(op, segments.offsets, ids.source_ids.numel());
+  AT_DISPATCH_INDEX_TYPES(ids.index_type, "segment_mean_", [&] {
+    check_range<index_t>(op, "target_index", ids.target_ids, target_rows, "target");
+    check_unique<index_t>(op, "target_index", ids.target_ids, target_rows);
+    check_range<index_t>(op, "source_index", ids.source_ids, source_rows, "source");
+  });
+  if (segments.weights.has_value()) {
+    if (segments.weights->scalar_type() == at::kDouble) {
+      check_weights<double>(op, *segments.weights);
+    } else {
+      check_weights<float>(op, *segments.weights);
+    }
+  }
+}
+
+void report_invalid_transfer_rows(const RowPairs& pairs, int64_t target_rows,
+                                  int64_t source_rows) {
+  check_transfer_rows_values(on_host(pairs), target_rows, source_rows);
+  TORCH_CHECK(false, "transfer_rows_: the device found a bad index that the host check did "
+              "not; please report this as a bug");
+}
+
+void report_invalid_segment_mean(const Segments& segments, int64_t target_rows,
+                                 int64_t source_rows) {
+  c10::optional<at::Tensor> weights;
+  if (segments.weights.has_value()) {
+    weights = segments.weights->cpu();
+  }
+  check_segment_mean_values({on_host(segments.ids), segments.offsets.cpu(), weights},
+                            target_rows, source_rows);
+  TORCH_CHECK(false, "segment_mean_: the device found a bad argument that the host check did "
+              "not; please report this as a bug");
+}
+
+} // namespace vocabxfer

@@ -1,0 +1,59 @@
+"""Pure-torch kernels of the ops, registered when vocabxfer._C cannot be
+loaded. They run every check of the compiled kernels, with the same
+messages, before they write anything."""
+
+from typing import Optional
+
+import torch
+
+from . import _op_checks as checks
+
+
+def transfer_rows_(target: torch.Tensor, target_index: torch.Tensor,
+                   source: torch.Tensor, source_index: torch.Tensor) -> None:
+    op = "transfer_rows_"
+    checks.check_transfer_rows_args(target, target_index, source, source_index)
+    checks.check_memory(op, target, source)
+    checks.check_range(op, "target_index", target_index, target.shape[0], "target")
+    checks.check_range(op, "source_index", source_index, source.shape[0], "source")
+    checks.check_unique(op, "target_index", target_index)
+    if target_index.numel() == 0:
+        return
+    rows = source.index_select(0, source_index.long()).to(target.dtype)
+    target.index_copy_(0, target_index.long(), rows)
+
+
+def accumulation_dtype(source: torch.Tensor) -> torch.dtype:
+    return torch.float64 if source.dtype == torch.float64 else torch.float32
+
+
+def segment_mean_(target: torch.Tensor, target_index: torch.Tensor, source: torch.Tensor,
+                  source_index: torch.Tensor, offsets: torch.Tensor,
+                  weights: Optional[torch.Tensor]) -> None:
+    op = "segment_mean_"
+    checks.check_segment_mean_args(target, target_index, source, source_index, offsets, weights)
+    checks.check_memory(op, target, source)
+    checks.check_offsets(op, offsets, source_index.numel())
+    checks.check_range(op, "target_index", target_index, target.shape[0], "target")
+    checks.check_unique(op, "target_index", target_index)
+    checks.check_range(op, "source_index", source_index, source.shape[0], "source")
+    acc_dtype = accumulation_dtype(source)
+    acc_weights = None if weights is None else weights.to(acc_dtype)
+    checks.check_weights(op, acc_weights)
+    segments = target_index.numel()
+    if segments == 0:
+        return
+    device = source.device
+    segment_of_piece = torch.repeat_interleave(torch.arange(segments, device=device),
+                                               offsets.long().diff())
+    # Each piece's share of its segment's weight, in float64, as the kernels
+    # compute it: scaling before summing cannot overflow.
+    piece_weights = (torch.ones(source_index.numel(), dtype=torch.float64, device=device)
+                     if acc_weights is None else acc_weights.double())
+    totals = torch.zeros(segments, dtype=torch.float64, device=device)
+    totals.index_add_(0, segment_of_piece, piece_weights)
+    shares = (piece_weights / totals[segment_of_piece]).to(acc_dtype)
+    rows = source.index_select(0, source_index.long()).to(acc_dtype) * shares[:, None]
+    sums = torch.zeros(segments, source.shape[1], dtype=acc_dtype, device=device)
+    sums.index_add_(0, segment_of_piece, rows)
+    target.index_copy_(0, target_index.long(), sums.to(target.dtype))
