@@ -5,6 +5,7 @@ fused C++/CUDA row transfer, start the others from what the pretrained model
 knows, and write a ready model folder.
 """
 
+from .checkup import doctor
 from .errors import VocabError
 from .initialise import InitPlan, initialise_embeddings, plan_initialisation, transfer_embeddings
 from .matching import MatchReport, TokenMap, match_vocab
@@ -15,7 +16,7 @@ from .vocab import Vocab, load_vocab
 
 __all__ = [
     "CorpusError", "InitPlan", "MatchReport", "ModelError", "ModelTransfer", "TokenMap", "Vocab",
-    "VocabError", "has_compiled_ops", "initialise_embeddings", "load_vocab", "match_vocab",
+    "VocabError", "doctor", "has_compiled_ops", "initialise_embeddings", "load_vocab", "match_vocab",
     "plan_initialisation", "save", "save_tokenizer", "segment_mean_", "train_tokenizer",
     "transfer_embeddings", "transfer_model", "transfer_rows_",
 ]

@@ -1,4 +1,4 @@
-"""The vocabxfer command line: train-tokenizer, match, transfer."""
+"""The vocabxfer command line: train-tokenizer, match, transfer, doctor."""
 
 import argparse
 import json
@@ -67,6 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--seed", type=int, default=0, help="seed of sampled inits")
     transfer.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     add_tokenizer_training_options(transfer)
+
+    commands.add_parser("doctor", help="check the install: compiled ops, C++ runtime, "
+                                       "bit-exact rows on every device, clean errors, CUDA "
+                                       "architectures")
     return parser
 
 
@@ -171,8 +175,16 @@ def command_transfer(args) -> None:
     print(f"wrote {path}")
 
 
+def command_doctor(args) -> int:
+    from .checkup import doctor
+
+    report = doctor()
+    print(report)
+    return 0 if report.ok else 1
+
+
 COMMANDS = {"train-tokenizer": command_train_tokenizer, "match": command_match,
-            "transfer": command_transfer}
+            "transfer": command_transfer, "doctor": command_doctor}
 
 
 def main(argv: Optional[List[str]] = None) -> int:
@@ -180,13 +192,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
                         format="%(levelname)s %(name)s: %(message)s")
     try:
-        COMMANDS[args.command](args)
+        return COMMANDS[args.command](args) or 0
     except (ValueError, OSError) as error:
         # VocabError, CorpusError and ModelError are ValueErrors; missing or
         # existing files are OSErrors. One line, no traceback, nothing written.
         print(f"vocabxfer: error: {error}", file=sys.stderr)
         return 2
-    return 0
 
 
 if __name__ == "__main__":
