@@ -1,16 +1,19 @@
 """How the row transfer and the matching scale with vocabulary size, row width
 and dtype.
 
-Rows: vocabularies of 32k to 256k rows, widths of 768 to 8,192, float32 and
-bfloat16, 30% of target rows matched (random pairs). Each case times
-transfer_rows_, index_copy_(index_select) and a plain copy of the same bytes
-(the ceiling), every call starting with cold caches. Cases whose matrices
-would exceed --max-gb each are left out (and listed). Matching: load_vocab +
-match_vocab on synthetic WordPiece vocabularies of 30k to 256k tokens.
+Rows: vocabularies of 32k to 256k rows, widths of 768 to 8,192, float32,
+bfloat16 and float32 -> bfloat16 (converting), 30% of target rows matched
+(random pairs). Each case times transfer_rows_, index_copy_(index_select) and
+a plain copy of the same bytes (the ceiling; a converting copy_ for the
+converting cases), every call starting with cold caches. Cases whose
+matrices would exceed --max-gb each are left out (and listed). Matching:
+load_vocab + match_vocab on synthetic WordPiece vocabularies of 30k to 256k
+tokens.
 
 Plots: GB/s against bytes moved, one line per method and dtype; and matching
 time against vocabulary size. Writes benchmarks/results/scaling_<device>.md,
-scaling_rows_<device>.png and scaling_match.png (the latter on CPU only).
+.json, scaling_rows_<device>.png and scaling_match.png (the latter on CPU
+only).
 """
 
 import sys
@@ -26,36 +29,42 @@ import vocabxfer  # noqa: E402
 
 VOCABS = [32_000, 64_000, 128_000, 256_000]
 WIDTHS = [768, 2_048, 4_096, 8_192]
-DTYPES = [torch.float32, torch.bfloat16]
+# (source dtype, target dtype)
+DTYPES = [(torch.float32, torch.float32), (torch.bfloat16, torch.bfloat16),
+          (torch.float32, torch.bfloat16)]
 MATCHED = 0.3
 METHODS = ("transfer_rows_", "index_copy_", "copy ceiling")
 
 
-def run_case(rows, width, dtype, device, repeats, flush):
-    generator = torch.Generator().manual_seed(rows + width)
+def dtype_label(dtypes) -> str:
+    names = [str(dtype).replace("torch.", "") for dtype in dtypes]
+    return names[0] if names[0] == names[1] else " -> ".join(names)
+
+
+def run_case(rows, width, dtypes, device, repeats, flush):
+    source_dtype, target_dtype = dtypes
     pairs = int(rows * MATCHED)
-    source = torch.randn(rows, width, generator=generator).to(dtype).to(device)
-    target = torch.empty(rows, width, dtype=dtype, device=device)
-    target_ids = torch.randperm(rows, generator=generator)[:pairs].to(device)
-    source_ids = torch.randperm(rows, generator=generator)[:pairs].to(device)
-    ceiling_source = source[:pairs].clone()
+    source = common.random_matrix(rows, width, source_dtype, device, seed=rows + width)
     # Written once up front, so that no method pays for first-touch page faults.
-    ceiling_target = torch.zeros_like(ceiling_source)
-    target.zero_()
+    target = torch.zeros(rows, width, dtype=target_dtype, device=device)
+    target_ids = common.random_ids(pairs, rows, device, seed=rows)
+    source_ids = common.random_ids(pairs, rows, device, seed=width)
+    ceiling_source = source[:pairs].clone()
+    ceiling_target = torch.zeros(pairs, width, dtype=target_dtype, device=device)
     calls = {
         "transfer_rows_": lambda: vocabxfer.transfer_rows_(target, target_ids, source, source_ids),
-        "index_copy_": lambda: target.index_copy_(0, target_ids, source.index_select(0, source_ids)),
+        "index_copy_": lambda: target.index_copy_(
+            0, target_ids, source.index_select(0, source_ids).to(target_dtype)),
         "copy ceiling": lambda: ceiling_target.copy_(ceiling_source),
     }
     calls["transfer_rows_"]()
-    check = target[target_ids].clone()
-    if not torch.equal(check, source[source_ids]):
-        raise SystemExit(f"transfer_rows_ gave wrong rows for {rows}x{width} {dtype}")
+    if not torch.equal(target[target_ids], source[source_ids].to(target_dtype)):
+        raise SystemExit(f"transfer_rows_ gave wrong rows for {rows}x{width} {dtypes}")
     samples = {name: [] for name in calls}
     for _ in range(repeats):
         for name, call in calls.items():
             samples[name] += common.time_call(call, device, repeats=1, warmup=1, reset=flush)
-    bytes_moved = 2 * pairs * width * source.element_size()
+    bytes_moved = pairs * width * (source.element_size() + target.element_size())
     return bytes_moved, {name: common.median(values) for name, values in samples.items()}
 
 
@@ -64,22 +73,23 @@ def plot_rows(results, path, device):
     figure, axis = plt.subplots(figsize=(9, 5))
     styles = {"transfer_rows_": ("#1f4e99", "o"), "index_copy_": ("#d98c8c", "s"),
               "copy ceiling": ("#999999", "^")}
-    for dtype in DTYPES:
-        cases = sorted((r for r in results if r["dtype"] == dtype), key=lambda r: r["bytes"])
+    fills = dict(zip((dtype_label(dtypes) for dtypes in DTYPES), ("full", "none", "left")))
+    for label, fill in fills.items():
+        cases = sorted((r for r in results if r["dtype"] == label), key=lambda r: r["bytes"])
         if not cases:
             continue
         for method in METHODS:
             colour, marker = styles[method]
             axis.plot([c["bytes"] / 1e6 for c in cases],
                       [c["bytes"] / c["seconds"][method] / 1e9 for c in cases],
-                      color=colour, marker=marker, linestyle="none",
-                      fillstyle="full" if dtype == torch.float32 else "none",
-                      label=f"{method} ({str(dtype).replace('torch.', '')})")
+                      color=colour, marker=marker, linestyle="none", fillstyle=fill,
+                      label=f"{method} ({label})")
     axis.set_xscale("log")
     axis.set_xlabel("MB moved (read + written)")
     axis.set_ylabel("GB/s")
     axis.set_title(f"Row transfer throughput on {device} (30% of rows, random pairs, cold "
-                   "caches)\nfilled: float32, hollow: bfloat16; 32k-256k rows x 768-8,192 wide",
+                   "caches)\nfilled: float32, hollow: bfloat16, half: float32 -> bfloat16; "
+                   "32k-256k rows x 768-8,192 wide",
                    fontsize=10)
     axis.set_ylim(bottom=0)
     axis.grid(True, alpha=0.3)
@@ -122,18 +132,20 @@ def main(argv=None):
     flush = common.CacheFlusher(device)
 
     results, skipped, table = [], [], []
-    for dtype in DTYPES:
+    for dtypes in DTYPES:
         for rows in vocabs:
             for width in widths:
-                element = torch.finfo(dtype).bits // 8
+                element = max(torch.finfo(dtype).bits // 8 for dtype in dtypes)
                 if rows * width * element > max_bytes:
-                    skipped.append(f"{rows:,}x{width:,} {str(dtype).replace('torch.', '')}")
+                    skipped.append(f"{rows:,}x{width:,} {dtype_label(dtypes)}")
                     continue
-                moved, seconds = run_case(rows, width, dtype, device, repeats, flush)
-                results.append({"rows": rows, "width": width, "dtype": dtype, "bytes": moved,
-                                "seconds": seconds})
+                moved, seconds = run_case(rows, width, dtypes, device, repeats, flush)
+                results.append({"rows": rows, "width": width, "dtype": dtype_label(dtypes),
+                                "bytes": moved, "seconds": seconds})
+                if device.startswith("cuda"):
+                    torch.cuda.empty_cache()
                 ceiling = seconds["copy ceiling"]
-                table.append([f"{rows:,}", f"{width:,}", str(dtype).replace("torch.", ""),
+                table.append([f"{rows:,}", f"{width:,}", dtype_label(dtypes),
                               f"{moved / 1e6:,.0f}"]
                              + [f"{seconds[m] * 1e3:,.2f} ({moved / seconds[m] / 1e9:.0f} GB/s)"
                                 for m in METHODS]
@@ -166,6 +178,8 @@ def main(argv=None):
             + "\n\n![match](scaling_match.png)")
     path = common.write_result(f"scaling_{device_name}.md", f"Scaling on {device}", body,
                                device, out_dir)
+    common.write_json(f"scaling_{device_name}.json", {"device": device, "cases": results},
+                      out_dir)
     print(f"wrote {path}")
 
 

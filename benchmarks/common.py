@@ -3,6 +3,7 @@ result files."""
 
 import argparse
 import datetime
+import json
 import os
 import platform
 import statistics
@@ -123,6 +124,55 @@ def time_call(function: Callable[[], object], device: str = "cpu", repeats: int 
 
 def median(values: List[float]) -> float:
     return statistics.median(values)
+
+
+def random_matrix(rows: int, width: int, dtype: torch.dtype, device: str,
+                  seed: int) -> torch.Tensor:
+    """N(0, 1) values drawn where they will live: drawing a GPU case's
+    gigabytes on the CPU would take longer than the benchmark."""
+    generator = torch.Generator(device=device).manual_seed(seed)
+    return torch.randn(rows, width, generator=generator, device=device).to(dtype)
+
+
+def random_ids(count: int, upto: int, device: str, seed: int) -> torch.Tensor:
+    """`count` distinct row ids below `upto`, in random order."""
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randperm(upto, generator=generator)[:count].to(device)
+
+
+def count_cuda_calls(function: Callable[[], object]) -> dict:
+    """What one call costs the host on a GPU, from the profiler's record of
+    CUDA runtime calls: kernel launches, memsets, copies, synchronisations."""
+    from torch.profiler import ProfilerActivity, profile
+
+    function()  # warm: first-call set-up is not the op's cost
+    torch.cuda.synchronize()
+    with profile(activities=[ProfilerActivity.CPU, ProfilerActivity.CUDA]) as prof:
+        function()
+        torch.cuda.synchronize()
+    counts = {"launches": 0, "memsets": 0, "copies": 0, "synchronisations": 0}
+    outer_sync = 1  # the torch.cuda.synchronize() above
+    for event in prof.events():
+        name = event.name
+        if name.startswith(("cudaLaunchKernel", "cuLaunchKernel")):
+            counts["launches"] += 1
+        elif name.startswith("cudaMemset"):
+            counts["memsets"] += 1
+        elif name.startswith("cudaMemcpy"):
+            counts["copies"] += 1
+        elif name in ("cudaStreamSynchronize", "cudaDeviceSynchronize", "cudaEventSynchronize"):
+            counts["synchronisations"] += 1
+    counts["synchronisations"] -= outer_sync
+    return counts
+
+
+def write_json(name: str, data: dict, out_dir: Optional[Path] = None) -> Path:
+    """Raw numbers beside the markdown, for benchmarks/gpu_summary.py."""
+    out_dir = Path(out_dir) if out_dir else RESULTS
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = out_dir / name
+    path.write_text(json.dumps(data, indent=2) + "\n")
+    return path
 
 
 def write_result(name: str, title: str, body: str, device: str = "cpu",

@@ -1,0 +1,120 @@
+"""Reads what benchmarks/gpu.sh left in a folder and states pass or fail per
+goal of the GPU work, in summary.md there. Exits 1 if any goal failed or
+could not be measured.
+
+Goals (transfer_rows_ on an H100 or H200, measured side by side in one run):
+- a valid call costs at most two launches (memsets included) besides its
+  kernel, and one synchronisation; segment_mean_ likewise;
+- the klue case takes at most 0.8x index_copy_ and at most the copy
+  ceiling + 15 us;
+- at least 85% of the same-run copy ceiling in every scaling case that moves
+  100 MB or more, converting cases included;
+- never slower than index_copy_, in any case of any benchmark;
+- on the CPU, at least 85% of the copy ceiling in the klue case.
+"""
+
+import json
+import sys
+from pathlib import Path
+
+CEILING = "copy of same bytes (ceiling)"
+INDEX_COPY = "index_copy_(index_select)"
+OP = "vocabxfer.transfer_rows_"
+
+
+def load(folder: Path, name: str):
+    path = folder / name
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def goals(folder: Path):
+    """(goal, passed or None when unmeasured, detail) for every goal."""
+    rows = load(folder, "transfer_rows_cuda.json")
+    scaling = load(folder, "scaling_cuda.json")
+    cpu = load(folder, "transfer_rows_cpu.json")
+    status = {}
+    for line in (folder / "status.txt").read_text().splitlines() if (
+            folder / "status.txt").is_file() else []:
+        step, _, code = line.partition(" ")
+        status[step] = code
+    results = []
+    for step in ("build", "tests", "doctor"):
+        code = status.get(step)
+        results.append((f"{step} exits 0", None if code is None else code == "0",
+                        f"exit status {code}" if code is not None else "did not run"))
+
+    if rows and "host_costs" in rows:
+        for call in ("transfer_rows_ (klue)", "segment_mean_ (2,000 segments of 3)"):
+            cost = rows["host_costs"][call]
+            extra = cost["launches"] + cost["memsets"] - 1
+            results.append((f"{call}: at most 2 launches besides its kernel, 1 synchronisation",
+                            extra <= 2 and cost["synchronisations"] <= 1,
+                            f"{cost['launches']} kernel launches, {cost['memsets']} memsets, "
+                            f"{cost['copies']} copies, {cost['synchronisations']} "
+                            "synchronisations"))
+    else:
+        results.append(("host costs of a call", None, "transfer_rows_cuda.json is missing"))
+
+    if rows:
+        klue = rows["cases"]["klue"]["seconds"]
+        op, baseline, ceiling = klue[OP], klue[INDEX_COPY], klue[CEILING]
+        results.append(("klue: at most 0.8x index_copy_", op <= 0.8 * baseline,
+                        f"{op * 1e6:.0f} us against {baseline * 1e6:.0f} us "
+                        f"({op / baseline:.2f}x)"))
+        results.append(("klue: at most the copy ceiling + 15 us", op <= ceiling + 15e-6,
+                        f"{op * 1e6:.0f} us against a ceiling of {ceiling * 1e6:.0f} us"))
+    else:
+        results.append(("klue case", None, "transfer_rows_cuda.json is missing"))
+
+    slower = []
+    if rows:
+        slower += [name for name, case in rows["cases"].items()
+                   if case["seconds"][OP] > case["seconds"][INDEX_COPY]]
+    if scaling:
+        low = []
+        for case in scaling["cases"]:
+            seconds = case["seconds"]
+            name = f"{case['rows']:,}x{case['width']:,} {case['dtype']}"
+            if case["bytes"] >= 100e6 and seconds["copy ceiling"] / seconds["transfer_rows_"] < 0.85:
+                low.append(f"{name} ({100 * seconds['copy ceiling'] / seconds['transfer_rows_']:.0f}%)")
+            if seconds["transfer_rows_"] > seconds["index_copy_"]:
+                slower.append(name)
+        big = sum(case["bytes"] >= 100e6 for case in scaling["cases"])
+        results.append(("scaling: at least 85% of the copy ceiling from 100 MB up", not low,
+                         f"{big - len(low)} of {big} cases" + (": below in " + ", ".join(low)
+                                                               if low else "")))
+    else:
+        results.append(("scaling cases", None, "scaling_cuda.json is missing"))
+    if rows or scaling:
+        results.append(("never slower than index_copy_", not slower,
+                        "slower in " + ", ".join(slower) if slower else "faster in every case"))
+
+    if cpu:
+        klue = cpu["cases"]["klue"]["seconds"]
+        share = klue[CEILING] / klue[OP]
+        results.append(("CPU klue: at least 85% of the copy ceiling", share >= 0.85,
+                        f"{100 * share:.0f}%"))
+    else:
+        results.append(("CPU klue case", None, "transfer_rows_cpu.json is missing"))
+    return results
+
+
+def main(argv=None):
+    folder = Path((argv or sys.argv[1:] or ["benchmarks/results/gpu"])[0])
+    lines = ["# GPU goals", ""]
+    failed = 0
+    for goal, passed, detail in goals(folder):
+        verdict = "PASS" if passed else ("FAIL" if passed is False else "NOT MEASURED")
+        failed += verdict != "PASS"
+        lines.append(f"- **{verdict}** {goal}: {detail}")
+    machine = folder / "machine.log"
+    if machine.is_file():
+        lines += ["", "## Machine", "", "```", machine.read_text().strip(), "```"]
+    text = "\n".join(lines) + "\n"
+    (folder / "summary.md").write_text(text)
+    print(text)
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
