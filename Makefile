@@ -26,7 +26,7 @@ $(STAMP): $(SOURCES)
 # moved to an 8,000-token WordPiece vocabulary trained on Python's own
 # documentation; the ready model folder lands in out/minilm-python-docs.
 demo: install
-	$(PYTHON) -m vocabxfer transfer --out out/minilm-python-docs --vocab-size 8000 --force
+	$(PYTHON) -m vocabxfer demo
 
 test: install
 	$(PYTHON) -m pytest -q

@@ -4,8 +4,7 @@ values computed here from the source matrix."""
 import pytest
 import torch
 
-from vocabxfer import (initialise_embeddings, load_vocab, match_vocab, plan_initialisation,
-                       transfer_embeddings)
+from vocabxfer import load_vocab, match_vocab, plan_initialisation, transfer_embeddings
 from vocabxfer.fvt import split_tokens, wordpiece_continuation
 
 from .conftest import BERT_SPECIALS, unigram_tokenizer, wordpiece_tokenizer
@@ -25,8 +24,23 @@ def source_matrix():
     return torch.randn(len(SOURCE), 6, generator=torch.Generator().manual_seed(7))
 
 
+class Initialised:
+    """A plan and the matrix it fills from `source`."""
+
+    def __init__(self, source, token_map, init, seed=0):
+        self.plan = plan_initialisation(token_map, init=init)
+        self.weight = self.plan.apply(source, generator=torch.Generator().manual_seed(seed))
+
+
 def row(matrix, vocab_tokens, token):
     return matrix[vocab_tokens.index(token)]
+
+
+def pieces_by_target(segments):
+    """{target id: [source ids of its pieces]} of fvt segments."""
+    offsets, source_ids = segments.offsets.tolist(), segments.source_ids.tolist()
+    return {t: source_ids[offsets[s]:offsets[s + 1]]
+            for s, t in enumerate(segments.target_ids.tolist())}
 
 
 def mean_of(matrix, tokens):
@@ -34,7 +48,7 @@ def mean_of(matrix, tokens):
 
 
 def test_fvt_rows(token_map, source_matrix):
-    result = initialise_embeddings(source_matrix, token_map, init="fvt")
+    result = Initialised(source_matrix, token_map, "fvt")
     weight = result.weight
     assert weight.shape == (len(TARGET), 6) and weight.dtype == source_matrix.dtype
     for token in BERT_SPECIALS + ["the", "##ning", "dog"]:
@@ -68,14 +82,14 @@ def test_fvt_into_a_sentencepiece_source():
     token_map = match_vocab(source, target, mode="canonical")
     segments = split_tokens(token_map.source, token_map.target,
                             token_map.unmatched_target_ids.tolist())
-    pieces_of = {target.tokens[t]: [pieces[i] for i in segments.source_ids[
-        segments.offsets[s]:segments.offsets[s + 1]]] for s, t in enumerate(segments.target_ids)}
+    pieces_of = {target.tokens[t]: [pieces[i] for i in ids]
+                 for t, ids in pieces_by_target(segments).items()}
     assert pieces_of == {"cats": ["▁cat", "s"], "##nning": ["n", "n", "ing"]}
 
 
 @pytest.mark.parametrize("init", ["mean", "normal", "random"])
 def test_other_rules(token_map, source_matrix, init):
-    result = initialise_embeddings(source_matrix, token_map, init=init, seed=3)
+    result = Initialised(source_matrix, token_map, init, seed=3)
     weight = result.weight
     unmatched = token_map.unmatched_target_ids
     for t, s in zip(token_map.target_ids.tolist(), token_map.source_ids.tolist()):
@@ -104,7 +118,7 @@ def test_normal_rule_follows_source_statistics():
 def test_unmatched_special_takes_the_source_role(source_matrix):
     target = load_vocab({"<unk>": 0, "<s>": 1, "</s>": 2, "the": 3})
     token_map = match_vocab(wordpiece_tokenizer(SOURCE), target)  # exact: no special matches
-    result = initialise_embeddings(source_matrix, token_map, init="mean")
+    result = Initialised(source_matrix, token_map, "mean")
     assert torch.equal(result.weight[0], row(source_matrix, SOURCE, "[UNK]"))
     assert torch.equal(result.weight[1], row(source_matrix, SOURCE, "[CLS]"))
     assert torch.equal(result.weight[2], row(source_matrix, SOURCE, "[SEP]"))
@@ -163,8 +177,8 @@ def test_fvt_into_a_byte_level_source():
     token_map = match_vocab(source, target, mode="canonical")
     segments = split_tokens(token_map.source, token_map.target,
                             token_map.unmatched_target_ids.tolist())
-    pieces_of = {target.tokens[t]: [tokens[i] for i in segments.source_ids[
-        segments.offsets[s]:segments.offsets[s + 1]]] for s, t in enumerate(segments.target_ids)}
+    pieces_of = {target.tokens[t]: [tokens[i] for i in ids]
+                 for t, ids in pieces_by_target(segments).items()}
     # A word start gets the leading space ("Ġcat"), a continuation does not.
     assert pieces_of["cats"] == ["Ġcat", "s"]
     assert pieces_of["##영화"] == hangul_bytes

@@ -27,7 +27,7 @@ def assert_wordpiece_vocab(vocab):
     assert vocab.tokens == tuple(WORDPIECE_TOKENS)
     assert vocab.ids["##ting"] == 9 and vocab.ids["[PAD]"] == 0
     assert vocab.family == families.WORDPIECE
-    assert vocab.specials == {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
+    assert vocab.special_tokens_map == {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
                               "mask": "[MASK]"}
     assert len(vocab) == 12 and "cat" in vocab and "dog" not in vocab
 
@@ -120,7 +120,7 @@ def test_sentencepiece_family_and_roles():
     pieces = ["<unk>", "<s>", "</s>", "<pad>", "▁the", "▁cat", "s", "<0xE1>"]
     vocab = load_vocab(unigram_tokenizer(pieces))
     assert vocab.family == families.SENTENCEPIECE
-    assert vocab.specials == {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}
+    assert vocab.special_tokens_map == {"unk": "<unk>", "bos": "<s>", "eos": "</s>", "pad": "<pad>"}
 
 
 def test_byte_level_family_and_transformers_roles():
@@ -133,7 +133,7 @@ def test_byte_level_family_and_transformers_roles():
                                       unk_token="<unk>", mask_token="<mask>")
     vocab = load_vocab(wrapped)
     assert vocab.family == families.BYTELEVEL
-    assert vocab.specials == {"bos": "<s>", "eos": "</s>", "cls": "<s>", "sep": "</s>",
+    assert vocab.special_tokens_map == {"bos": "<s>", "eos": "</s>", "cls": "<s>", "sep": "</s>",
                               "pad": "<pad>", "unk": "<unk>", "mask": "<mask>"}
 
 
@@ -152,7 +152,7 @@ def test_real_vocabularies():
     assert klue.lowercase is False
     mbert = load_vocab(SHARED_DATA / "vocab" / "bert-base-multilingual-cased-vocab.txt")
     assert len(mbert) == 119547
-    assert {role: mbert.ids[token] for role, token in mbert.specials.items()} == \
+    assert {role: mbert.ids[token] for role, token in mbert.special_tokens_map.items()} == \
         {"pad": 0, "unk": 100, "cls": 101, "sep": 102, "mask": 103}
 
 
@@ -246,7 +246,7 @@ def test_tokenizer_json_reads_like_the_tokenizer(tmp_path, build, family):
     tokenizer.save(str(path))
     from_file, from_object = load_vocab(path), load_vocab(tokenizer)
     assert from_file.family == from_object.family == family
-    for field in ("tokens", "ids", "specials", "special_tokens", "added_tokens", "lowercase",
+    for field in ("tokens", "ids", "special_tokens_map", "all_special_tokens", "added_tokens", "lowercase",
                   "continuation_prefix"):
         assert getattr(from_file, field) == getattr(from_object, field), field
     # The Rust tokenizer is built only when asked for, from the same file.

@@ -6,18 +6,23 @@ knows, and write a ready model folder.
 """
 
 from .checkup import doctor
-from .errors import VocabError
-from .initialise import InitPlan, initialise_embeddings, plan_initialisation, transfer_embeddings
+from .errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
+from .initialise import InitPlan, plan_initialisation, transfer_embeddings
+from .loading import load_model
 from .matching import MatchReport, TokenMap, match_vocab
-from .model import ModelError, ModelTransfer, save, save_tokenizer, transfer_model
+from .model import ModelTransfer, transfer_model
 from .ops import has_compiled_ops, segment_mean_, transfer_rows_
-from .training import CorpusError, train_tokenizer
-from .vocab import Vocab, load_vocab
+from .readers import load_vocab
+from .saving import save, save_tokenizer
+from .training import train_tokenizer
+from .vocab import Vocab
+from .workflow import FolderTransfer, transfer_to_folder
 
 __all__ = [
-    "CorpusError", "InitPlan", "MatchReport", "ModelError", "ModelTransfer", "TokenMap", "Vocab",
-    "VocabError", "doctor", "has_compiled_ops", "initialise_embeddings", "load_vocab", "match_vocab",
-    "plan_initialisation", "save", "save_tokenizer", "segment_mean_", "train_tokenizer",
-    "transfer_embeddings", "transfer_model", "transfer_rows_",
+    "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError", "ModelTransfer",
+    "OutputError", "TokenMap", "Vocab", "VocabError", "VocabxferError", "doctor",
+    "has_compiled_ops", "load_model", "load_vocab", "match_vocab", "plan_initialisation", "save",
+    "save_tokenizer", "segment_mean_", "train_tokenizer", "transfer_embeddings",
+    "transfer_model", "transfer_rows_", "transfer_to_folder",
 ]
 __version__ = "0.1.0"

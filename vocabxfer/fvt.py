@@ -6,48 +6,46 @@ The text is split the way the token is used: a word-start token as a word
 of its own, a continuation (WordPiece ``##x``, SentencePiece ``x`` without
 ``▁``, byte-level ``x`` without ``Ġ``) as the middle of a word. Stripping
 ``##`` and tokenizing the rest as a word, as the reference code does, gives
-word-start pieces for a token that never starts a word.
+word-start pieces for a token that never starts a word. A byte token (bytes
+that are not whole UTF-8) splits into the source's byte pieces.
 """
 
 from dataclasses import dataclass
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+import torch
+
 from . import families
+from .errors import VocabError
 from .vocab import Vocab
 
 
-@dataclass
+@dataclass(frozen=True)
 class Segments:
-    """CSR form of the pieces: target token ``target_ids[s]`` averages the
-    source rows ``source_ids[offsets[s]:offsets[s + 1]]``."""
+    """CSR form of the pieces, as int64 tensors built once: target token
+    ``target_ids[s]`` averages the source rows
+    ``source_ids[offsets[s]:offsets[s + 1]]``. ``positions`` gives each
+    piece's place in its token (0 for the first), for piece weightings."""
 
-    target_ids: List[int]
-    offsets: List[int]
-    source_ids: List[int]
-    unsplittable: List[int]  # target ids whose pieces were all unknown or none
+    target_ids: torch.Tensor
+    offsets: torch.Tensor
+    source_ids: torch.Tensor
+    positions: torch.Tensor
+    unsplittable: Tuple[int, ...]  # target ids whose pieces were all unknown or none
+
+    def __len__(self) -> int:
+        return int(self.target_ids.numel())
 
 
 def source_backend(vocab: Vocab) -> Any:
-    """A tokenizer that splits text by the source's rules: the one the
-    vocabulary came from, or, for a bare WordPiece vocabulary, BERT's."""
+    """The tokenizer that splits text by the source's rules."""
     tokenizer = vocab.tokenizer
     backend = getattr(tokenizer, "backend_tokenizer", None) or tokenizer
-    if backend is not None:
-        return backend
-    if vocab.family != families.WORDPIECE:
-        raise ValueError(
+    if backend is None:
+        raise VocabError(
             f"fvt: the source vocabulary {vocab.name} came without its tokenizer, and only a "
             "WordPiece vocabulary can be re-tokenized from its tokens alone; pass the source "
             "tokenizer (a folder, tokenizer.json or tokenizer object) instead")
-    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
-
-    unk = vocab.specials.get("unk", "[UNK]")
-    backend = Tokenizer(models.WordPiece(vocab=dict(vocab.ids), unk_token=unk,
-                                         continuing_subword_prefix=vocab.continuation_prefix))
-    backend.normalizer = normalizers.BertNormalizer(lowercase=vocab.lowercase,
-                                                    strip_accents=vocab.strip_accents)
-    backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
-    backend.decoder = decoders.WordPiece(prefix=vocab.continuation_prefix)
     return backend
 
 
@@ -77,7 +75,8 @@ def split_tokens(source: Vocab, target: Vocab, target_ids: Sequence[int]) -> Seg
     """The source pieces of every target token in `target_ids`."""
     backend = source_backend(source)
     model = getattr(backend, "model", None)
-    unknown = {source.ids[token] for token in (source.specials.get("unk"),) if token in source.ids}
+    unknown = {source.ids[token] for token in (source.special_tokens_map.get("unk"),)
+               if token in source.ids}
     pieces_of: Dict[int, List[int]] = {}
     # Word-start tokens and tokens of no family go through the full pipeline
     # in one batch call; continuations and bytes need the model alone.
@@ -88,26 +87,33 @@ def split_tokens(source: Vocab, target: Vocab, target_ids: Sequence[int]) -> Seg
         if kind == families.CONTINUATION:
             pieces_of[target_id] = continuation_pieces(text, source, backend, model)
         elif kind == families.BYTE:
-            pieces_of[target_id] = byte_pieces(text, source)
+            pieces_of[target_id] = byte_pieces(text, source, model)
         else:
             words.append((target_id, text))
     if words:
         texts = [(" " + text) if source.family == families.BYTELEVEL else text
                  for _, text in words]
-        encodings = encode_words(backend, texts)
-        for (target_id, _), ids in zip(words, encodings):
+        for (target_id, _), ids in zip(words, encode_words(backend, texts)):
             pieces_of[target_id] = ids
 
-    segments = Segments(target_ids=[], offsets=[0], source_ids=[], unsplittable=[])
+    segment_targets: List[int] = []
+    offsets = [0]
+    source_ids: List[int] = []
+    positions: List[int] = []
+    unsplittable: List[int] = []
     for target_id in target_ids:
         ids = [piece for piece in pieces_of[target_id] if piece not in unknown]
         if not ids:
-            segments.unsplittable.append(target_id)
+            unsplittable.append(target_id)
             continue
-        segments.target_ids.append(target_id)
-        segments.source_ids.extend(ids)
-        segments.offsets.append(len(segments.source_ids))
-    return segments
+        segment_targets.append(target_id)
+        source_ids.extend(ids)
+        positions.extend(range(len(ids)))
+        offsets.append(len(source_ids))
+    as_tensor = lambda values: torch.tensor(values, dtype=torch.int64)  # noqa: E731
+    return Segments(target_ids=as_tensor(segment_targets), offsets=as_tensor(offsets),
+                    source_ids=as_tensor(source_ids), positions=as_tensor(positions),
+                    unsplittable=tuple(unsplittable))
 
 
 def encode_words(backend: Any, texts: List[str]) -> List[List[int]]:
@@ -131,18 +137,20 @@ def continuation_pieces(text: str, source: Vocab, backend: Any, model: Optional[
     if model is not None and source.family == families.SENTENCEPIECE:
         return [token.id for token in model.tokenize(normalise_for(backend, text))]
     if model is not None and source.family == families.BYTELEVEL:
-        table = families.byte_to_unicode()
-        spelled = "".join(table[byte] for byte in normalise_for(backend, text).encode("utf-8"))
-        return [token.id for token in model.tokenize(spelled)]
+        return byte_pieces(normalise_for(backend, text).encode("utf-8"), source, model)
     return encode_words(backend, [text])[0]
 
 
-def byte_pieces(raw: bytes, source: Vocab) -> List[int]:
-    """A raw byte (or bytes) maps to the source's byte pieces, if it has any."""
+def byte_pieces(raw: bytes, source: Vocab, model: Optional[Any]) -> List[int]:
+    """The source pieces of raw bytes: a byte-level source splits their
+    spelling with its own merges; a SentencePiece source has <0xNN> pieces."""
+    if source.family == families.BYTELEVEL:
+        table = families.byte_to_unicode()
+        spelled = "".join(table[byte] for byte in raw)
+        if model is not None:
+            return [token.id for token in model.tokenize(spelled)]
+        return [source.ids[spelled]] if spelled in source.ids else []
     if source.family == families.SENTENCEPIECE:
         names = [f"<0x{byte:02X}>" for byte in raw]
-    elif source.family == families.BYTELEVEL:
-        names = ["".join(families.byte_to_unicode()[byte] for byte in raw)]
-    else:
-        return []
-    return [source.ids[name] for name in names if name in source.ids]
+        return [source.ids[name] for name in names if name in source.ids]
+    return []

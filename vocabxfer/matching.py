@@ -1,47 +1,90 @@
 """The token map: which target token starts from which source token."""
 
 from collections import Counter
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from functools import cached_property
 from itertools import compress
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
 
 from . import families
-from .vocab import Vocab, VocabSource, load_vocab
+from .errors import VocabxferError
+from .readers import VocabSource, load_vocab
+from .vocab import Vocab
 
 MODES = ("exact", "canonical")
 EXAMPLES_PER_KIND = 5
 
 
-@dataclass
 class MatchReport:
-    """What a match found, by kind of target token, with examples."""
+    """What a match found, by kind of target token, with examples. The
+    counts by kind are worked out when first asked for: a match that only
+    needs its pairs never classifies a token."""
 
-    mode: str
-    source_name: str
-    target_name: str
-    source_size: int
-    target_size: int
-    source_family: str
-    target_family: str
-    matched_by_kind: Dict[str, int] = field(default_factory=dict)
-    unmatched_by_kind: Dict[str, int] = field(default_factory=dict)
-    matched_examples: Dict[str, List[Tuple[str, str]]] = field(default_factory=dict)
-    unmatched_examples: Dict[str, List[str]] = field(default_factory=dict)
-    # Target tokens whose canonical form several source tokens share; the
-    # exact string won where present, else the lowest source id.
-    ambiguous: int = 0
-    # Matched through the canonical form although the strings differ.
-    canonical_only: int = 0
+    def __init__(self, mode: str, source: Vocab, target: Vocab,
+                 source_of: List[Optional[int]], ambiguous: int = 0, canonical_only: int = 0):
+        self.mode = mode
+        self.source_name, self.target_name = source.name, target.name
+        self.source_size, self.target_size = len(source), len(target)
+        self.source_family, self.target_family = source.family, target.family
+        self.matched = len(source_of) - source_of.count(None)
+        self.unmatched = len(source_of) - self.matched
+        # Target tokens whose canonical form several source tokens share; the
+        # exact string won where present, else the lowest source id.
+        self.ambiguous = ambiguous
+        # Matched through the canonical form although the strings differ.
+        self.canonical_only = canonical_only
+        self._source, self._target, self._source_of = source, target, source_of
+
+    @cached_property
+    def _by_kind(self):
+        kinds = kinds_of(self._target)
+        matched_flags = [source_id is not None for source_id in self._source_of]
+        matched_counts = Counter(compress(kinds, matched_flags))
+        unmatched_counts = Counter(kinds)
+        unmatched_counts.subtract(matched_counts)
+        matched_by_kind = {kind: count for kind, count in matched_counts.items() if count}
+        unmatched_by_kind = {kind: count for kind, count in unmatched_counts.items() if count}
+        # Examples: the first few of each kind, matched and not; the scan
+        # stops once every group has all it can show.
+        missing = {(kind, True): min(count, EXAMPLES_PER_KIND)
+                   for kind, count in matched_by_kind.items()}
+        missing.update({(kind, False): min(count, EXAMPLES_PER_KIND)
+                        for kind, count in unmatched_by_kind.items()})
+        owed = sum(missing.values())
+        matched_examples: Dict[str, List[Tuple[str, str]]] = {}
+        unmatched_examples: Dict[str, List[str]] = {}
+        for target_id, (kind, matched) in enumerate(zip(kinds, matched_flags)):
+            if not owed:
+                break
+            if not missing[(kind, matched)]:
+                continue
+            missing[(kind, matched)] -= 1
+            owed -= 1
+            token = self._target.tokens[target_id]
+            if matched:
+                matched_examples.setdefault(kind, []).append(
+                    (token, self._source.tokens[self._source_of[target_id]]))
+            else:
+                unmatched_examples.setdefault(kind, []).append(token)
+        return matched_by_kind, unmatched_by_kind, matched_examples, unmatched_examples
 
     @property
-    def matched(self) -> int:
-        return sum(self.matched_by_kind.values())
+    def matched_by_kind(self) -> Dict[str, int]:
+        return self._by_kind[0]
 
     @property
-    def unmatched(self) -> int:
-        return sum(self.unmatched_by_kind.values())
+    def unmatched_by_kind(self) -> Dict[str, int]:
+        return self._by_kind[1]
+
+    @property
+    def matched_examples(self) -> Dict[str, List[Tuple[str, str]]]:
+        return self._by_kind[2]
+
+    @property
+    def unmatched_examples(self) -> Dict[str, List[str]]:
+        return self._by_kind[3]
 
     def to_dict(self) -> Dict[str, Any]:
         return {
@@ -108,7 +151,7 @@ class TokenMap:
 
 def kinds_of(vocab: Vocab) -> List[str]:
     """The kind of every token, by id."""
-    special, added = vocab.special_tokens, vocab.added_tokens
+    special, added = vocab.all_special_tokens, vocab.added_tokens
     if vocab.family == families.WORDPIECE and not added - special:
         # The common case, kept to string tests: it runs on every match.
         prefix = vocab.continuation_prefix
@@ -126,9 +169,9 @@ def kinds_of(vocab: Vocab) -> List[str]:
 def canonical_keys(vocab: Vocab, casefold: bool, remove_accents: bool) -> List[Tuple[str, Any]]:
     """The family-neutral key of every token, by id."""
     keys: List[Tuple[str, Any]] = []
-    roles = {token: role for role, token in vocab.specials.items()}
+    roles = {token: role for role, token in vocab.special_tokens_map.items()}
     for token in vocab.tokens:
-        if token in vocab.special_tokens:
+        if token in vocab.all_special_tokens:
             role = roles.get(token)
             keys.append((families.SPECIAL, role) if role else ("unnamed-special", token))
             continue
@@ -184,41 +227,6 @@ def match_canonical(source: Vocab, target: Vocab) -> MatchResult:
     return source_of, ambiguous, canonical_only
 
 
-def build_report(mode: str, source: Vocab, target: Vocab, source_of: List[Optional[int]],
-                 matched_flags: List[bool], ambiguous: int, canonical_only: int) -> MatchReport:
-    report = MatchReport(mode=mode, source_name=source.name, target_name=target.name,
-                         source_size=len(source), target_size=len(target),
-                         source_family=source.family, target_family=target.family,
-                         ambiguous=ambiguous, canonical_only=canonical_only)
-    kinds = kinds_of(target)
-    matched_counts = Counter(compress(kinds, matched_flags))
-    unmatched_counts = Counter(kinds)
-    unmatched_counts.subtract(matched_counts)
-    report.matched_by_kind = {kind: count for kind, count in matched_counts.items() if count}
-    report.unmatched_by_kind = {kind: count for kind, count in unmatched_counts.items() if count}
-    # Examples: the first few of each kind, matched and not; the scan stops
-    # once every group has all it can show.
-    missing = {(kind, True): min(count, EXAMPLES_PER_KIND)
-               for kind, count in report.matched_by_kind.items()}
-    missing.update({(kind, False): min(count, EXAMPLES_PER_KIND)
-                    for kind, count in report.unmatched_by_kind.items()})
-    owed = sum(missing.values())
-    for target_id, (kind, matched) in enumerate(zip(kinds, matched_flags)):
-        if not owed:
-            break
-        if not missing[(kind, matched)]:
-            continue
-        missing[(kind, matched)] -= 1
-        owed -= 1
-        token = target.tokens[target_id]
-        if matched:
-            report.matched_examples.setdefault(kind, []).append(
-                (token, source.tokens[source_of[target_id]]))
-        else:
-            report.unmatched_examples.setdefault(kind, []).append(token)
-    return report
-
-
 def match_vocab(source: VocabSource, target: VocabSource, mode: str = "exact") -> TokenMap:
     """Match every target token to a source token.
 
@@ -238,19 +246,20 @@ def match_vocab(source: VocabSource, target: VocabSource, mode: str = "exact") -
     vocabularies ordered by frequency); ``report.ambiguous`` counts these.
 
     ``source`` and ``target`` are anything ``load_vocab`` reads. Raises
-    ValueError for an unknown mode and VocabError for an unreadable vocabulary.
+    VocabxferError (a ValueError) for an unknown mode and VocabError for an
+    unreadable vocabulary.
     """
     if mode not in MODES:
-        raise ValueError(f"match_vocab: mode {mode!r} is not one of {', '.join(MODES)}")
+        raise VocabxferError(f"match_vocab: mode {mode!r} is not one of {', '.join(MODES)}")
     source_vocab = load_vocab(source)
     target_vocab = load_vocab(target)
     matcher = match_exact if mode == "exact" else match_canonical
     source_of, ambiguous, canonical_only = matcher(source_vocab, target_vocab)
-    matched_flags = [source_id is not None for source_id in source_of]
-    report = build_report(mode, source_vocab, target_vocab, source_of, matched_flags,
-                          ambiguous, canonical_only)
-    target_ids = [target_id for target_id, matched in enumerate(matched_flags) if matched]
-    unmatched_ids = [target_id for target_id, matched in enumerate(matched_flags) if not matched]
+    target_ids = [target_id for target_id, source_id in enumerate(source_of)
+                  if source_id is not None]
+    unmatched_ids = [target_id for target_id, source_id in enumerate(source_of)
+                     if source_id is None]
+    report = MatchReport(mode, source_vocab, target_vocab, source_of, ambiguous, canonical_only)
     return TokenMap(target_ids=torch.tensor(target_ids, dtype=torch.int64),
                     source_ids=torch.tensor([source_of[t] for t in target_ids],
                                             dtype=torch.int64),

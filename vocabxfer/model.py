@@ -1,33 +1,31 @@
-"""Move a whole transformers model to the target vocabulary, and write it as
-a folder that transformers loads as it is."""
+"""Move a whole transformers model, in memory, to the target vocabulary."""
 
 import logging
-import os
-import shutil
-import tempfile
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple, Union
+from typing import Any, Dict, List, Optional
 
 import torch
 
-from . import families
-from .initialise import InitPlan, apply_plan, plan_initialisation
+from .architecture import VocabTensor, vocab_tensors
+from .devices import DeviceLike, resolve_device
+from .errors import ModelError
+from .initialise import InitPlan, plan_initialisation
 from .matching import TokenMap, match_vocab
-from .vocab import Vocab, VocabSource, load_vocab
+from .readers import VocabSource
+from .vocab import Vocab
 
 logger = logging.getLogger(__name__)
 
-
-class ModelError(ValueError):
-    """The model cannot be transferred as asked: the message says why."""
+CONFIG_ROLES = ("pad", "bos", "eos", "sep", "cls", "mask", "unk")
+GENERATION_ROLES = ("pad", "bos", "eos")
 
 
 @dataclass
 class ModelTransfer:
     """What transfer_model did: the model (changed in place), the token map,
-    the initialisation plan, the tensors it refilled, and timings."""
+    the initialisation plan, the tensors it refilled, and how long each
+    step took."""
 
     model: Any
     token_map: TokenMap
@@ -43,83 +41,93 @@ class ModelTransfer:
         return "\n".join(lines)
 
 
-def vocab_sized_parameters(model: torch.nn.Module,
-                           rows: int) -> Dict[int, Tuple[torch.nn.Parameter, List[str]]]:
-    """Every distinct parameter whose first dimension is `rows`, by id, with
-    all the names it goes by (tied weights share one parameter)."""
-    found: Dict[int, Tuple[torch.nn.Parameter, List[str]]] = {}
-    for name, parameter in model.named_parameters(remove_duplicate=False):
-        if parameter.dim() in (1, 2) and parameter.shape[0] == rows:
-            found.setdefault(id(parameter), (parameter, []))[1].append(name)
-    return found
+def target_size_for(token_map: TokenMap, pad_to_multiple_of: Optional[int]) -> int:
+    size = len(token_map.target)
+    if pad_to_multiple_of:
+        size = -(-size // pad_to_multiple_of) * pad_to_multiple_of
+    return size
 
 
-def replace_parameters(model: torch.nn.Module, replacements: Dict[int, torch.nn.Parameter],
-                       new_rows: int) -> None:
-    """Swap old parameters for new ones wherever they are registered, so that
-    tied weights stay tied, and update the modules' size attributes."""
-    for module in model.modules():
-        for key, parameter in list(module._parameters.items()):
-            if parameter is not None and id(parameter) in replacements:
-                module._parameters[key] = replacements[id(parameter)]
-                if isinstance(module, torch.nn.Embedding) and key == "weight":
-                    module.num_embeddings = new_rows
-                elif isinstance(module, torch.nn.Linear) and key == "weight":
-                    module.out_features = new_rows
+def plan_rows(source_rows: torch.Tensor, vocab_tensor: VocabTensor) -> torch.Tensor:
+    """The tensor as the plan sees it: rows over the vocabulary first."""
+    return source_rows[0] if vocab_tensor.row_dim == 1 else source_rows
 
 
-def update_config(model: Any, target: Vocab, target_size: int) -> None:
-    config = getattr(model, "config", None)
+def as_stored(refilled: torch.Tensor, vocab_tensor: VocabTensor) -> torch.Tensor:
+    return refilled[None] if vocab_tensor.row_dim == 1 else refilled
+
+
+def refill(plan: InitPlan, tensor: torch.Tensor, vocab_tensor: VocabTensor,
+           generator: torch.Generator) -> torch.Tensor:
+    """The plan applied to one vocabulary-sized tensor, in its dtype."""
+    return as_stored(plan.apply(plan_rows(tensor, vocab_tensor), generator=generator),
+                     vocab_tensor)
+
+
+def set_tensor(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
+    """Put `tensor` (a Parameter, or a plain tensor for a buffer) where
+    `name` points; the module's own __setattr__ keeps a buffer a buffer."""
+    module_name, _, attribute = name.rpartition(".")
+    module = model.get_submodule(module_name) if module_name else model
+    setattr(module, attribute, tensor)
+
+
+def update_module_sizes(model: Any, rows: int) -> None:
+    embeddings = model.get_input_embeddings()
+    embeddings.num_embeddings = rows
+    get_output = getattr(model, "get_output_embeddings", None)
+    output = get_output() if callable(get_output) else None
+    if isinstance(output, torch.nn.Linear):
+        output.out_features = rows
+
+
+def update_config(config: Any, generation_config: Any, target: Vocab, target_size: int) -> None:
+    """vocab_size and every special token id follow the target vocabulary."""
     if config is None:
         return
     config.vocab_size = target_size
-    for role in ("pad", "bos", "eos", "sep", "cls", "mask", "unk"):
+    for role in CONFIG_ROLES:
         attribute = f"{role}_token_id"
-        token = target.specials.get(role)
-        if token is not None and token in target.ids:
-            if hasattr(config, attribute) or role in ("pad", "bos", "eos"):
-                setattr(config, attribute, target.ids[token])
+        token_id = target.id_of_role(role)
+        if token_id is not None:
+            if hasattr(config, attribute) or role in GENERATION_ROLES:
+                setattr(config, attribute, token_id)
         elif getattr(config, attribute, None) is not None:
             logger.warning("the target tokenizer has no %s token; config.%s is set to None",
                            role, attribute)
             setattr(config, attribute, None)
-    generation = getattr(model, "generation_config", None)
-    if generation is not None:
-        for role in ("pad", "bos", "eos"):
-            token = target.specials.get(role)
-            if hasattr(generation, f"{role}_token_id"):
-                setattr(generation, f"{role}_token_id",
-                        target.ids[token] if token in target.ids else None)
+    if generation_config is not None:
+        for role in GENERATION_ROLES:
+            if hasattr(generation_config, f"{role}_token_id"):
+                setattr(generation_config, f"{role}_token_id", target.id_of_role(role))
 
 
 def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: VocabSource,
-                   init: str = "fvt", *, mode: str = "exact",
-                   device: Union[str, torch.device, None] = None, seed: int = 0,
-                   pad_to_multiple_of: Optional[int] = None) -> ModelTransfer:
+                   init: str = "fvt", *, mode: str = "exact", device: DeviceLike = None,
+                   seed: int = 0, pad_to_multiple_of: Optional[int] = None) -> ModelTransfer:
     """Move `model` (a transformers model, changed in place) from the source
     tokenizer's vocabulary to the target's.
 
-    Every parameter whose first dimension is the source embedding's row
-    count is rebuilt by one plan (see ``plan_initialisation``): the input
-    embeddings, an untied output layer and its bias (BERT's
-    ``cls.predictions.bias``, say); tied weights stay tied. The embedding
-    modules' sizes, ``config.vocab_size`` and the special token ids follow.
-    ``device`` is where the work runs (the model is moved there).
+    The vocabulary-sized tensors the architecture names (see
+    ``architecture.vocab_tensors``: input embeddings, an untied output layer
+    and its bias such as BERT's ``cls.predictions.bias``, BART's
+    ``final_logits_bias``) are rebuilt by one plan (see
+    ``plan_initialisation``), in their dtype; tied weights stay tied. The
+    embedding modules' sizes, ``config.vocab_size``, the special token ids
+    and the embedding's ``padding_idx`` follow. ``device`` is where the work
+    runs (the model is moved there).
 
     Raises ModelError for a model without input embeddings or a source
-    tokenizer larger than the embeddings, ValueError for a bad init or mode,
-    VocabError for an unreadable tokenizer.
+    tokenizer larger than the embeddings, VocabxferError for a bad init,
+    mode or device, VocabError for an unreadable tokenizer.
     """
+    device = resolve_device(device)
     seconds: Dict[str, float] = {}
     started = time.perf_counter()
+    tensors = vocab_tensors(model)
     if device is not None:
         model.to(device)
-    get_input = getattr(model, "get_input_embeddings", None)
-    embeddings = get_input() if callable(get_input) else None
-    if not isinstance(embeddings, torch.nn.Embedding):
-        raise ModelError(f"the model ({type(model).__name__}) has no input embeddings "
-                         "(get_input_embeddings() gave no nn.Embedding); expected a "
-                         "transformers language model")
+    embeddings = model.get_input_embeddings()
     source_rows = embeddings.weight.shape[0]
     token_map = match_vocab(source_tokenizer, target_tokenizer, mode=mode)
     if len(token_map.source) > source_rows:
@@ -129,115 +137,28 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
             "tokenizer?")
     seconds["match"] = time.perf_counter() - started
 
-    target_size = len(token_map.target)
-    if pad_to_multiple_of:
-        target_size = -(-target_size // pad_to_multiple_of) * pad_to_multiple_of
+    started = time.perf_counter()
+    target_size = target_size_for(token_map, pad_to_multiple_of)
     plan = plan_initialisation(token_map, target_size, init)
-    seconds["plan"] = plan.seconds["plan"]
+    seconds["plan"] = time.perf_counter() - started
 
     started = time.perf_counter()
     generator = torch.Generator().manual_seed(seed)
-    replacements: Dict[int, torch.nn.Parameter] = {}
-    names: List[str] = []
-    for parameter_id, (parameter, parameter_names) in vocab_sized_parameters(
-            model, source_rows).items():
-        refilled = apply_plan(plan, parameter, generator=generator)
-        replacements[parameter_id] = torch.nn.Parameter(refilled,
-                                                        requires_grad=parameter.requires_grad)
-        names += parameter_names
-    replace_parameters(model, replacements, target_size)
-    pad = token_map.target.specials.get("pad")
+    current = dict(model.named_parameters(remove_duplicate=False))
+    current.update(model.named_buffers(remove_duplicate=False))
+    for vocab_tensor in tensors:
+        old = current[vocab_tensor.name]
+        new = refill(plan, old, vocab_tensor, generator)
+        if not vocab_tensor.is_buffer:
+            new = torch.nn.Parameter(new, requires_grad=old.requires_grad)
+        # One new tensor for every name: tied weights stay tied.
+        for name in vocab_tensor.names:
+            set_tensor(model, name, new)
+    update_module_sizes(model, target_size)
     if embeddings.padding_idx is not None:
-        embeddings.padding_idx = token_map.target.ids.get(pad) if pad else None
-    update_config(model, token_map.target, target_size)
+        embeddings.padding_idx = token_map.target.id_of_role("pad")
+    update_config(getattr(model, "config", None), getattr(model, "generation_config", None),
+                  token_map.target, target_size)
     seconds["fill"] = time.perf_counter() - started
-    return ModelTransfer(model=model, token_map=token_map, plan=plan, tensors=names,
-                         seconds=seconds)
-
-
-# ---- writing the folder ----------------------------------------------------
-
-def as_transformers_tokenizer(tokenizer: VocabSource) -> Any:
-    """A transformers fast tokenizer for whatever the target tokenizer is, so
-    that AutoTokenizer can load what we save."""
-    vocab = load_vocab(tokenizer)
-    original = vocab.tokenizer
-    if original is not None and hasattr(original, "save_pretrained"):
-        return original
-    from transformers import PreTrainedTokenizerFast
-
-    backend = original
-    if backend is None:
-        from .fvt import source_backend
-        backend = source_backend(vocab)
-    roles = {f"{role}_token": token for role, token in vocab.specials.items()
-             if role in families.ROLES}
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=backend, **roles)
-    wrapped.model_input_names = families.model_input_names(vocab.family)
-    return wrapped
-
-
-def check_output_folder(out_dir: Path, overwrite: bool,
-                        flag: str = "overwrite=True (--force)") -> None:
-    """Refuse an output path that is a file, or a non-empty folder unless
-    `overwrite`; `flag` names the switch that allows it, in the message."""
-    if out_dir.exists() and not out_dir.is_dir():
-        raise FileExistsError(f"{out_dir} exists and is not a folder; choose another output path")
-    if out_dir.is_dir() and any(out_dir.iterdir()) and not overwrite:
-        raise FileExistsError(f"{out_dir} exists and is not empty; pass {flag} to replace it, "
-                              "or choose another folder")
-
-
-def write_atomically(out_dir: Union[str, os.PathLike], overwrite: bool, write) -> Path:
-    """Run `write(folder)` into a temporary folder beside `out_dir`, then
-    rename it into place; on any failure nothing is left behind and an
-    existing `out_dir` is untouched."""
-    out_dir = Path(out_dir).expanduser().resolve()
-    check_output_folder(out_dir, overwrite)
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    staging = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.partial-", dir=out_dir.parent))
-    # mkdtemp makes the folder private (0700); the result should have the
-    # permissions any folder made here would have.
-    umask = os.umask(0)
-    os.umask(umask)
-    os.chmod(staging, 0o777 & ~umask)
-    try:
-        write(staging)
-        if out_dir.exists():
-            retired = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.old-", dir=out_dir.parent))
-            os.rename(out_dir, retired / "old")
-            os.rename(staging, out_dir)
-            shutil.rmtree(retired, ignore_errors=True)
-        else:
-            os.rename(staging, out_dir)
-    except BaseException:
-        shutil.rmtree(staging, ignore_errors=True)
-        raise
-    return out_dir
-
-
-def save_tokenizer(tokenizer: VocabSource, out_dir: Union[str, os.PathLike], *,
-                   overwrite: bool = False) -> Path:
-    """Write a tokenizer folder that AutoTokenizer loads, atomically."""
-    wrapped = as_transformers_tokenizer(tokenizer)
-    return write_atomically(out_dir, overwrite, lambda folder: wrapped.save_pretrained(str(folder)))
-
-
-def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathLike],
-         *, overwrite: bool = False) -> Path:
-    """Write `model` (safetensors + config) and the target tokenizer to
-    `out_dir`, so that ``AutoModel.from_pretrained(out_dir)`` and
-    ``AutoTokenizer.from_pretrained(out_dir)`` load it offline.
-
-    The folder is written under a temporary name beside it and renamed at the
-    end: an interrupted save leaves no half-written folder. An existing
-    non-empty folder is replaced only with ``overwrite=True``, and only once
-    the new one is complete. Raises FileExistsError otherwise.
-    """
-    tokenizer = as_transformers_tokenizer(target_tokenizer)
-
-    def write(folder: Path) -> None:
-        model.save_pretrained(str(folder), safe_serialization=True)
-        tokenizer.save_pretrained(str(folder))
-
-    return write_atomically(out_dir, overwrite, write)
+    return ModelTransfer(model=model, token_map=token_map, plan=plan,
+                         tensors=[name for t in tensors for name in t.names], seconds=seconds)

@@ -1,0 +1,160 @@
+"""The complete jobs behind the command line, one function each: every input
+is checked before the first long step, each step shows progress, and the
+result's str is its report."""
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+
+from tqdm.auto import tqdm
+
+from .atomic import check_output_folder
+from .devices import DeviceLike, resolve_device
+from .errors import OutputError, VocabxferError
+from .initialise import InitPlan
+from .loading import load_config, load_model, model_location
+from .matching import TokenMap
+from .model import transfer_model
+from .readers import VocabSource, load_vocab
+from .saving import save, save_tokenizer
+from .training import check_corpus, corpus_paths, train_tokenizer
+
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class FolderTransfer:
+    """What transfer_to_folder did: where it wrote, the token map and plan,
+    the tensors it refilled, and how long each step took."""
+
+    path: Path
+    token_map: TokenMap
+    plan: InitPlan
+    tensors: List[str]
+    seconds: Dict[str, float] = field(default_factory=dict)
+    trained_tokenizer: Optional[str] = None
+
+    def __str__(self) -> str:
+        lines = []
+        if self.trained_tokenizer:
+            lines.append(f"target tokenizer: {self.trained_tokenizer} "
+                         f"({len(self.token_map.target):,} tokens)")
+        lines += [str(self.token_map.report), str(self.plan),
+                  "vocabulary-sized tensors refilled: " + ", ".join(self.tensors),
+                  "timings: " + ", ".join(f"{step} {seconds:.2f} s"
+                                          for step, seconds in self.seconds.items()),
+                  f"wrote {self.path}"]
+        return "\n".join(lines)
+
+
+@dataclass
+class TrainedTokenizer:
+    path: Path
+    tokenizer: Any
+
+    def __str__(self) -> str:
+        return (f"trained {self.tokenizer.name_or_path}: {len(self.tokenizer):,} tokens; "
+                f"wrote {self.path}")
+
+
+def check_apart(model_folder: Optional[Path], out_dir: Path) -> None:
+    """The output may not be the input folder, lie inside it, or hold it:
+    replacing it would destroy what is being read."""
+    if model_folder is None:
+        return
+    if out_dir == model_folder or out_dir.is_relative_to(model_folder):
+        raise OutputError(f"{out_dir} is inside the input model folder {model_folder}; choose an "
+                          "output folder outside it")
+    if model_folder.is_relative_to(out_dir):
+        raise OutputError(f"{out_dir} holds the input model folder {model_folder}; choose an "
+                          "output folder that does not contain the input")
+
+
+class Steps:
+    """A tqdm bar over the job's steps that also times each one."""
+
+    def __init__(self, total: int, show: bool):
+        self.bar = tqdm(total=total, desc="vocabxfer", unit="step", leave=False,
+                        disable=not show)
+        self.seconds: Dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.bar.set_description(name)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
+                       tokenizer: Optional[VocabSource] = None,
+                       corpus: Optional[Sequence[PathLike]] = None, init: str = "fvt",
+                       mode: str = "exact", device: DeviceLike = None, seed: int = 0,
+                       vocab_size: int = 30000, min_frequency: int = 2,
+                       tokenizer_model: str = "wordpiece", overwrite: bool = False,
+                       overwrite_flag: str = "overwrite=True",
+                       show_progress: bool = True) -> FolderTransfer:
+    """Move the model in folder (or hub id) `model` to a new vocabulary and
+    write the ready folder `out_dir`: the target `tokenizer`, or one trained
+    on `corpus` that follows the model's tokenizer. Every input is checked
+    before the first long step; the folder appears whole or not at all.
+    ``overwrite_flag`` is how messages name the switch that allows replacing
+    a non-empty folder (the command line's ``--force``).
+
+    Raises VocabxferError (or one of its kinds) for bad input, OSError for
+    files, FileExistsError for an output folder that exists.
+    """
+    if (tokenizer is None) == (corpus is None):
+        raise VocabxferError("give either the target tokenizer or a corpus to train it on")
+    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    resolved_device = resolve_device(device)
+    location = model_location(model)
+    model_folder = Path(location) if Path(location).is_dir() else None
+    check_apart(model_folder, out_path)
+    load_config(location)
+    target = None
+    if tokenizer is not None:
+        target = load_vocab(tokenizer)
+    else:
+        paths = corpus_paths(corpus)
+        check_corpus(paths)
+
+    steps = Steps(total=4 if corpus is not None else 3, show=show_progress)
+    trained = None
+    try:
+        if target is None:
+            with steps.step("train tokenizer"):
+                target = train_tokenizer(paths, vocab_size, min_frequency, model=tokenizer_model,
+                                         like=location, show_progress=False)
+                trained = target.name_or_path
+        with steps.step("load model"):
+            loaded = load_model(location, resolved_device)
+        with steps.step("match and initialise"):
+            result = transfer_model(loaded, location, target, init=init, mode=mode,
+                                    device=resolved_device, seed=seed)
+        with steps.step("save"):
+            path = save(result.model, target, out_path, overwrite=overwrite)
+    finally:
+        steps.close()
+    return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
+                          tensors=result.tensors, seconds=steps.seconds, trained_tokenizer=trained)
+
+
+def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,
+                              vocab_size: int = 30000, min_frequency: int = 2,
+                              model: str = "wordpiece", like: Optional[VocabSource] = None,
+                              overwrite: bool = False,
+                              overwrite_flag: str = "overwrite=True") -> TrainedTokenizer:
+    """Train a tokenizer on `corpus` (see train_tokenizer) and write it to
+    `out_dir` as a folder AutoTokenizer loads. The output folder is checked
+    before training starts."""
+    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    tokenizer = train_tokenizer(corpus, vocab_size, min_frequency, model=model, like=like)
+    return TrainedTokenizer(save_tokenizer(tokenizer, out_path, overwrite=overwrite), tokenizer)
