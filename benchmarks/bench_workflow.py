@@ -43,15 +43,13 @@ def main(argv=None):
                  f"{plan.counts['fvt']:,} tokens", f"{seconds * 1e3:.0f}"])
     total = seconds
     seconds = common.median(common.time_call(
-        lambda: vocabxfer.initialise_embeddings(embeddings, token_map, init="fvt"),
+        lambda: vocabxfer.transfer_embeddings(embeddings, token_map, init="fvt"),
         repeats=repeats, warmup=1))
     rows.append(["transfer_embeddings(init='fvt'), plan + fill, 768 float32",
                  f"{len(token_map.target):,} rows", f"{seconds * 1e3:.0f}"])
 
     segments = plan.segments
-    target_ids = torch.tensor(segments.target_ids)
-    source_ids = torch.tensor(segments.source_ids)
-    offsets = torch.tensor(segments.offsets)
+    target_ids, source_ids, offsets = segments.target_ids, segments.source_ids, segments.offsets
     matrix = torch.empty(len(token_map.target), 768)
     compiled = lambda: vocabxfer.segment_mean_(matrix, target_ids, embeddings,  # noqa: E731
                                                source_ids, offsets)
@@ -70,7 +68,7 @@ def main(argv=None):
     torch.testing.assert_close(matrix, check)
     op_seconds = common.median(common.time_call(compiled, repeats=repeats * 3))
     torch_seconds = common.median(common.time_call(reference, repeats=repeats * 3))
-    pieces = f"{len(segments.target_ids):,} segments, {len(segments.source_ids):,} pieces"
+    pieces = f"{len(segments):,} segments, {segments.source_ids.numel():,} pieces"
     rows.append(["segment_mean_ (compiled)", pieces, f"{op_seconds * 1e3:.1f}"])
     rows.append(["plain torch: index_select + index_add_ + divide + index_copy_", pieces,
                  f"{torch_seconds * 1e3:.1f} ({torch_seconds / op_seconds:.1f}x the op)"])

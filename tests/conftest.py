@@ -87,7 +87,8 @@ def unigram_tokenizer(pieces):
     tokenizer = Tokenizer(models.Unigram(scores, unk_id=pieces.index("<unk>"), byte_fallback=True))
     tokenizer.pre_tokenizer = pre_tokenizers.Metaspace()
     tokenizer.decoder = decoders.Metaspace()
-    tokenizer.add_special_tokens([p for p in pieces if p in ("<s>", "</s>", "<pad>", "<unk>", "<mask>")])
+    tokenizer.add_special_tokens([piece for piece in pieces
+                                  if piece in ("<s>", "</s>", "<pad>", "<unk>", "<mask>")])
     return tokenizer
 
 

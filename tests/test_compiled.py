@@ -41,7 +41,8 @@ def test_a_module_without_the_shared_runtime_is_named(tmp_path):
     subprocess.run([compiler, "-shared", "-fPIC", str(source), "-o", str(library)], check=True)
     problem = elf.cxx_runtime_problem(library)
     assert problem is not None
-    assert "does not load the shared C++ runtime libstdc++.so.6 (it loads only libc.so.6)" in problem
+    assert "does not load the shared C++ runtime libstdc++.so.6 (it loads only libc.so.6)" \
+        in problem
 
 
 def test_non_elf_files(tmp_path):

@@ -61,7 +61,8 @@ def test_fvt_rows(token_map, source_matrix):
                                mean_of(source_matrix, ["play", "##ed"]))
     # A continuation splits as the middle of a word: "##ted" -> ##t ##ed, not
     # the word pieces of "ted".
-    torch.testing.assert_close(row(weight, TARGET, "##ted"), mean_of(source_matrix, ["##t", "##ed"]))
+    torch.testing.assert_close(row(weight, TARGET, "##ted"),
+                               mean_of(source_matrix, ["##t", "##ed"]))
     # No known piece: the mean source row.
     torch.testing.assert_close(row(weight, TARGET, "xyz"), source_matrix.mean(0))
     assert result.plan.counts == {"matched": 8, "special by role": 0, "fvt": 4,

@@ -4,7 +4,7 @@ families, with exact pairs asserted."""
 import pytest
 import torch
 
-from vocabxfer import load_vocab, match_vocab
+from vocabxfer import VocabxferError, load_vocab, match_vocab
 from vocabxfer.families import (BYTE, CONTINUATION, SPECIAL, WORD_START, byte_to_unicode,
                                 decode_byte_level)
 
@@ -130,7 +130,8 @@ def test_specials_never_match_by_string_in_canonical_mode():
 
 
 def test_unknown_mode():
-    with pytest.raises(ValueError, match="match_vocab: mode 'fuzzy' is not one of exact, canonical"):
+    with pytest.raises(VocabxferError,
+                       match="match_vocab: mode 'fuzzy' is not one of exact, canonical"):
         match_vocab({"a": 0}, {"a": 0}, mode="fuzzy")
 
 

@@ -3,7 +3,6 @@ Tensor.to bit for bit, segment_mean_ against float64, over every dtype pair,
 layout and index dtype. A plain run draws 1,000 fixed cases per property;
 `pytest tests/test_ops_properties.py --fuzz N` draws N fresh ones."""
 
-import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st

@@ -197,8 +197,8 @@ def test_huge_weights_and_values_do_not_overflow(device):
     for weights in (None, torch.tensor([3e38, 3e38], device=device)):
         for run in IMPLEMENTATIONS.values():
             target.zero_()
-            run(target, torch.tensor([0], device=device), source, torch.tensor([0, 1], device=device),
-                torch.tensor([0, 2], device=device), weights)
+            run(target, torch.tensor([0], device=device), source,
+                torch.tensor([0, 1], device=device), torch.tensor([0, 2], device=device), weights)
             assert torch.isfinite(target).all(), target
             torch.testing.assert_close(target[0], torch.tensor([3e38, 2.0], device=device))
 

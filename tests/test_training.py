@@ -44,8 +44,9 @@ def test_other_families(corpus_file, model, family):
                                 show_progress=False)
     vocab = load_vocab(tokenizer)
     assert vocab.family == family
-    assert {role: vocab.tokens.index(token) < 5 for role, token in vocab.special_tokens_map.items()} == \
-        {role: True for role in vocab.special_tokens_map}
+    roles = vocab.special_tokens_map
+    assert {role: vocab.tokens.index(token) < 5 for role, token in roles.items()} == \
+        {role: True for role in roles}
     assert tokenizer.decode(tokenizer("한국 영화")["input_ids"], skip_special_tokens=True) \
         .replace(" ", "") == "한국영화"
 

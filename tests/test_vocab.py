@@ -27,8 +27,8 @@ def assert_wordpiece_vocab(vocab):
     assert vocab.tokens == tuple(WORDPIECE_TOKENS)
     assert vocab.ids["##ting"] == 9 and vocab.ids["[PAD]"] == 0
     assert vocab.family == families.WORDPIECE
-    assert vocab.special_tokens_map == {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]", "sep": "[SEP]",
-                              "mask": "[MASK]"}
+    assert vocab.special_tokens_map == {"pad": "[PAD]", "unk": "[UNK]", "cls": "[CLS]",
+                                        "sep": "[SEP]", "mask": "[MASK]"}
     assert len(vocab) == 12 and "cat" in vocab and "dog" not in vocab
 
 
@@ -246,8 +246,8 @@ def test_tokenizer_json_reads_like_the_tokenizer(tmp_path, build, family):
     tokenizer.save(str(path))
     from_file, from_object = load_vocab(path), load_vocab(tokenizer)
     assert from_file.family == from_object.family == family
-    for field in ("tokens", "ids", "special_tokens_map", "all_special_tokens", "added_tokens", "lowercase",
-                  "continuation_prefix"):
+    for field in ("tokens", "ids", "special_tokens_map", "all_special_tokens", "added_tokens",
+                  "lowercase", "continuation_prefix"):
         assert getattr(from_file, field) == getattr(from_object, field), field
     # The Rust tokenizer is built only when asked for, from the same file.
     assert from_file.tokenizer.get_vocab() == tokenizer.get_vocab()

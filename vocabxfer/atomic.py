@@ -73,12 +73,7 @@ def _journal(destination: Path) -> Path:
     return destination.with_name(f".{destination.name}.swap-journal")
 
 
-def _owner_alive(companion: Path) -> bool:
-    """Whether the process that named this companion still runs."""
-    try:
-        pid = int(companion.name.rsplit("-", 2)[1])
-    except (IndexError, ValueError):
-        return False
+def _pid_alive(pid: int) -> bool:
     if pid == os.getpid():
         return True
     try:
@@ -88,6 +83,15 @@ def _owner_alive(companion: Path) -> bool:
     except PermissionError:
         return True
     return True
+
+
+def _owner_alive(companion: Path) -> bool:
+    """Whether the process that named this companion still runs."""
+    try:
+        pid = int(companion.name.rsplit("-", 2)[1])
+    except (IndexError, ValueError):
+        return False
+    return _pid_alive(pid)
 
 
 def _remove(path: Path) -> None:
@@ -145,8 +149,7 @@ def exchange(first: Path, second: Path) -> bool:
     raise OSError(error, os.strerror(error), str(second))
 
 
-def _write_json(path: Path, document: dict) -> None:
-    staging = _companion(path, "partial")
+def _write_json(path: Path, document: dict, staging: Path) -> None:
     with open(staging, "w", encoding="utf-8") as handle:
         json.dump(document, handle)
         handle.flush()
@@ -160,7 +163,8 @@ def _swap_with_journal(staging: Path, destination: Path) -> None:
     retired = _companion(destination, "old")
     journal = _journal(destination)
     _write_json(journal, {"destination": str(destination), "staging": str(staging),
-                          "retired": str(retired)})
+                          "retired": str(retired), "pid": os.getpid()},
+                staging=_companion(destination, "partial"))
     os.rename(destination, retired)
     os.rename(staging, destination)
     _fsync_path(destination.parent, directory=True)
@@ -192,13 +196,19 @@ def recover(destination: PathLike) -> None:
         try:
             record = json.loads(journal.read_text(encoding="utf-8"))
             staging, retired = Path(record["staging"]), Path(record["retired"])
+            writer = int(record.get("pid", 0))
         except (OSError, ValueError, KeyError, TypeError):
             record = None
-        if record is not None and not destination.exists():
-            # Killed between the two renames: the new folder is complete
-            # (it was flushed before the journal was written).
-            os.rename(staging if staging.is_dir() else retired, destination)
-            _fsync_path(destination.parent, directory=True)
+        if record is not None and writer and writer != os.getpid() and _pid_alive(writer):
+            return  # another process is in the middle of this swap
+        if record is not None:
+            if not destination.exists():
+                # Killed between the two renames: the new folder is complete
+                # (it was flushed before the journal was written).
+                os.rename(staging if staging.is_dir() else retired, destination)
+                _fsync_path(destination.parent, directory=True)
+            _remove(staging)
+            _remove(retired)
         _remove(journal)
     parent = destination.parent
     if not parent.is_dir():

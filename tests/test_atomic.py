@@ -1,0 +1,253 @@
+"""Folders appear whole or not at all: the swap, its journal, the clean-up of
+what killed processes leave, refused output paths, and processes killed
+with SIGKILL at random points of a save."""
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from vocabxfer import atomic
+from vocabxfer.errors import OutputError
+
+PACKAGE = Path(atomic.__file__).parent
+FILES = {"model.bin": 3_000_000, "config.json": 200, "tokenizer.json": 50_000}
+
+
+def write_version(version: str):
+    """A writer of a folder whose every file says which version it is."""
+    def write(folder: Path) -> None:
+        for name, size in FILES.items():
+            (folder / name).write_bytes(version.encode() * size)
+    return write
+
+
+def version_of(folder: Path) -> str:
+    """'A' or 'B' if the folder holds that version whole; fails otherwise."""
+    assert folder.is_dir(), f"{folder} is missing"
+    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES), list(folder.iterdir())
+    versions = set()
+    for name, size in FILES.items():
+        data = (folder / name).read_bytes()
+        assert len(data) == size, f"{name} has {len(data)} bytes, expected {size}"
+        versions.add(data[:1].decode())
+        assert data == data[:1] * size, f"{name} mixes versions"
+    assert len(versions) == 1, versions
+    return versions.pop()
+
+
+def hidden_leftovers(parent: Path):
+    return sorted(p.name for p in parent.iterdir() if p.name.startswith("."))
+
+
+def test_write_replace_and_no_leftovers(tmp_path):
+    out = tmp_path / "out"
+    atomic.write_folder(out, write_version("A"), overwrite=False)
+    assert version_of(out) == "A"
+    with pytest.raises(FileExistsError, match="exists and is not empty"):
+        atomic.write_folder(out, write_version("B"), overwrite=False)
+    atomic.write_folder(out, write_version("B"), overwrite=True)
+    assert version_of(out) == "B"
+    assert hidden_leftovers(tmp_path) == []
+
+
+def test_exchange_swaps_two_folders_in_one_step(tmp_path):
+    first, second = tmp_path / "first", tmp_path / "second"
+    first.mkdir()
+    second.mkdir()
+    (first / "mark").write_text("1")
+    (second / "mark").write_text("2")
+    if not atomic.exchange(first, second):
+        pytest.skip("this system or file system has no RENAME_EXCHANGE")
+    assert (first / "mark").read_text() == "2" and (second / "mark").read_text() == "1"
+
+
+def test_replace_without_exchange_uses_a_journal(tmp_path, monkeypatch):
+    monkeypatch.setattr(atomic, "exchange", lambda first, second: False)
+    out = tmp_path / "out"
+    atomic.write_folder(out, write_version("A"), overwrite=False)
+    atomic.write_folder(out, write_version("B"), overwrite=True)
+    assert version_of(out) == "B" and hidden_leftovers(tmp_path) == []
+
+
+def test_recover_finishes_a_swap_killed_between_its_renames(tmp_path):
+    # What a kill between rename(out -> retired) and rename(staging -> out)
+    # leaves: the journal, the retired old folder, the complete new one.
+    out = tmp_path / "out"
+    staging, retired = tmp_path / ".out.partial-1-a", tmp_path / ".out.old-1-b"
+    for folder, version in ((staging, "B"), (retired, "A")):
+        folder.mkdir()
+        write_version(version)(folder)
+    (tmp_path / ".out.swap-journal").write_text(json.dumps(
+        {"destination": str(out), "staging": str(staging), "retired": str(retired)}))
+    atomic.recover(out)
+    assert version_of(out) == "B" and hidden_leftovers(tmp_path) == []
+
+
+def test_recover_rolls_back_when_the_new_folder_is_gone(tmp_path):
+    out = tmp_path / "out"
+    retired = tmp_path / ".out.old-1-b"
+    retired.mkdir()
+    write_version("A")(retired)
+    (tmp_path / ".out.swap-journal").write_text(json.dumps(
+        {"destination": str(out), "staging": str(tmp_path / ".out.partial-1-a"),
+         "retired": str(retired)}))
+    atomic.recover(out)
+    assert version_of(out) == "A" and hidden_leftovers(tmp_path) == []
+
+
+def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True).stdout.strip()
+    for name in (f".out.partial-{dead}-aa", f".out.old-{dead}-bb"):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "big").write_bytes(b"x" * 1000)
+    live = tmp_path / f".out.partial-{os.getppid()}-cc"
+    live.mkdir()
+    unrelated = tmp_path / ".other.partial-1-dd"
+    unrelated.mkdir()
+    atomic.write_folder(tmp_path / "out", write_version("A"), overwrite=False)
+    assert hidden_leftovers(tmp_path) == sorted([live.name, unrelated.name])
+
+
+def test_a_failed_write_leaves_nothing(tmp_path):
+    out = tmp_path / "out"
+    atomic.write_folder(out, write_version("A"), overwrite=False)
+
+    def failing(folder: Path) -> None:
+        (folder / "model.bin").write_bytes(b"half")
+        raise OSError("disk full")
+
+    with pytest.raises(OSError, match="disk full"):
+        atomic.write_folder(out, failing, overwrite=True)
+    assert version_of(out) == "A" and hidden_leftovers(tmp_path) == []
+
+
+def test_files_and_folders_are_flushed_before_the_rename(tmp_path, monkeypatch):
+    flushed = []
+    real_fsync = os.fsync
+
+    def recording_fsync(descriptor):
+        flushed.append(os.readlink(f"/proc/self/fd/{descriptor}"))
+        return real_fsync(descriptor)
+
+    monkeypatch.setattr(os, "fsync", recording_fsync)
+    out = atomic.write_folder(tmp_path / "out", write_version("A"), overwrite=False)
+    names = [Path(path).name for path in flushed]
+    for name in FILES:
+        assert name in names, names
+    assert any(Path(path).name.startswith(".out.partial-") for path in flushed)  # the folder
+    assert str(out.parent) in flushed  # the parent, after the rename
+
+
+def test_symbolic_links_are_refused(tmp_path):
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "precious.txt").write_text("keep")
+    link = tmp_path / "out"
+    link.symlink_to(elsewhere)
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        atomic.write_folder(link, write_version("A"), overwrite=True)
+    assert (elsewhere / "precious.txt").read_text() == "keep" and link.is_symlink()
+    dangling = tmp_path / "dangling"
+    dangling.symlink_to(tmp_path / "nowhere")
+    with pytest.raises(OutputError, match="is a symbolic link"):
+        atomic.write_folder(dangling, write_version("A"), overwrite=False)
+    assert not (tmp_path / "nowhere").exists()
+
+
+def test_an_output_under_a_file_is_refused(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(OutputError, match="is a file, so .* cannot be created under it"):
+        atomic.check_output_folder(tmp_path / "file" / "sub" / "out", overwrite=False)
+
+
+def test_permissions_follow_the_umask(tmp_path):
+    previous = os.umask(0o027)
+    try:
+        out = atomic.write_folder(tmp_path / "out", write_version("A"), overwrite=False)
+    finally:
+        os.umask(previous)
+    assert out.stat().st_mode & 0o777 == 0o750
+
+
+# ---- processes killed with SIGKILL in the middle of a save ----------------------
+
+# The child loads vocabxfer.atomic without vocabxfer/__init__ (no torch), so
+# that it starts in milliseconds, then saves versions A and B in turn.
+CHILD = """
+import os, signal, sys, types
+package = types.ModuleType("vocabxfer")
+package.__path__ = [{package!r}]
+sys.modules["vocabxfer"] = package
+from vocabxfer import atomic
+FILES = {files!r}
+
+def write_version(version):
+    def write(folder):
+        for name, size in FILES.items():
+            (folder / name).write_bytes(version.encode() * size)
+    return write
+
+if {journal!r}:
+    atomic.exchange = lambda first, second: False
+if {kill_between!r}:
+    rename = os.rename
+    def rename_then_die(source, target):
+        rename(source, target)
+        if ".old-" in str(target):
+            os.kill(os.getpid(), signal.SIGKILL)
+    os.rename = rename_then_die
+print("ready", flush=True)
+version = "B"
+while True:
+    atomic.write_folder({out!r}, write_version(version), overwrite=True)
+    version = "A" if version == "B" else "B"
+"""
+
+
+def run_child(out: Path, journal: bool, kill_between: bool = False) -> subprocess.Popen:
+    code = CHILD.format(package=str(PACKAGE), files=FILES, out=str(out), journal=journal,
+                        kill_between=kill_between)
+    child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+    assert child.stdout.readline().strip() == "ready"
+    return child
+
+
+@pytest.mark.parametrize("journal", [False, True], ids=["exchange", "journal"])
+def test_random_kills_leave_the_old_or_the_new_folder(tmp_path, journal):
+    out = tmp_path / "out"
+    atomic.write_folder(out, write_version("A"), overwrite=False)
+    rng = random.Random(1234)
+    for _ in range(8):
+        child = run_child(out, journal)
+        time.sleep(rng.uniform(0.0, 0.15))
+        child.send_signal(signal.SIGKILL)
+        child.wait()
+        if not journal:
+            # One-step swaps: whole old or whole new, even before recovery.
+            assert version_of(out) in ("A", "B")
+        atomic.recover(out)  # what the next run does first
+        assert version_of(out) in ("A", "B")
+        assert hidden_leftovers(tmp_path) == []
+
+
+def test_a_kill_between_the_two_renames_is_completed_by_the_next_run(tmp_path):
+    out = tmp_path / "out"
+    atomic.write_folder(out, write_version("A"), overwrite=False)
+    child = run_child(out, journal=True, kill_between=True)
+    assert child.wait() == -signal.SIGKILL
+    assert not out.exists()  # the window the journal exists for
+    atomic.write_folder(out, write_version("A"), overwrite=True)  # the next run
+    assert version_of(out) == "A" and hidden_leftovers(tmp_path) == []
+    # ... and recovery alone gives the new folder.
+    child = run_child(out, journal=True, kill_between=True)
+    child.wait()
+    atomic.recover(out)
+    assert version_of(out) == "B" and hidden_leftovers(tmp_path) == []
