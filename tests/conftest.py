@@ -60,7 +60,6 @@ from pathlib import Path  # noqa: E402
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
 
-from vocabxfer.families import byte_to_unicode  # noqa: E402
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 BERT_SPECIALS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -93,9 +92,12 @@ def unigram_tokenizer(pieces):
 
 
 def byte_level_text(text):
-    """How byte-level BPE spells `text`: each UTF-8 byte as GPT-2's character."""
-    table = byte_to_unicode()
-    return "".join(table[byte] for byte in text.encode("utf-8"))
+    """How byte-level BPE spells `text`: each UTF-8 byte as GPT-2's character,
+    by tokenizers' own ByteLevel pre-tokenizer (an oracle independent of
+    vocabxfer's byte table)."""
+    spelled = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False) \
+        .pre_tokenize_str(text)
+    return "".join(piece for piece, _ in spelled)
 
 
 def byte_level_tokenizer(tokens, merges=()):

@@ -5,8 +5,7 @@ import pytest
 import torch
 
 from vocabxfer import VocabxferError, load_vocab, match_vocab
-from vocabxfer.families import (BYTE, CONTINUATION, SPECIAL, WORD_START, byte_to_unicode,
-                                decode_byte_level)
+from vocabxfer.families import BYTE, CONTINUATION, SPECIAL, WORD_START, decode_byte_level
 
 from .conftest import (BERT_SPECIALS, byte_level_text, byte_level_tokenizer, unigram_tokenizer,
                        wordpiece_tokenizer)
@@ -78,8 +77,9 @@ def test_canonical_wordpiece_to_sentencepiece_with_roles():
 
 
 def test_canonical_byte_level_hangul_and_bytes():
-    hangul = "한국".encode("utf-8")  # ed 95 9c ea b5 ad
-    partial = byte_to_unicode()[hangul[0]]  # a lone lead byte: not whole UTF-8
+    # A lone lead byte (0xed, of 한): not whole UTF-8. Spelled by tokenizers'
+    # pre-tokenizer, whose first character stands for the first byte.
+    partial = byte_level_text("한")[0]
     target_tokens = ["<s>", "</s>", "<unk>", byte_level_text(" 한국"), byte_level_text("어"),
                      byte_level_text(" the"), byte_level_text("s"), partial]
     target = byte_level_tokenizer(target_tokens)
