@@ -1,6 +1,8 @@
 """Times load_vocab of both sides plus match_vocab: the klue/NSMC case on real
-data (goal: at most 30 ms), and synthetic vocabularies from 30k to 256k with
-about 30% shared (goal: at most 1 s at 256k x 256k).
+data, against the plain Python way to the same pairs (read klue's vocab.txt
+into a dict, call the NSMC tokenizer's get_vocab(), look every token up;
+goal: no slower, better half), and synthetic vocabularies from 30k to 256k
+with about 30% shared (goal: at most 1 s at 256k x 256k).
 
 Writes benchmarks/results/match.md.
 """
@@ -43,6 +45,31 @@ def synthetic_pair(size: int):
             synthetic_wordpiece(size, shared, seed=size + 2))
 
 
+def plain_pairs(vocab_txt: Path, tokenizer) -> dict:
+    """The pairs the plain way: {target id: source id} of shared tokens."""
+    with open(vocab_txt, encoding="utf-8") as handle:
+        source = {line.rstrip("\n"): index for index, line in enumerate(handle)}
+    target = tokenizer.get_vocab(with_added_tokens=True)
+    return {target_id: source[token] for token, target_id in target.items() if token in source}
+
+
+def klue_against_plain(klue: Path, tokenizer, repeats: int):
+    """Median ms of the plain way and of vocabxfer (exact), calls taking
+    turns, after checking that both give the same pairs."""
+    expected = plain_pairs(klue, tokenizer)
+    token_map = vocabxfer.match_vocab(klue, tokenizer)
+    got = dict(zip(token_map.target_ids.tolist(), token_map.source_ids.tolist()))
+    if got != expected:
+        raise SystemExit("vocabxfer and the plain way give different pairs; not timing")
+    calls = {"plain": lambda: plain_pairs(klue, tokenizer),
+             "vocabxfer": lambda: vocabxfer.match_vocab(klue, tokenizer)}
+    samples = {name: [] for name in calls}
+    for _ in range(repeats):
+        for name, call in calls.items():
+            samples[name] += common.time_call(call, repeats=1, warmup=0)
+    return {name: common.median(values) for name, values in samples.items()}, len(expected)
+
+
 def time_match(source, target, mode, repeats):
     seconds = common.time_call(lambda: vocabxfer.match_vocab(source, target, mode=mode),
                                repeats=repeats, warmup=1)
@@ -65,6 +92,15 @@ def main(argv=None):
         scratch = tempfile.TemporaryDirectory()
         tokenizer_json = Path(scratch.name) / "tokenizer.json"
         tokenizer.save(str(tokenizer_json))
+        seconds, shared = klue_against_plain(klue, tokenizer, repeats * 10)
+        rows.append(["klue vocab.txt <- NSMC tokenizers object: the plain way (dict from the "
+                     "file, get_vocab(), lookups)", "exact", f"{seconds['plain'] * 1e3:.1f}"])
+        rows.append(["klue vocab.txt <- NSMC tokenizers object: vocabxfer load_vocab x2 + "
+                     f"match_vocab ({shared:,} pairs, same as the plain way)", "exact",
+                     f"{seconds['vocabxfer'] * 1e3:.1f} "
+                     f"({seconds['vocabxfer'] / seconds['plain']:.2f}x the plain way)"])
+        print("  ".join(rows[-2]))
+        print("  ".join(rows[-1]))
         for target_name, target in (("tokenizers object", tokenizer),
                                     ("tokenizer.json file", tokenizer_json)):
             for mode in ("exact", "canonical"):
@@ -85,7 +121,8 @@ def main(argv=None):
             print("  ".join(rows[-1]))
 
     body = ("Each time covers load_vocab of both sides and match_vocab with its report "
-            f"(median of {repeats}+ calls; the klue rows {repeats * 3}).\n\n"
+            f"(median of {repeats}+ calls; the klue rows {repeats * 3}, the plain-way "
+            f"comparison {repeats * 10} calls each, taking turns).\n\n"
             + common.markdown_table(["case", "mode", "ms"], rows))
     path = common.write_result("match.md", "load_vocab + match_vocab", body, out_dir=args.out)
     print(f"wrote {path}")

@@ -1,9 +1,10 @@
 """The token map: which target token starts from which source token."""
 
+from array import array
 from collections import Counter
 from dataclasses import dataclass
 from functools import cached_property
-from itertools import compress
+from itertools import compress, repeat
 from typing import Any, Dict, List, Optional, Tuple
 
 import torch
@@ -22,14 +23,14 @@ class MatchReport:
     counts by kind are worked out when first asked for: a match that only
     needs its pairs never classifies a token."""
 
-    def __init__(self, mode: str, source: Vocab, target: Vocab,
-                 source_of: List[Optional[int]], ambiguous: int = 0, canonical_only: int = 0):
+    def __init__(self, mode: str, source: Vocab, target: Vocab, source_of: List[int],
+                 ambiguous: int = 0, canonical_only: int = 0):
         self.mode = mode
         self.source_name, self.target_name = source.name, target.name
         self.source_size, self.target_size = len(source), len(target)
         self.source_family, self.target_family = source.family, target.family
-        self.matched = len(source_of) - source_of.count(None)
-        self.unmatched = len(source_of) - self.matched
+        self.unmatched = source_of.count(UNMATCHED)
+        self.matched = len(source_of) - self.unmatched
         # Target tokens whose canonical form several source tokens share; the
         # exact string won where present, else the lowest source id.
         self.ambiguous = ambiguous
@@ -40,7 +41,7 @@ class MatchReport:
     @cached_property
     def _by_kind(self):
         kinds = kinds_of(self._target)
-        matched_flags = [source_id is not None for source_id in self._source_of]
+        matched_flags = [source_id != UNMATCHED for source_id in self._source_of]
         matched_counts = Counter(compress(kinds, matched_flags))
         unmatched_counts = Counter(kinds)
         unmatched_counts.subtract(matched_counts)
@@ -185,13 +186,14 @@ def canonical_keys(vocab: Vocab, casefold: bool, remove_accents: bool) -> List[T
     return keys
 
 
-# A matcher returns, for every target id, the matched source id or None,
-# plus the counts of ambiguous and canonical-only matches.
-MatchResult = Tuple[List[Optional[int]], int, int]
+# A matcher returns, for every target id, the matched source id or
+# UNMATCHED, plus the counts of ambiguous and canonical-only matches.
+UNMATCHED = -1
+MatchResult = Tuple[List[int], int, int]
 
 
 def match_exact(source: Vocab, target: Vocab) -> MatchResult:
-    return list(map(source.ids.get, target.tokens)), 0, 0
+    return list(map(source.ids.get, target.tokens, repeat(UNMATCHED))), 0, 0
 
 
 def match_canonical(source: Vocab, target: Vocab) -> MatchResult:
@@ -211,11 +213,11 @@ def match_canonical(source: Vocab, target: Vocab) -> MatchResult:
         if key not in first_with_key and stand_in_key in first_with_key:
             first_with_key[key] = first_with_key[stand_in_key]
 
-    source_of: List[Optional[int]] = []
+    source_of: List[int] = []
     ambiguous = canonical_only = 0
     for token, key in zip(target.tokens, canonical_keys(target, casefold, remove_accents)):
-        source_id = first_with_key.get(key)
-        if source_id is not None:
+        source_id = first_with_key.get(key, UNMATCHED)
+        if source_id != UNMATCHED:
             if key in shared:
                 ambiguous += 1
                 exact = source.ids.get(token)
@@ -255,13 +257,12 @@ def match_vocab(source: VocabSource, target: VocabSource, mode: str = "exact") -
     target_vocab = load_vocab(target)
     matcher = match_exact if mode == "exact" else match_canonical
     source_of, ambiguous, canonical_only = matcher(source_vocab, target_vocab)
-    target_ids = [target_id for target_id, source_id in enumerate(source_of)
-                  if source_id is not None]
-    unmatched_ids = [target_id for target_id, source_id in enumerate(source_of)
-                     if source_id is None]
+    # Through an int64 array: torch.tensor on a list of 30,000 ints costs
+    # more than the match itself.
+    pairs = torch.frombuffer(array("q", source_of), dtype=torch.int64).clone() \
+        if source_of else torch.empty(0, dtype=torch.int64)
+    matched = pairs != UNMATCHED
     report = MatchReport(mode, source_vocab, target_vocab, source_of, ambiguous, canonical_only)
-    return TokenMap(target_ids=torch.tensor(target_ids, dtype=torch.int64),
-                    source_ids=torch.tensor([source_of[t] for t in target_ids],
-                                            dtype=torch.int64),
-                    unmatched_target_ids=torch.tensor(unmatched_ids, dtype=torch.int64),
+    return TokenMap(target_ids=matched.nonzero().squeeze(1), source_ids=pairs[matched],
+                    unmatched_target_ids=(~matched).nonzero().squeeze(1),
                     source=source_vocab, target=target_vocab, report=report)

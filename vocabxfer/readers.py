@@ -14,7 +14,7 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import families
 from .errors import VocabError
-from .vocab import Vocab, detect_lowercase, roles_from_strings, tokens_by_id
+from .vocab import Vocab, indexed, roles_from_strings, tokens_by_id
 
 VocabSource = Union[Vocab, str, os.PathLike, Mapping[str, int], Any]
 
@@ -80,13 +80,11 @@ def read_vocab_txt(path: Path, lowercase: Optional[bool] = None) -> Vocab:
     ids = dict(zip(lines, range(len(lines))))
     if len(ids) != len(lines) or "" in ids:
         explain_bad_lines(lines, name)
-    tokens = tuple(lines)
     roles = roles_from_strings(ids)
-    if lowercase is None:
-        lowercase = detect_lowercase(tokens)
-    return Vocab(tokens=tokens, ids=ids, name=name, family=families.WORDPIECE,
+    # Casing, unless the caller knows it, is read off the tokens when needed.
+    return Vocab(tokens=tuple(lines), ids=ids, name=name, family=families.WORDPIECE,
                  special_tokens_map=roles, all_special_tokens=frozenset(roles.values()),
-                 lowercase=lowercase, strip_accents=lowercase)
+                 declared_lowercase=lowercase, declared_strip_accents=lowercase)
 
 
 def explain_bad_lines(lines: List[str], name: str) -> None:
@@ -164,10 +162,11 @@ def roles_from_post_processor(state: Any) -> Dict[str, str]:
 
 
 def model_mapping(model: Dict[str, Any], name: str) -> Dict[str, int]:
-    """The {token: id} of a tokenizer.json's model section."""
+    """The {token: id} of a tokenizer.json's model section (the document is
+    freshly parsed and ours: its dict is used, and added to, as it is)."""
     entries = model.get("vocab")
     if isinstance(entries, dict):
-        return dict(entries)
+        return entries
     mapping: Dict[str, int] = {}
     for index, entry in enumerate(entries):  # Unigram: [piece, score] in id order
         if not (isinstance(entry, list) and entry and isinstance(entry[0], str)):
@@ -216,8 +215,7 @@ def vocab_from_document(document: Any, name: str, loader: Callable[[], Any],
         raise VocabError(f"{name}: {describe()}")
     mapping = model_mapping(model, name)
     added = added_tokens_of(document, mapping, name)
-    tokens = tokens_by_id(mapping, name)
-    ids = dict(zip(tokens, range(len(tokens))))
+    tokens, ids = indexed(mapping, name, from_json=True)
     unk = model.get("unk_token")
     if model.get("type") == "Unigram" and isinstance(model.get("unk_id"), int) and \
             0 <= model["unk_id"] < len(tokens):
@@ -236,7 +234,8 @@ def vocab_from_document(document: Any, name: str, loader: Callable[[], Any],
     return Vocab(tokens=tokens, ids=ids, name=name, family=family, special_tokens_map=roles,
                  all_special_tokens=special | frozenset(roles.values()),
                  added_tokens=frozenset(content for content, _ in added),
-                 continuation_prefix=prefix, lowercase=lowercase, strip_accents=strip,
+                 continuation_prefix=prefix, declared_lowercase=lowercase,
+                 declared_strip_accents=strip,
                  loader=loader)
 
 
@@ -309,7 +308,7 @@ def from_transformers(tokenizer: Any, name: str) -> Vocab:
             family = families.guess_family_from_tokens(list(tokens))
         lowercase = bool(getattr(tokenizer, "do_lower_case", False))
         vocab = Vocab(tokens=tokens, ids=dict(mapping), name=name, family=family,
-                      lowercase=lowercase, strip_accents=lowercase)
+                      declared_lowercase=lowercase, declared_strip_accents=lowercase)
     # The transformers tokenizer names its roles itself: trust it over guesses.
     special_tokens_map = dict(vocab.special_tokens_map)
     special_tokens_map.update({role: str(token) for role, token in roles.items()
@@ -413,8 +412,9 @@ def load_vocab(source: VocabSource, *, family: Optional[str] = None,
         if family is not None and family not in families.FAMILIES:
             raise VocabError(f"family {family!r} is not one of {', '.join(families.FAMILIES)}")
         vocab = replace(vocab, family=family or vocab.family,
-                        lowercase=vocab.lowercase if lowercase is None else lowercase,
-                        strip_accents=vocab.strip_accents if lowercase is None else lowercase)
+                        declared_lowercase=vocab.lowercase if lowercase is None else lowercase,
+                        declared_strip_accents=(vocab.strip_accents if lowercase is None
+                                                else lowercase))
     return with_wordpiece_loader(vocab)
 
 

@@ -26,6 +26,12 @@ class Vocab:
     (a ``tokenizers.Tokenizer`` or a transformers tokenizer): the one it was
     read from, or, for a bare WordPiece vocabulary, BERT's pipeline over it.
     It is built on first use (``loader``): matching alone never pays for it.
+
+    ``lowercase`` and ``strip_accents`` say whether the tokenizer folds case
+    and strips accents: as its configuration declares them
+    (``declared_lowercase``, ``declared_strip_accents``), or, where nothing
+    declares them (a bare vocab.txt), as the tokens show, worked out on first
+    use.
     """
 
     tokens: Tuple[str, ...]
@@ -36,13 +42,27 @@ class Vocab:
     all_special_tokens: FrozenSet[str] = frozenset()
     added_tokens: FrozenSet[str] = frozenset()
     continuation_prefix: str = "##"
-    lowercase: bool = False
-    strip_accents: bool = False
+    declared_lowercase: Optional[bool] = False
+    declared_strip_accents: Optional[bool] = None
     loader: Optional[Callable[[], Any]] = field(default=None, compare=False, repr=False)
 
     @cached_property
     def tokenizer(self) -> Any:
         return self.loader() if self.loader is not None else None
+
+    @cached_property
+    def lowercase(self) -> bool:
+        if self.declared_lowercase is not None:
+            return self.declared_lowercase
+        return detect_lowercase(self.tokens)
+
+    @property
+    def strip_accents(self) -> bool:
+        """As declared; an uncased vocabulary that declares nothing strips
+        accents too, as BERT's uncased tokenizers do."""
+        if self.declared_strip_accents is not None:
+            return self.declared_strip_accents
+        return self.lowercase
 
     def __len__(self) -> int:
         return len(self.tokens)
@@ -52,7 +72,7 @@ class Vocab:
 
     def __repr__(self) -> str:
         return (f"Vocab({self.name!r}, size={len(self)}, family={self.family!r}, "
-                f"lowercase={self.lowercase}, special_tokens_map={self.special_tokens_map})")
+                f"special_tokens_map={self.special_tokens_map})")
 
     def role_of(self, token: str) -> Optional[str]:
         for role, special in self.special_tokens_map.items():
@@ -68,22 +88,31 @@ class Vocab:
 
 def tokens_by_id(mapping: Mapping[str, int], name: str) -> Tuple[str, ...]:
     """The mapping's tokens ordered by id; ids must be exactly 0..size-1."""
+    return indexed(mapping, name)[0]
+
+
+def indexed(mapping: Mapping[str, int], name: str,
+            from_json: bool = False) -> Tuple[Tuple[str, ...], Dict[str, int]]:
+    """(tokens by id, id by token) of a {token: id} mapping whose ids must be
+    exactly 0..size-1. A mapping listed in id order (as tokenizer.json lists
+    it) is used as it is. ``from_json``: a dict fresh from json.loads, whose
+    keys are strings and which may be kept as it is."""
     if not mapping:
         raise VocabError(f"{name}: the vocabulary is empty")
     size = len(mapping)
-    ids = mapping.values()
-    try:
-        valid = (all(isinstance(key, str) for key in mapping)
-                 and all(type(index) is int for index in ids)
-                 and min(ids) == 0 and max(ids) == size - 1 and len(set(ids)) == size)
-    except TypeError:
-        valid = False
-    if not valid:
+    valid_types = (from_json or set(map(type, mapping)) == {str}) and \
+        set(map(type, mapping.values())) == {int}
+    if valid_types and list(mapping.values()) == list(range(size)):
+        return tuple(mapping), mapping if from_json else dict(mapping)
+    tokens: List[Optional[str]] = [None] * size
+    if valid_types:
+        for token, index in mapping.items():
+            if 0 <= index < size:
+                tokens[index] = token
+    if not valid_types or None in tokens:
         explain_bad_ids(mapping, name)
-    tokens: List[str] = [""] * size
-    for token, index in mapping.items():
-        tokens[index] = token
-    return tuple(tokens)
+    ordered = tuple(tokens)  # type: ignore[arg-type]
+    return ordered, dict(zip(ordered, range(size)))
 
 
 def explain_bad_ids(mapping: Mapping[str, int], name: str) -> None:
