@@ -5,6 +5,7 @@ fused C++/CUDA row transfer, start the others from what the pretrained model
 knows, and write a ready model folder.
 """
 
+from .checkpoint import CheckpointTransfer, transfer_checkpoint
 from .checkup import doctor
 from .errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
 from .initialise import InitPlan, plan_initialisation, transfer_embeddings
@@ -19,10 +20,10 @@ from .vocab import Vocab
 from .workflow import FolderTransfer, transfer_to_folder
 
 __all__ = [
-    "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError", "ModelTransfer",
+    "CheckpointTransfer", "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError", "ModelTransfer",
     "OutputError", "TokenMap", "Vocab", "VocabError", "VocabxferError", "doctor",
     "has_compiled_ops", "load_model", "load_vocab", "match_vocab", "plan_initialisation", "save",
     "save_tokenizer", "segment_mean_", "train_tokenizer", "transfer_embeddings",
-    "transfer_model", "transfer_rows_", "transfer_to_folder",
+    "transfer_checkpoint", "transfer_model", "transfer_rows_", "transfer_to_folder",
 ]
 __version__ = "0.1.0"

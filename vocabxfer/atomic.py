@@ -20,7 +20,7 @@ import os
 import secrets
 import shutil
 from pathlib import Path
-from typing import Callable, Union
+from typing import Callable, Optional, Union
 
 from .errors import OutputError
 
@@ -60,6 +60,19 @@ def check_output_folder(path: PathLike, overwrite: bool,
         raise FileExistsError(f"{path} exists and is not empty; pass {flag} to replace it, "
                               "or choose another folder")
     return path
+
+
+def check_apart(model_folder: Optional[Path], out_dir: Path) -> None:
+    """The output may not be the input folder, lie inside it, or hold it:
+    replacing it would destroy what is being read."""
+    if model_folder is None:
+        return
+    if out_dir == model_folder or out_dir.is_relative_to(model_folder):
+        raise OutputError(f"{out_dir} is inside the input model folder {model_folder}; choose an "
+                          "output folder outside it")
+    if model_folder.is_relative_to(out_dir):
+        raise OutputError(f"{out_dir} holds the input model folder {model_folder}; choose an "
+                          "output folder that does not contain the input")
 
 
 # ---- names of the hidden companions of a destination -------------------------

@@ -69,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                                                          "the model loads, the CPU)")
     transfer.add_argument("--seed", type=int, default=0, help="seed of sampled inits")
     transfer.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    transfer.add_argument("--link", action="store_true",
+                          help="hard-link the weight files that do not change instead of "
+                               "copying them (a local safetensors checkpoint; same file system)")
     add_tokenizer_training_options(transfer)
 
     demo = commands.add_parser(
@@ -111,7 +114,7 @@ def command_transfer(args) -> int:
                              seed=args.seed, vocab_size=args.vocab_size,
                              min_frequency=args.min_frequency,
                              tokenizer_model=args.tokenizer_model, overwrite=args.force,
-                             overwrite_flag="--force"))
+                             link=args.link, overwrite_flag="--force"))
     return 0
 
 

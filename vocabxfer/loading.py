@@ -4,6 +4,7 @@ where the folder has them, otherwise torch.load(weights_only=True)."""
 
 import logging
 import os
+import pickle
 from pathlib import Path
 from typing import Any, Union
 
@@ -82,7 +83,9 @@ def load_model(name: Union[str, os.PathLike], device: DeviceLike = None) -> Any:
                              "model.safetensors.index.json, or pytorch_model.bin)")
     try:
         model = cls.from_pretrained(location, **options)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, RuntimeError, pickle.UnpicklingError) as error:
+        # Unreadable files, mismatched shapes, or a pickle that
+        # torch.load(weights_only=True) refuses to run.
         raise ModelError(f"{name}: could not load the model ({type(error).__name__}: "
                          f"{first_line(error)})") from None
     return model.to(device) if device is not None else model

@@ -11,9 +11,10 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
-from .atomic import check_output_folder
+from .atomic import check_apart, check_output_folder
+from .checkpoint import has_safetensors, transfer_checkpoint
 from .devices import DeviceLike, resolve_device
-from .errors import OutputError, VocabxferError
+from .errors import VocabxferError
 from .initialise import InitPlan
 from .loading import load_config, load_model, model_location
 from .matching import TokenMap
@@ -28,7 +29,8 @@ PathLike = Union[str, os.PathLike]
 @dataclass
 class FolderTransfer:
     """What transfer_to_folder did: where it wrote, the token map and plan,
-    the tensors it refilled, and how long each step took."""
+    the tensors it refilled, how long each step took, and, when it streamed
+    the checkpoint, what became of its weight files."""
 
     path: Path
     token_map: TokenMap
@@ -36,6 +38,7 @@ class FolderTransfer:
     tensors: List[str]
     seconds: Dict[str, float] = field(default_factory=dict)
     trained_tokenizer: Optional[str] = None
+    weight_files: Optional[str] = None  # None when the model was loaded whole
 
     def __str__(self) -> str:
         lines = []
@@ -43,8 +46,10 @@ class FolderTransfer:
             lines.append(f"target tokenizer: {self.trained_tokenizer} "
                          f"({len(self.token_map.target):,} tokens)")
         lines += [str(self.token_map.report), str(self.plan),
-                  "vocabulary-sized tensors refilled: " + ", ".join(self.tensors),
-                  "timings: " + ", ".join(f"{step} {seconds:.2f} s"
+                  "vocabulary-sized tensors refilled: " + ", ".join(self.tensors)]
+        if self.weight_files:
+            lines.append(f"streamed the checkpoint; weight files: {self.weight_files}")
+        lines += ["timings: " + ", ".join(f"{step} {seconds:.2f} s"
                                           for step, seconds in self.seconds.items()),
                   f"wrote {self.path}"]
         return "\n".join(lines)
@@ -58,19 +63,6 @@ class TrainedTokenizer:
     def __str__(self) -> str:
         return (f"trained {self.tokenizer.name_or_path}: {len(self.tokenizer):,} tokens; "
                 f"wrote {self.path}")
-
-
-def check_apart(model_folder: Optional[Path], out_dir: Path) -> None:
-    """The output may not be the input folder, lie inside it, or hold it:
-    replacing it would destroy what is being read."""
-    if model_folder is None:
-        return
-    if out_dir == model_folder or out_dir.is_relative_to(model_folder):
-        raise OutputError(f"{out_dir} is inside the input model folder {model_folder}; choose an "
-                          "output folder outside it")
-    if model_folder.is_relative_to(out_dir):
-        raise OutputError(f"{out_dir} holds the input model folder {model_folder}; choose an "
-                          "output folder that does not contain the input")
 
 
 class Steps:
@@ -99,12 +91,18 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        mode: str = "exact", device: DeviceLike = None, seed: int = 0,
                        vocab_size: int = 30000, min_frequency: int = 2,
                        tokenizer_model: str = "wordpiece", overwrite: bool = False,
-                       overwrite_flag: str = "overwrite=True",
+                       link: bool = False, overwrite_flag: str = "overwrite=True",
                        show_progress: bool = True) -> FolderTransfer:
     """Move the model in folder (or hub id) `model` to a new vocabulary and
     write the ready folder `out_dir`: the target `tokenizer`, or one trained
     on `corpus` that follows the model's tokenizer. Every input is checked
     before the first long step; the folder appears whole or not at all.
+
+    A local folder with safetensors weights is streamed (see
+    ``transfer_checkpoint``: only the vocabulary-sized tensors are loaded,
+    ``link`` hard-links the shards that do not change); anything else (a hub
+    id, pickle weights read with ``torch.load(weights_only=True)``) is
+    loaded whole, moved by ``transfer_model`` and saved.
     ``overwrite_flag`` is how messages name the switch that allows replacing
     a non-empty folder (the command line's ``--force``).
 
@@ -126,7 +124,8 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         paths = corpus_paths(corpus)
         check_corpus(paths)
 
-    steps = Steps(total=4 if corpus is not None else 3, show=show_progress)
+    streaming = model_folder is not None and has_safetensors(model_folder)
+    steps = Steps(total=(1 if streaming else 3) + (corpus is not None), show=show_progress)
     trained = None
     try:
         if target is None:
@@ -134,6 +133,16 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                 target = train_tokenizer(paths, vocab_size, min_frequency, model=tokenizer_model,
                                          like=location, show_progress=False)
                 trained = target.name_or_path
+        if streaming:
+            with steps.step("stream the checkpoint"):
+                streamed = transfer_checkpoint(
+                    model_folder, target, out_path, init=init, mode=mode,
+                    device=resolved_device, seed=seed, overwrite=overwrite, link=link,
+                    overwrite_flag=overwrite_flag)
+            return FolderTransfer(path=streamed.path, token_map=streamed.token_map,
+                                  plan=streamed.plan, tensors=streamed.tensors,
+                                  seconds=steps.seconds, trained_tokenizer=trained,
+                                  weight_files=streamed.weight_files())
         with steps.step("load model"):
             loaded = load_model(location, resolved_device)
         with steps.step("match and initialise"):

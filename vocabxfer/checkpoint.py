@@ -1,0 +1,309 @@
+"""Moves a checkpoint folder to a new vocabulary without loading the model:
+only the vocabulary-sized tensors are read (from its safetensors, single or
+sharded), rebuilt by the same plan as transfer_model, in their dtype, and
+written into new shards; every other tensor is copied as bytes (or its whole
+shard copied or hard-linked), never entering memory as a tensor. Memory
+grows with the vocabulary, not with the number of layers.
+"""
+
+import json
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Tuple, Union
+
+import torch
+
+from . import safetensors_io
+from .architecture import VocabTensor, vocab_tensors
+from .atomic import check_apart, check_output_folder, write_folder
+from .devices import DeviceLike, resolve_device
+from .errors import ModelError
+from .initialise import InitPlan, plan_initialisation
+from .loading import PICKLES, load_config, model_class
+from .matching import TokenMap, match_vocab
+from .model import refill, target_size_for, update_config
+from .readers import VocabSource
+from .saving import as_transformers_tokenizer
+
+logger = logging.getLogger(__name__)
+
+SINGLE_FILE = "model.safetensors"
+INDEX_FILE = "model.safetensors.index.json"
+PathLike = Union[str, os.PathLike]
+
+
+@dataclass
+class Checkpoint:
+    """A folder's safetensors weights: the files, and which file holds each
+    tensor."""
+
+    folder: Path
+    files: Dict[str, safetensors_io.SafetensorsFile]
+    weight_map: Dict[str, str]
+    index: Optional[Dict[str, Any]]  # the index document; None for one file
+
+    def entry(self, name: str) -> safetensors_io.Entry:
+        return self.files[self.weight_map[name]].entries[name]
+
+    def read(self, name: str) -> torch.Tensor:
+        return self.files[self.weight_map[name]].read(name)
+
+
+def has_safetensors(folder: Path) -> bool:
+    return (folder / SINGLE_FILE).is_file() or (folder / INDEX_FILE).is_file()
+
+
+def open_checkpoint(folder: Path) -> Checkpoint:
+    """The folder's safetensors weights, with every shard the index names
+    present. Raises ModelError for a folder without them."""
+    if (folder / INDEX_FILE).is_file():
+        try:
+            index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
+            weight_map = dict(index["weight_map"])
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            raise ModelError(f"{folder / INDEX_FILE}: is not a safetensors index "
+                             f"({type(error).__name__}: {error})") from None
+        files = {}
+        for shard in sorted(set(weight_map.values())):
+            if not (folder / shard).is_file():
+                raise ModelError(f"{folder}: the index names the shard {shard}, which is "
+                                 "missing; the checkpoint is incomplete")
+            files[shard] = safetensors_io.SafetensorsFile(folder / shard)
+        for name, shard in weight_map.items():
+            if name not in files[shard]:
+                raise ModelError(f"{folder}: the index puts {name} in {shard}, which does not "
+                                 "hold it")
+        return Checkpoint(folder, files, weight_map, index)
+    if (folder / SINGLE_FILE).is_file():
+        file = safetensors_io.SafetensorsFile(folder / SINGLE_FILE)
+        return Checkpoint(folder, {SINGLE_FILE: file}, dict.fromkeys(file.entries, SINGLE_FILE),
+                          None)
+    if any((folder / name).is_file() for name in PICKLES):
+        raise ModelError(f"{folder}: has only pickle weights (pytorch_model.bin), which cannot "
+                         "be streamed; vocabxfer transfer loads them with "
+                         "torch.load(weights_only=True) instead")
+    raise ModelError(f"{folder}: has no weights (expected model.safetensors, a sharded "
+                     "model.safetensors.index.json, or pytorch_model.bin)")
+
+
+def meta_model(config: Any) -> Any:
+    """The config's model class built on the meta device: names and shapes,
+    no weights."""
+    cls = model_class(config)
+    with torch.device("meta"):
+        if hasattr(cls, "from_config"):  # the Auto classes
+            return cls.from_config(config)
+        return cls(config)
+
+
+def stored_names(vocab_tensor: VocabTensor, checkpoint: Checkpoint, prefix: str) -> List[str]:
+    """The names under which the checkpoint stores the tensor: tied copies
+    are usually left out; a base model's checkpoint may lack (or add) the
+    head's prefix."""
+    found = []
+    for name in vocab_tensor.names:
+        candidates = [name]
+        if prefix:
+            candidates += [name[len(prefix) + 1:]] if name.startswith(prefix + ".") \
+                else [f"{prefix}.{name}"]
+        found += [candidate for candidate in candidates if candidate in checkpoint.weight_map]
+    return list(dict.fromkeys(found))
+
+
+@dataclass
+class CheckpointTransfer:
+    """What transfer_checkpoint did: where it wrote, the token map and plan,
+    the tensors it rebuilt, the shards it rewrote and the ones it copied or
+    linked whole, and how long each step took."""
+
+    path: Path
+    token_map: TokenMap
+    plan: InitPlan
+    tensors: List[str]
+    rewritten: List[str]
+    copied: List[str]
+    linked: List[str]
+    seconds: Dict[str, float] = field(default_factory=dict)
+
+    def weight_files(self) -> str:
+        shards = [f"{len(self.rewritten)} rewritten"]
+        if self.copied:
+            shards.append(f"{len(self.copied)} copied whole")
+        if self.linked:
+            shards.append(f"{len(self.linked)} hard-linked")
+        return ", ".join(shards)
+
+    def __str__(self) -> str:
+        return "\n".join([
+            str(self.token_map.report), str(self.plan),
+            "vocabulary-sized tensors rebuilt: " + ", ".join(self.tensors),
+            "weight files: " + self.weight_files(),
+            "timings: " + ", ".join(f"{step} {seconds:.2f} s"
+                                    for step, seconds in self.seconds.items()),
+            f"wrote {self.path}"])
+
+
+def place_whole(source: Path, target: Path, link: bool) -> bool:
+    """Copy a file, or hard-link it when asked and possible; True if linked."""
+    if link:
+        try:
+            os.link(source, target)
+            return True
+        except OSError as error:
+            logger.warning("could not hard-link %s (%s); copying it", source, error)
+    shutil.copyfile(source, target)
+    return False
+
+
+def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_dir: PathLike,
+                        *, source_tokenizer: Optional[VocabSource] = None, init: str = "fvt",
+                        mode: str = "exact", device: DeviceLike = None, seed: int = 0,
+                        pad_to_multiple_of: Optional[int] = None, overwrite: bool = False,
+                        link: bool = False,
+                        overwrite_flag: str = "overwrite=True") -> CheckpointTransfer:
+    """Move the checkpoint in `model_dir` (a folder with safetensors weights,
+    one file or sharded) to the target tokenizer's vocabulary and write the
+    ready folder `out_dir`, without loading the model.
+
+    The vocabulary-sized tensors are the ones the architecture names (its
+    model class is built on the meta device and asked, see
+    ``architecture.vocab_tensors``); only they are read, rebuilt on
+    `device` by the plan transfer_model uses (``init``, ``mode``, ``seed``),
+    in their dtype (bf16 in, bf16 out; matched rows bit-exact), and written
+    into rewritten shards. Every other tensor is copied as bytes; a shard
+    with no vocabulary-sized tensor is copied whole, or hard-linked with
+    ``link`` (then input and output share those files: do not edit them in
+    place). The index, the config's vocab_size and special token ids (the
+    generation config's too) and the target tokenizer's files are written
+    beside them; the folder appears whole or not at all.
+    ``source_tokenizer`` defaults to the tokenizer in `model_dir`.
+
+    Raises ModelError for a folder without safetensors weights, a missing
+    shard, or a tokenizer that does not fit the embeddings; OutputError for
+    an output inside the input; FileExistsError for a non-empty output
+    without ``overwrite``; VocabxferError for a bad init, mode or device.
+    """
+    seconds: Dict[str, float] = {}
+    started = time.perf_counter()
+    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    device = resolve_device(device)
+    folder = Path(model_dir).expanduser()
+    if not folder.is_dir():
+        raise ModelError(f"{model_dir}: no such model folder (expected a folder with "
+                         "config.json and safetensors weights)")
+    folder = folder.resolve()
+    check_apart(folder, out_path)
+    checkpoint = open_checkpoint(folder)
+    config = load_config(str(folder))
+    model = meta_model(config)
+    tensors = vocab_tensors(model)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    stored = [(vocab_tensor, stored_names(vocab_tensor, checkpoint, prefix))
+              for vocab_tensor in tensors]
+    if not stored[0][1]:
+        raise ModelError(f"{folder}: the checkpoint holds none of "
+                         f"{', '.join(tensors[0].names)} (the input embeddings of "
+                         f"{type(model).__name__})")
+    source_rows = checkpoint.entry(stored[0][1][0]).shape[0]
+
+    token_map = match_vocab(source_tokenizer if source_tokenizer is not None else folder,
+                            target_tokenizer, mode=mode)
+    if len(token_map.source) > source_rows:
+        raise ModelError(
+            f"the source tokenizer {token_map.source.name} has {len(token_map.source):,} tokens "
+            f"but the model's input embeddings have {source_rows:,} rows; is it this model's "
+            "tokenizer?")
+    target_size = target_size_for(token_map, pad_to_multiple_of)
+    plan = plan_initialisation(token_map, target_size, init)
+    seconds["match and plan"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    generator = torch.Generator().manual_seed(seed)
+    rebuilt: Dict[str, torch.Tensor] = {}
+    for vocab_tensor, names in stored:
+        if not names:
+            continue  # not saved (a tied copy or a non-persistent buffer)
+        original = checkpoint.read(names[0])
+        if device is not None:
+            original = original.to(device)
+        new = refill(plan, original, vocab_tensor, generator).cpu()
+        del original
+        rebuilt.update(dict.fromkeys(names, new))
+    seconds["rebuild"] = time.perf_counter() - started
+
+    started = time.perf_counter()
+    tokenizer = as_transformers_tokenizer(target_tokenizer)
+    generation_config = read_generation_config(folder)
+    update_config(config, generation_config, token_map.target, target_size)
+    placed: Dict[str, List[str]] = {"rewritten": [], "copied": [], "linked": []}
+
+    def write(staging: Path) -> None:
+        placed.update(rewritten=[], copied=[], linked=[])
+        data_bytes = 0
+        for shard, file in checkpoint.files.items():
+            names = safetensors_io.in_file_order(file)
+            if any(name in rebuilt for name in names):
+                data_bytes += safetensors_io.write(
+                    staging / shard,
+                    [(name, rebuilt[name] if name in rebuilt else (file, name))
+                     for name in names], file.metadata)
+                placed["rewritten"].append(shard)
+            else:
+                linked = place_whole(file.path, staging / shard, link)
+                placed["linked" if linked else "copied"].append(shard)
+                data_bytes += sum(entry.size for entry in file.entries.values())
+        if checkpoint.index is not None:
+            write_index(staging / INDEX_FILE, checkpoint, rebuilt, data_bytes)
+        config.save_pretrained(str(staging))
+        if generation_config is not None:
+            generation_config.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+
+    path = write_folder(out_path, write, overwrite=overwrite, flag=overwrite_flag)
+    seconds["write"] = time.perf_counter() - started
+    return CheckpointTransfer(
+        path=path, token_map=token_map, plan=plan,
+        tensors=[name for vocab_tensor, names in stored for name in names],
+        rewritten=placed["rewritten"], copied=placed["copied"], linked=placed["linked"],
+        seconds=seconds)
+
+
+def read_generation_config(folder: Path) -> Any:
+    if not (folder / "generation_config.json").is_file():
+        return None
+    from transformers import GenerationConfig
+
+    try:
+        return GenerationConfig.from_pretrained(str(folder))
+    except (OSError, ValueError) as error:
+        raise ModelError(f"{folder / 'generation_config.json'}: could not be read "
+                         f"({type(error).__name__}: {error})") from None
+
+
+def write_index(path: Path, checkpoint: Checkpoint, rebuilt: Dict[str, torch.Tensor],
+                data_bytes: int) -> None:
+    """The index of the new shards: the same names in the same files, the
+    new total size (and parameter count, where the source recorded one)."""
+    index = dict(checkpoint.index)
+    metadata = dict(index.get("metadata") or {})
+    metadata["total_size"] = data_bytes
+    if isinstance(metadata.get("total_parameters"), int):
+        # Changed by what the rebuilt tensors gained or lost, so that the
+        # source's own way of counting (buffers or not) is kept.
+        metadata["total_parameters"] += sum(
+            tensor.numel() - _numel(checkpoint.entry(name).shape)
+            for name, tensor in rebuilt.items())
+    index["metadata"] = metadata
+    index["weight_map"] = dict(checkpoint.weight_map)
+    path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+
+def _numel(shape: Tuple[int, ...]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
