@@ -191,3 +191,23 @@ def pairs_of_map(token_map):
     target, source = token_map.target.tokens, token_map.source.tokens
     return {target[t]: source[s] for t, s in zip(token_map.target_ids.tolist(),
                                                   token_map.source_ids.tolist())}
+
+
+def test_fvt_splits_partial_utf8_into_the_source_byte_pieces():
+    from .conftest import byte_level_text, byte_level_tokenizer
+
+    # 한 is three bytes (ed 95 9c); the source knows each byte and one merge.
+    spelled = byte_level_text("한")
+    source = byte_level_tokenizer(["<unk>", spelled[0], spelled[1], spelled[2],
+                                   spelled[:2]], merges=[(spelled[0], spelled[1])])
+    # Target tokens of two bytes and of one: not whole UTF-8.
+    target = byte_level_tokenizer(["<unk>", spelled[1:], spelled[:1]])
+    token_map = match_vocab(source, target, mode="canonical")
+    segments = split_tokens(token_map.source, token_map.target,
+                            token_map.unmatched_target_ids.tolist())
+    source_tokens = token_map.source.tokens
+    pieces = {token_map.target.tokens[t]: [source_tokens[i] for i in ids]
+              for t, ids in pieces_by_target(segments).items()}
+    assert pieces == {spelled[1:]: [spelled[1], spelled[2]]}
+    assert segments.unsplittable == ()
+    assert pairs_of_map(token_map) == {"<unk>": "<unk>", spelled[0]: spelled[0]}
