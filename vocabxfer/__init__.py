@@ -20,10 +20,10 @@ from .vocab import Vocab
 from .workflow import FolderTransfer, transfer_to_folder
 
 __all__ = [
-    "CheckpointTransfer", "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError", "ModelTransfer",
-    "OutputError", "TokenMap", "Vocab", "VocabError", "VocabxferError", "doctor",
+    "CheckpointTransfer", "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError",
+    "ModelTransfer", "OutputError", "TokenMap", "Vocab", "VocabError", "VocabxferError", "doctor",
     "has_compiled_ops", "load_model", "load_vocab", "match_vocab", "plan_initialisation", "save",
-    "save_tokenizer", "segment_mean_", "train_tokenizer", "transfer_embeddings",
-    "transfer_checkpoint", "transfer_model", "transfer_rows_", "transfer_to_folder",
+    "save_tokenizer", "segment_mean_", "train_tokenizer", "transfer_checkpoint",
+    "transfer_embeddings", "transfer_model", "transfer_rows_", "transfer_to_folder"
 ]
 __version__ = "0.1.0"
