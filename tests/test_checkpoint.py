@@ -169,19 +169,27 @@ def test_other_tensors_are_byte_identical_and_shards_copied_or_linked(tmp_path, 
     assert out_index["metadata"]["total_size"] == sizes
 
 
-def test_only_vocabulary_sized_tensors_are_read(tmp_path, monkeypatch):
+def test_only_the_needed_rows_of_vocabulary_sized_tensors_are_read(tmp_path, monkeypatch):
     source = tmp_path / "source"
     target_tokenizer = build_checkpoint(source, "llama", torch.float32)
-    read = []
-    original = safetensors_io.SafetensorsFile.read
+    read = {}
+    read_rows = safetensors_io.SafetensorsFile.read_rows
 
-    def recording(self, name):
-        read.append(name)
-        return original(self, name)
+    def recording(self, name, row_dim, row_ids):
+        read[name] = row_ids.tolist()
+        return read_rows(self, name, row_dim, row_ids)
 
-    monkeypatch.setattr(safetensors_io.SafetensorsFile, "read", recording)
-    transfer_checkpoint(source, target_tokenizer, tmp_path / "out")
+    def no_whole_tensors(self, *args):
+        raise AssertionError("a whole tensor was read")
+
+    monkeypatch.setattr(safetensors_io.SafetensorsFile, "read_rows", recording)
+    monkeypatch.setattr(safetensors_io.SafetensorsFile, "read", no_whole_tensors)
+    result = transfer_checkpoint(source, target_tokenizer, tmp_path / "out")
     assert sorted(read) == ["lm_head.weight", "model.embed_tokens.weight"]
+    used = set(result.token_map.source_ids.tolist())
+    used |= set(result.plan.segments.source_ids.tolist())
+    assert read["model.embed_tokens.weight"] == sorted(used)
+    assert len(used) < len(result.token_map.source)
 
 
 def test_single_file_checkpoint_and_generation_config(tmp_path):
@@ -263,3 +271,15 @@ def test_pickle_weights_load_only_when_safe(tmp_path):
         transfer_to_folder(source, tmp_path / "out2", tokenizer=tmp_path / "target.json",
                            show_progress=False)
     assert not (tmp_path / "out2").exists()
+
+
+@pytest.mark.parametrize("init", ["mean", "normal", "random"])
+def test_streamed_equals_in_memory_for_every_init(tmp_path, init):
+    source = tmp_path / "source"
+    target_tokenizer = build_checkpoint(source, "bert", torch.float32)
+    transfer_checkpoint(source, target_tokenizer, tmp_path / "streamed", init=init, seed=5)
+    loaded = load_model(source)
+    transfer_model(loaded, source, target_tokenizer, init=init, seed=5)
+    got = load_model(tmp_path / "streamed").state_dict()
+    for key, tensor in loaded.state_dict().items():
+        assert torch.equal(got[key], tensor), key

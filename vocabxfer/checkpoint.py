@@ -22,10 +22,10 @@ from .architecture import VocabTensor, vocab_tensors
 from .atomic import check_apart, check_output_folder, write_folder
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
-from .initialise import InitPlan, plan_initialisation
+from .initialise import STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation, row_statistics
 from .loading import PICKLES, load_config, model_class
 from .matching import TokenMap, match_vocab
-from .model import refill, target_size_for, update_config
+from .model import as_stored, target_size_for, tensor_generator, update_config
 from .readers import VocabSource
 from .saving import as_transformers_tokenizer
 
@@ -48,9 +48,6 @@ class Checkpoint:
 
     def entry(self, name: str) -> safetensors_io.Entry:
         return self.files[self.weight_map[name]].entries[name]
-
-    def read(self, name: str) -> torch.Tensor:
-        return self.files[self.weight_map[name]].read(name)
 
 
 def has_safetensors(folder: Path) -> bool:
@@ -147,6 +144,23 @@ class CheckpointTransfer:
             f"wrote {self.path}"])
 
 
+def copy_file(source: Path, target: Path) -> None:
+    """A byte copy done by the kernel: copy_file_range shares the blocks on
+    file systems that can (btrfs, XFS), else copies in the kernel."""
+    with open(source, "rb") as reader, open(target, "wb") as writer:
+        remaining = os.fstat(reader.fileno()).st_size
+        try:
+            while remaining:
+                copied = os.copy_file_range(reader.fileno(), writer.fileno(), remaining)
+                if copied == 0:
+                    break
+                remaining -= copied
+        except (AttributeError, OSError):
+            remaining = -1
+    if remaining:
+        shutil.copyfile(source, target)
+
+
 def place_whole(source: Path, target: Path, link: bool) -> bool:
     """Copy a file, or hard-link it when asked and possible; True if linked."""
     if link:
@@ -155,7 +169,7 @@ def place_whole(source: Path, target: Path, link: bool) -> bool:
             return True
         except OSError as error:
             logger.warning("could not hard-link %s (%s); copying it", source, error)
-    shutil.copyfile(source, target)
+    copy_file(source, target)
     return False
 
 
@@ -222,20 +236,15 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
     seconds["match and plan"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
-    rebuilt: Dict[str, torch.Tensor] = {}
-    for vocab_tensor, names in stored:
-        if not names:
-            continue  # not saved (a tied copy or a non-persistent buffer)
-        original = checkpoint.read(names[0])
-        if device is not None:
-            original = original.to(device)
-        new = refill(plan, original, vocab_tensor, generator).cpu()
-        del original
-        rebuilt.update(dict.fromkeys(names, new))
-    seconds["rebuild"] = time.perf_counter() - started
-
-    started = time.perf_counter()
+    needed = plan.needed_source_ids()
+    # Each vocabulary-sized tensor is rebuilt when the first shard that
+    # holds it is written and dropped after the last: one rebuilt tensor
+    # (and the source rows it needs) in memory at a time.
+    job_of: Dict[str, int] = {}
+    for number, (_, names) in enumerate(stored):
+        job_of.update(dict.fromkeys(names, number))
+    last_shard = {job_of[name]: shard for shard, file in checkpoint.files.items()
+                  for name in safetensors_io.in_file_order(file) if name in job_of}
     tokenizer = as_transformers_tokenizer(target_tokenizer)
     generation_config = read_generation_config(folder)
     update_config(config, generation_config, token_map.target, target_size)
@@ -243,33 +252,66 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
 
     def write(staging: Path) -> None:
         placed.update(rewritten=[], copied=[], linked=[])
-        data_bytes = 0
+        data_bytes, new_sizes = 0, {}
+        held: Dict[int, torch.Tensor] = {}
         for shard, file in checkpoint.files.items():
             names = safetensors_io.in_file_order(file)
-            if any(name in rebuilt for name in names):
-                data_bytes += safetensors_io.write(
-                    staging / shard,
-                    [(name, rebuilt[name] if name in rebuilt else (file, name))
-                     for name in names], file.metadata)
-                placed["rewritten"].append(shard)
-            else:
+            jobs = [job_of[name] for name in names if name in job_of]
+            if not jobs:
                 linked = place_whole(file.path, staging / shard, link)
                 placed["linked" if linked else "copied"].append(shard)
                 data_bytes += sum(entry.size for entry in file.entries.values())
+                continue
+            for job in jobs:
+                if job not in held:
+                    vocab_tensor, job_names = stored[job]
+                    held[job] = rebuild(checkpoint, job_names[0], vocab_tensor, plan, needed,
+                                        tensor_generator(seed, job), device)
+                    new_sizes.update(dict.fromkeys(job_names, held[job].numel()))
+            data_bytes += safetensors_io.write(
+                staging / shard,
+                [(name, held[job_of[name]] if name in job_of else (file, name))
+                 for name in names], file.metadata)
+            placed["rewritten"].append(shard)
+            for job in set(jobs):
+                if last_shard[job] == shard:
+                    del held[job]
         if checkpoint.index is not None:
-            write_index(staging / INDEX_FILE, checkpoint, rebuilt, data_bytes)
+            write_index(staging / INDEX_FILE, checkpoint, new_sizes, data_bytes)
         config.save_pretrained(str(staging))
         if generation_config is not None:
             generation_config.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
 
     path = write_folder(out_path, write, overwrite=overwrite, flag=overwrite_flag)
-    seconds["write"] = time.perf_counter() - started
+    seconds["rebuild and write"] = time.perf_counter() - started
     return CheckpointTransfer(
         path=path, token_map=token_map, plan=plan,
         tensors=[name for vocab_tensor, names in stored for name in names],
         rewritten=placed["rewritten"], copied=placed["copied"], linked=placed["linked"],
         seconds=seconds)
+
+
+def rebuild(checkpoint: Checkpoint, name: str, vocab_tensor: VocabTensor, plan: InitPlan,
+            needed: torch.Tensor, generator: torch.Generator,
+            device: Optional[torch.device]) -> torch.Tensor:
+    """One vocabulary-sized tensor rebuilt from the rows the plan needs (and,
+    where it needs them, statistics of all rows, read in chunks): the rest
+    of the source tensor never enters memory. Equal, bit for bit, to
+    model.refill on the whole tensor."""
+    file = checkpoint.files[checkpoint.weight_map[name]]
+    vector = len(vocab_tensor.shape) == 1 or vocab_tensor.row_dim == 1
+    rows = file.read_rows(name, vocab_tensor.row_dim, needed)
+    statistics = None
+    if plan.needs_statistics():
+        chunks = file.row_chunks(name, vocab_tensor.row_dim, len(plan.token_map.source),
+                                 STATISTICS_CHUNK_ROWS)
+        statistics = row_statistics(chunks, plan.needs_std())
+    if device is not None:
+        rows = rows.to(device)
+    new = plan.apply(rows[:, 0] if vector else rows, generator=generator, rows_held=needed,
+                     statistics=statistics)
+    return as_stored(new, vocab_tensor).cpu()
 
 
 def read_generation_config(folder: Path) -> Any:
@@ -284,7 +326,7 @@ def read_generation_config(folder: Path) -> Any:
                          f"({type(error).__name__}: {error})") from None
 
 
-def write_index(path: Path, checkpoint: Checkpoint, rebuilt: Dict[str, torch.Tensor],
+def write_index(path: Path, checkpoint: Checkpoint, new_sizes: Dict[str, int],
                 data_bytes: int) -> None:
     """The index of the new shards: the same names in the same files, the
     new total size (and parameter count, where the source recorded one)."""
@@ -295,8 +337,7 @@ def write_index(path: Path, checkpoint: Checkpoint, rebuilt: Dict[str, torch.Ten
         # Changed by what the rebuilt tensors gained or lost, so that the
         # source's own way of counting (buffers or not) is kept.
         metadata["total_parameters"] += sum(
-            tensor.numel() - _numel(checkpoint.entry(name).shape)
-            for name, tensor in rebuilt.items())
+            numel - _numel(checkpoint.entry(name).shape) for name, numel in new_sizes.items())
     index["metadata"] = metadata
     index["weight_map"] = dict(checkpoint.weight_map)
     path.write_text(json.dumps(index, indent=2, sort_keys=True) + "\n", encoding="utf-8")

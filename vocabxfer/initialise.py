@@ -2,7 +2,7 @@
 others start from what the source model knows."""
 
 from dataclasses import dataclass, field
-from typing import Dict, List, Optional, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 import torch
 
@@ -47,13 +47,34 @@ class InitPlan:
         parts = [f"{rule} {count:,}" for rule, count in self.counts.items() if count]
         return f"initialised {self.target_size:,} rows ({self.init}): " + ", ".join(parts)
 
+    def needed_source_ids(self) -> torch.Tensor:
+        """The sorted source ids whose rows the plan copies or averages: all
+        a reader of a checkpoint needs besides the statistics."""
+        used = [self.copy_source_ids]
+        if self.segments is not None:
+            used.append(self.segments.source_ids)
+        return torch.unique(torch.cat(used))
+
+    def needs_statistics(self) -> bool:
+        return bool(self.mean_ids.numel()) or self.needs_std()
+
+    def needs_std(self) -> bool:
+        return self.init == "normal" and bool(self.sampled_ids.numel())
+
     def apply(self, source_rows: torch.Tensor, *, dtype: Optional[torch.dtype] = None,
               device: Union[str, torch.device, None] = None,
-              generator: Optional[torch.Generator] = None) -> torch.Tensor:
+              generator: Optional[torch.Generator] = None,
+              rows_held: Optional[torch.Tensor] = None,
+              statistics: Optional["RowStatistics"] = None) -> torch.Tensor:
         """A new (target_size, width) matrix, or a (target_size,) vector for
         a 1-D source such as an output bias, filled by the plan from
         `source_rows` (its dtype and device unless told). Sampled rules give
         a bias zeros, as a freshly built model does.
+
+        By default `source_rows` is the whole source matrix. A reader that
+        holds only some rows passes their source ids (``rows_held``, sorted,
+        covering ``needed_source_ids()``) and the ``statistics`` of all the
+        source vocabulary's rows (``row_statistics``); the result is the same.
 
         Raises VocabxferError for a source with fewer rows than the source
         vocabulary.
@@ -62,7 +83,7 @@ class InitPlan:
         source = source_rows.detach()
         source = source[:, None] if vector else source
         source_vocab = len(self.token_map.source)
-        if source.dim() != 2 or source.shape[0] < source_vocab:
+        if rows_held is None and (source.dim() != 2 or source.shape[0] < source_vocab):
             raise VocabxferError(
                 f"the source tensor has shape {tuple(source_rows.shape)}, but the source "
                 f"vocabulary has {source_vocab} tokens; expected at least that many rows")
@@ -72,17 +93,20 @@ class InitPlan:
         target = torch.empty(self.target_size, source.shape[1], dtype=dtype, device=device)
 
         def on(ids: torch.Tensor) -> torch.Tensor:
+            """Source ids as positions in `source`, on the device."""
+            if rows_held is not None:
+                ids = torch.searchsorted(rows_held, ids)
             return ids.to(device)
 
-        transfer_rows_(target, on(self.copy_target_ids), source, on(self.copy_source_ids))
+        transfer_rows_(target, self.copy_target_ids.to(device), source,
+                       on(self.copy_source_ids))
         if self.segments is not None and len(self.segments):
-            segment_mean_(target, on(self.segments.target_ids), source,
-                          on(self.segments.source_ids), on(self.segments.offsets))
-        vocab_rows = source[:source_vocab]
-        sum_dtype = torch.float64 if source.dtype == torch.float64 else torch.float32
+            segment_mean_(target, self.segments.target_ids.to(device), source,
+                          on(self.segments.source_ids), self.segments.offsets.to(device))
+        if statistics is None and self.needs_statistics():
+            statistics = row_statistics(chunks_of(source[:source_vocab]), self.needs_std())
         if self.mean_ids.numel():
-            # Reduced in float32 on the fly: no float copy of the whole matrix.
-            target[on(self.mean_ids)] = vocab_rows.mean(0, dtype=sum_dtype).to(dtype)
+            target[self.mean_ids.to(device)] = statistics.mean.to(device=device, dtype=dtype)
         if self.sampled_ids.numel():
             count, width = self.sampled_ids.numel(), source.shape[1]
             if vector:
@@ -90,10 +114,49 @@ class InitPlan:
             else:
                 samples = torch.randn(count, width, generator=generator)
                 if self.init == "normal":
-                    std, mean = torch.std_mean(vocab_rows.to(sum_dtype).cpu(), dim=0)
-                    samples = samples * std + mean
-            target[on(self.sampled_ids)] = samples.to(device=device, dtype=dtype)
+                    samples = samples * statistics.std.cpu() + statistics.mean.cpu()
+            target[self.sampled_ids.to(device)] = samples.to(device=device, dtype=dtype)
         return target[:, 0] if vector else target
+
+
+STATISTICS_CHUNK_ROWS = 4096
+
+
+@dataclass
+class RowStatistics:
+    """Mean and standard deviation per column of the source rows, float64."""
+
+    mean: torch.Tensor
+    std: Optional[torch.Tensor] = None
+
+
+def chunks_of(rows: torch.Tensor, size: int = STATISTICS_CHUNK_ROWS) -> Iterator[torch.Tensor]:
+    for start in range(0, rows.shape[0], size):
+        yield rows[start:start + size]
+
+
+def row_statistics(chunks: Iterable[torch.Tensor], with_std: bool = False) -> RowStatistics:
+    """Column mean (and std, if asked) of rows given in chunks (of
+    STATISTICS_CHUNK_ROWS rows, from memory or from a file: the same chunks
+    give the same bits), summed in float64 as they are read: no float copy
+    of the whole matrix is ever made."""
+    total = squares = None
+    count = 0
+    for chunk in chunks:
+        sums = chunk.sum(0, dtype=torch.float64)
+        total = sums if total is None else total + sums
+        if with_std:
+            chunk = chunk.to(torch.float64)
+            sums_of_squares = (chunk * chunk).sum(0)
+            squares = sums_of_squares if squares is None else squares + sums_of_squares
+        count += chunk.shape[0]
+    if not count:
+        raise VocabxferError("the source has no rows to take a mean of")
+    mean = total / count
+    std = None
+    if with_std:
+        std = ((squares - count * mean * mean) / max(1, count - 1)).clamp(min=0).sqrt()
+    return RowStatistics(mean=mean, std=std)
 
 
 def special_by_role(token_map: TokenMap, unmatched: List[int]):

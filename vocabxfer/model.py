@@ -57,6 +57,13 @@ def as_stored(refilled: torch.Tensor, vocab_tensor: VocabTensor) -> torch.Tensor
     return refilled[None] if vocab_tensor.row_dim == 1 else refilled
 
 
+def tensor_generator(seed: int, number: int) -> torch.Generator:
+    """The generator of the sampled rules for the `number`-th vocabulary-
+    sized tensor: each tensor draws its own stream, so that a reader that
+    rebuilds them in another order (checkpoint.py) draws the same rows."""
+    return torch.Generator().manual_seed(seed + number)
+
+
 def refill(plan: InitPlan, tensor: torch.Tensor, vocab_tensor: VocabTensor,
            generator: torch.Generator) -> torch.Tensor:
     """The plan applied to one vocabulary-sized tensor, in its dtype."""
@@ -143,12 +150,11 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
     seconds["plan"] = time.perf_counter() - started
 
     started = time.perf_counter()
-    generator = torch.Generator().manual_seed(seed)
     current = dict(model.named_parameters(remove_duplicate=False))
     current.update(model.named_buffers(remove_duplicate=False))
-    for vocab_tensor in tensors:
+    for number, vocab_tensor in enumerate(tensors):
         old = current[vocab_tensor.name]
-        new = refill(plan, old, vocab_tensor, generator)
+        new = refill(plan, old, vocab_tensor, tensor_generator(seed, number))
         if not vocab_tensor.is_buffer:
             new = torch.nn.Parameter(new, requires_grad=old.requires_grad)
         # One new tensor for every name: tied weights stay tied.

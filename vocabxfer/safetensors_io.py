@@ -8,6 +8,7 @@ section, plus optional ``__metadata__``), then the data section.
 """
 
 import json
+import mmap
 import os
 import struct
 from dataclasses import dataclass
@@ -63,20 +64,95 @@ class SafetensorsFile:
         return name in self.entries
 
     def read(self, name: str) -> torch.Tensor:
-        """One tensor, read from disk into a fresh CPU tensor."""
+        """One tensor, as a CPU tensor over a private (copy-on-write) memory
+        map of its bytes: nothing is copied, and only the pages the caller
+        touches are read from disk. Treat it as read-only."""
         entry = self.entries[name]
         if entry.dtype not in DTYPES:
             raise ModelError(f"{self.path}: tensor {name} has dtype {entry.dtype}, which "
                              "vocabxfer cannot read")
-        buffer = bytearray(entry.size)
+        dtype = DTYPES[entry.dtype]
+        start = self.data_start + entry.start
+        if self.path.stat().st_size < start + entry.size:
+            raise ModelError(f"{self.path}: ends inside tensor {name}; the file is truncated")
+        if entry.size == 0:
+            return torch.empty(entry.shape, dtype=dtype)
+        # Maps begin at a multiple of the allocation granularity.
+        begin = start - start % mmap.ALLOCATIONGRANULARITY
         with open(self.path, "rb") as handle:
-            handle.seek(self.data_start + entry.start)
-            if handle.readinto(buffer) != entry.size:
-                raise ModelError(f"{self.path}: ends inside tensor {name}; the file is "
-                                 "truncated")
-        if not buffer:
-            return torch.empty(entry.shape, dtype=DTYPES[entry.dtype])
-        return torch.frombuffer(buffer, dtype=DTYPES[entry.dtype]).reshape(entry.shape)
+            mapped = mmap.mmap(handle.fileno(), start + entry.size - begin, offset=begin,
+                               access=mmap.ACCESS_COPY)
+        # The tensor keeps the map alive; the map outlives the closed file.
+        return torch.frombuffer(mapped, dtype=dtype, count=entry.size // dtype.itemsize,
+                                offset=start - begin).reshape(entry.shape)
+
+
+    def rows_of(self, name: str, row_dim: int) -> Tuple[int, int]:
+        """(rows, elements per row) of a tensor whose dimension `row_dim`
+        runs over rows laid out one after another: (V, ...) for row_dim 0,
+        (1, V) for row_dim 1."""
+        shape = self.entries[name].shape
+        if row_dim == 0 and shape:
+            return shape[0], _numel(shape[1:])
+        if row_dim == 1 and len(shape) == 2 and shape[0] == 1:
+            return shape[1], 1
+        raise ModelError(f"{self.path}: tensor {name} of shape {shape} has no rows along "
+                         f"dimension {row_dim}")
+
+    def read_rows(self, name: str, row_dim: int, row_ids: torch.Tensor) -> torch.Tensor:
+        """The rows `row_ids` (sorted, distinct) of a tensor, as a (len, width)
+        tensor read with one pread per run of consecutive rows: nothing else
+        of the tensor enters memory."""
+        entry = self.entries[name]
+        dtype = DTYPES[entry.dtype]
+        _, width = self.rows_of(name, row_dim)
+        row_bytes = width * dtype.itemsize
+        out = torch.empty(len(row_ids), width, dtype=dtype)
+        view = memoryview(out.view(torch.uint8).numpy()).cast("B") if out.numel() else None
+        ids = row_ids.tolist()
+        with open(self.path, "rb") as handle:
+            run_start = 0
+            for position in range(1, len(ids) + 1):
+                if position < len(ids) and ids[position] == ids[position - 1] + 1:
+                    continue
+                first, count = ids[run_start], position - run_start
+                wanted = count * row_bytes
+                offset = self.data_start + entry.start + first * row_bytes
+                got = os.preadv(handle.fileno(),
+                                [view[run_start * row_bytes:run_start * row_bytes + wanted]],
+                                offset)
+                if got != wanted:
+                    raise ModelError(f"{self.path}: ends inside tensor {name}; the file is "
+                                     "truncated")
+                run_start = position
+        return out
+
+    def row_chunks(self, name: str, row_dim: int, rows: int, chunk_rows: int):
+        """The tensor's first `rows` rows, `chunk_rows` at a time, read into
+        one reused buffer: each chunk is valid until the next is read."""
+        entry = self.entries[name]
+        dtype = DTYPES[entry.dtype]
+        _, width = self.rows_of(name, row_dim)
+        buffer = torch.empty(chunk_rows, width, dtype=dtype)
+        view = memoryview(buffer.view(torch.uint8).numpy()).cast("B")
+        row_bytes = width * dtype.itemsize
+        with open(self.path, "rb") as handle:
+            for start in range(0, rows, chunk_rows):
+                count = min(chunk_rows, rows - start)
+                wanted = count * row_bytes
+                got = os.preadv(handle.fileno(), [view[:wanted]],
+                                self.data_start + entry.start + start * row_bytes)
+                if got != wanted:
+                    raise ModelError(f"{self.path}: ends inside tensor {name}; the file is "
+                                     "truncated")
+                yield buffer[:count]
+
+
+def _numel(shape: Sequence[int]) -> int:
+    count = 1
+    for size in shape:
+        count *= size
+    return count
 
 
 # What a written file holds, tensor by tensor: bytes copied from an entry of
