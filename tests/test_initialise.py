@@ -4,7 +4,8 @@ values computed here from the source matrix."""
 import pytest
 import torch
 
-from vocabxfer import load_vocab, match_vocab, plan_initialisation, transfer_embeddings
+from vocabxfer import (VocabxferError, load_vocab, match_vocab, plan_initialisation,
+                       transfer_embeddings)
 from vocabxfer.fvt import split_tokens, wordpiece_continuation
 
 from .conftest import BERT_SPECIALS, unigram_tokenizer, wordpiece_tokenizer
@@ -211,3 +212,35 @@ def test_fvt_splits_partial_utf8_into_the_source_byte_pieces():
     assert pieces == {spelled[1:]: [spelled[1], spelled[2]]}
     assert segments.unsplittable == ()
     assert pairs_of_map(token_map) == {"<unk>": "<unk>", spelled[0]: spelled[0]}
+
+
+@pytest.mark.parametrize("weighting,weights", [
+    ("uniform", (1, 1)), ("first", (2, 1)), ("last", (1, 2)), ("length", (3, 4)),
+    (lambda position, count, length: (position + 1.0) ** 2, (1, 4)),
+])
+def test_piece_weightings(token_map, source_matrix, weighting, weights):
+    plan = plan_initialisation(token_map, init="fvt", piece_weights=weighting)
+    weight = plan.apply(source_matrix)
+    run, ning = row(source_matrix, SOURCE, "run"), row(source_matrix, SOURCE, "##ning")
+    expected = (weights[0] * run + weights[1] * ning) / sum(weights)
+    torch.testing.assert_close(row(weight, TARGET, "running"), expected)
+    # A single piece is itself, whatever the weights.
+    assert torch.equal(row(weight, TARGET, "##ning"), row(source_matrix, SOURCE, "##ning"))
+
+
+def test_the_output_layer_has_its_own_weighting(token_map, source_matrix):
+    plan = plan_initialisation(token_map, init="fvt", piece_weights="first",
+                               output_piece_weights="last")
+    run, ning = row(source_matrix, SOURCE, "run"), row(source_matrix, SOURCE, "##ning")
+    torch.testing.assert_close(row(plan.apply(source_matrix), TARGET, "running"),
+                               (2 * run + ning) / 3)
+    torch.testing.assert_close(row(plan.apply(source_matrix, output_layer=True), TARGET,
+                                   "running"), (run + 2 * ning) / 3)
+
+
+def test_bad_weightings(token_map):
+    with pytest.raises(VocabxferError, match="piece_weights 'heavy' is not one of uniform, first, "
+                                             "last, length or a callable"):
+        plan_initialisation(token_map, piece_weights="heavy")
+    with pytest.raises(VocabxferError, match="must return one positive, finite weight per piece"):
+        plan_initialisation(token_map, piece_weights=lambda position, count, length: -position)

@@ -85,3 +85,20 @@ def test_source_from_a_saved_folder_and_padding(tmp_path):
     assert model.get_input_embeddings().weight.shape[0] == 16
     assert result.plan.counts["padding rows"] == 5
     assert load_vocab(tmp_path / "source").lowercase is True
+
+
+def test_untied_output_layer_takes_the_output_weighting():
+    model = tiny_bert(len(SOURCE), tied=False)
+    before = source_state(model)
+    transfer_model(model, wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET),
+                   piece_weights="first", output_piece_weights="last")
+    cat, s_ = SOURCE.index("cat"), SOURCE.index("##s")
+    cats = TARGET.index("cats")
+    embedding = before["bert.embeddings.word_embeddings.weight"]
+    decoder = before["cls.predictions.decoder.weight"]
+    torch.testing.assert_close(model.get_input_embeddings().weight[cats],
+                               (2 * embedding[cat] + embedding[s_]) / 3)
+    torch.testing.assert_close(model.get_output_embeddings().weight[cats],
+                               (decoder[cat] + 2 * decoder[s_]) / 3)
+    bias = before["cls.predictions.bias"]
+    torch.testing.assert_close(model.cls.predictions.bias[cats], (bias[cat] + 2 * bias[s_]) / 3)

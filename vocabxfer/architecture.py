@@ -34,6 +34,12 @@ class VocabTensor:
     def name(self) -> str:
         return self.names[0]
 
+    @property
+    def is_output(self) -> bool:
+        """Part of the output layer (its weight or a bias), not the input
+        embeddings (tied output layers are the input embeddings)."""
+        return not self.role.startswith("input embeddings")
+
 
 def _names_by_tensor(model: torch.nn.Module) -> Dict[int, List[str]]:
     names: Dict[int, List[str]] = {}
@@ -82,12 +88,12 @@ def vocab_tensors(model: Any) -> List[VocabTensor]:
     # objects here (ties it applies only with tie_word_embeddings, say):
     # BERT's cls.predictions.bias beside an untied decoder bias, T5's
     # encoder.embed_tokens beside an untied shared.
-    known = {name for tensor, _, _ in found for name in names.get(id(tensor), [])}
+    role_of = {name: role for tensor, role, _ in found for name in names.get(id(tensor), [])}
     for tied, source in declared_ties(model):
         for name, other in ((tied, source), (source, tied)):
             tensor = by_name.get(other)
-            if name in known and tensor is not None and tensor.dim() in (1, 2):
-                found.append((tensor, "tied twin of " + name, 0))
+            if name in role_of and tensor is not None and tensor.dim() in (1, 2):
+                found.append((tensor, f"{role_of[name]} (twin of {name})", 0))
     buffers = {id(tensor) for _, tensor in model.named_buffers(remove_duplicate=False)}
     result: List[VocabTensor] = []
     seen = set()

@@ -22,6 +22,7 @@ from .architecture import VocabTensor, vocab_tensors
 from .atomic import check_apart, check_output_folder, write_folder
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
+from .fvt import PieceWeighting
 from .initialise import STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation, row_statistics
 from .loading import PICKLES, load_config, model_class
 from .matching import TokenMap, match_vocab
@@ -177,7 +178,8 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
                         *, source_tokenizer: Optional[VocabSource] = None, init: str = "fvt",
                         mode: str = "exact", device: DeviceLike = None, seed: int = 0,
                         pad_to_multiple_of: Optional[int] = None, overwrite: bool = False,
-                        link: bool = False,
+                        link: bool = False, piece_weights: PieceWeighting = "uniform",
+                        output_piece_weights: Optional[PieceWeighting] = None,
                         overwrite_flag: str = "overwrite=True") -> CheckpointTransfer:
     """Move the checkpoint in `model_dir` (a folder with safetensors weights,
     one file or sharded) to the target tokenizer's vocabulary and write the
@@ -186,7 +188,8 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
     The vocabulary-sized tensors are the ones the architecture names (its
     model class is built on the meta device and asked, see
     ``architecture.vocab_tensors``); only they are read, rebuilt on
-    `device` by the plan transfer_model uses (``init``, ``mode``, ``seed``),
+    `device` by the plan transfer_model uses (``init``, ``mode``, ``seed``,
+    ``piece_weights``, ``output_piece_weights``),
     in their dtype (bf16 in, bf16 out; matched rows bit-exact), and written
     into rewritten shards. Every other tensor is copied as bytes; a shard
     with no vocabulary-sized tensor is copied whole, or hard-linked with
@@ -232,7 +235,8 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
             f"but the model's input embeddings have {source_rows:,} rows; is it this model's "
             "tokenizer?")
     target_size = target_size_for(token_map, pad_to_multiple_of)
-    plan = plan_initialisation(token_map, target_size, init)
+    plan = plan_initialisation(token_map, target_size, init, piece_weights=piece_weights,
+                               output_piece_weights=output_piece_weights)
     seconds["match and plan"] = time.perf_counter() - started
 
     started = time.perf_counter()
@@ -310,7 +314,7 @@ def rebuild(checkpoint: Checkpoint, name: str, vocab_tensor: VocabTensor, plan: 
     if device is not None:
         rows = rows.to(device)
     new = plan.apply(rows[:, 0] if vector else rows, generator=generator, rows_held=needed,
-                     statistics=statistics)
+                     statistics=statistics, output_layer=vocab_tensor.is_output)
     return as_stored(new, vocab_tensor).cpu()
 
 

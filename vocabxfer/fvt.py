@@ -11,12 +11,12 @@ that are not whole UTF-8) splits into the source's byte pieces.
 """
 
 from dataclasses import dataclass
-from typing import Any, Dict, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 
 from . import families
-from .errors import VocabError
+from .errors import VocabError, VocabxferError
 from .vocab import Vocab
 
 
@@ -35,6 +35,53 @@ class Segments:
 
     def __len__(self) -> int:
         return int(self.target_ids.numel())
+
+
+# How the pieces of a token weigh in its mean: all alike; earlier pieces
+# more (n, n-1, ..., 1); later pieces more (1, 2, ..., n); or by the length
+# of each piece's text. A callable gets (position, count, length) tensors,
+# one entry per piece, and returns positive weights.
+PIECE_WEIGHTS = ("uniform", "first", "last", "length")
+PieceWeighting = Union[str, Callable[..., torch.Tensor]]
+
+
+def piece_text_length(token: str, vocab: Vocab) -> int:
+    """Characters of a piece's text, without its family's markers (bytes for
+    pieces that are not whole UTF-8); at least 1."""
+    kind, text = families.classify(token, vocab.family, vocab.continuation_prefix)
+    return max(1, len(text))
+
+
+def piece_weights(segments: "Segments", source: Vocab,
+                  weighting: PieceWeighting) -> Optional[torch.Tensor]:
+    """One weight per piece of `segments` by `weighting` (None: uniform).
+
+    Raises VocabxferError for an unknown weighting or a callable whose
+    weights are not one positive finite number per piece."""
+    if weighting == "uniform":
+        return None
+    counts = segments.offsets.diff()
+    count = torch.repeat_interleave(counts, counts)
+    position = segments.positions
+    if weighting == "first":
+        return (count - position).to(torch.float32)
+    if weighting == "last":
+        return (position + 1).to(torch.float32)
+    length = torch.tensor([piece_text_length(source.tokens[piece], source)
+                           for piece in segments.source_ids.tolist()], dtype=torch.int64)
+    if weighting == "length":
+        return length.to(torch.float32)
+    if not callable(weighting):
+        raise VocabxferError(f"piece_weights {weighting!r} is not one of "
+                             f"{', '.join(PIECE_WEIGHTS)} or a callable")
+    weights = torch.as_tensor(weighting(position=position, count=count, length=length),
+                              dtype=torch.float32)
+    if weights.shape != position.shape or not bool(
+            (torch.isfinite(weights) & (weights > 0)).all()):
+        raise VocabxferError("piece_weights: the callable must return one positive, finite "
+                             f"weight per piece ({position.numel()}), got shape "
+                             f"{tuple(weights.shape)}")
+    return weights
 
 
 def source_backend(vocab: Vocab) -> Any:

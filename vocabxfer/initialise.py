@@ -39,6 +39,10 @@ class InitPlan:
     copy_target_ids: torch.Tensor
     copy_source_ids: torch.Tensor
     segments: Optional[fvt.Segments]
+    # Weights of the FVT pieces (None: uniform) for input embeddings, and
+    # for the output layer and its biases.
+    input_weights: Optional[torch.Tensor]
+    output_weights: Optional[torch.Tensor]
     mean_ids: torch.Tensor
     sampled_ids: torch.Tensor
     counts: Dict[str, int] = field(default_factory=dict)
@@ -65,7 +69,8 @@ class InitPlan:
               device: Union[str, torch.device, None] = None,
               generator: Optional[torch.Generator] = None,
               rows_held: Optional[torch.Tensor] = None,
-              statistics: Optional["RowStatistics"] = None) -> torch.Tensor:
+              statistics: Optional["RowStatistics"] = None,
+              output_layer: bool = False) -> torch.Tensor:
         """A new (target_size, width) matrix, or a (target_size,) vector for
         a 1-D source such as an output bias, filled by the plan from
         `source_rows` (its dtype and device unless told). Sampled rules give
@@ -75,6 +80,7 @@ class InitPlan:
         holds only some rows passes their source ids (``rows_held``, sorted,
         covering ``needed_source_ids()``) and the ``statistics`` of all the
         source vocabulary's rows (``row_statistics``); the result is the same.
+        ``output_layer`` picks the output layer's piece weights.
 
         Raises VocabxferError for a source with fewer rows than the source
         vocabulary.
@@ -101,8 +107,10 @@ class InitPlan:
         transfer_rows_(target, self.copy_target_ids.to(device), source,
                        on(self.copy_source_ids))
         if self.segments is not None and len(self.segments):
+            weights = self.output_weights if output_layer else self.input_weights
             segment_mean_(target, self.segments.target_ids.to(device), source,
-                          on(self.segments.source_ids), self.segments.offsets.to(device))
+                          on(self.segments.source_ids), self.segments.offsets.to(device),
+                          None if weights is None else weights.to(device))
         if statistics is None and self.needs_statistics():
             statistics = row_statistics(chunks_of(source[:source_vocab]), self.needs_std())
         if self.mean_ids.numel():
@@ -179,7 +187,8 @@ def special_by_role(token_map: TokenMap, unmatched: List[int]):
 
 
 def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
-                        init: str = "fvt") -> InitPlan:
+                        init: str = "fvt", *, piece_weights: fvt.PieceWeighting = "uniform",
+                        output_piece_weights: Optional[fvt.PieceWeighting] = None) -> InitPlan:
     """Decide the rule of every target row.
 
     Matched tokens copy their source row. Unmatched special tokens copy the
@@ -192,8 +201,16 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
     reproduce the common recipe). Rows beyond the target vocabulary (padding
     to a multiple of 8, say) take the mean.
 
-    Raises VocabxferError for an unknown init or a target_size smaller than
-    the target vocabulary, VocabError for a source that cannot split tokens.
+    ``piece_weights`` weighs the FVT pieces of a token: ``"uniform"``,
+    ``"first"`` (earlier pieces more: n, n-1, ..., 1), ``"last"`` (later
+    pieces more), ``"length"`` (by the length of each piece's text), or a
+    callable of (position, count, length) tensors. ``output_piece_weights``
+    does the same for an untied output layer and its biases (default: as
+    ``piece_weights``).
+
+    Raises VocabxferError for an unknown init or weighting or a target_size
+    smaller than the target vocabulary, VocabError for a source that cannot
+    split tokens.
     """
     if init not in INITS:
         raise VocabxferError(f"init {init!r} is not one of {', '.join(INITS)}")
@@ -206,7 +223,7 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
         token_map, token_map.unmatched_target_ids.tolist())
     counts = {MATCHED: len(token_map), SPECIAL_ROLE: len(role_targets)}
 
-    segments = None
+    segments = input_weights = output_weights = None
     mean_ids: List[int] = []
     sampled: List[int] = []
     if init == "fvt":
@@ -214,6 +231,9 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
         counts[FVT] = len(segments)
         counts[MEAN_FALLBACK] = len(segments.unsplittable)
         mean_ids = list(segments.unsplittable)
+        input_weights = fvt.piece_weights(segments, token_map.source, piece_weights)
+        output_weights = input_weights if output_piece_weights in (None, piece_weights) else \
+            fvt.piece_weights(segments, token_map.source, output_piece_weights)
     elif init == "mean":
         mean_ids = remaining
         counts[MEAN] = len(remaining)
@@ -227,20 +247,21 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
         token_map=token_map, target_size=target_size, init=init,
         copy_target_ids=torch.cat([token_map.target_ids, as_ids(role_targets)]),
         copy_source_ids=torch.cat([token_map.source_ids, as_ids(role_sources)]),
-        segments=segments, mean_ids=as_ids(mean_ids + padding), sampled_ids=as_ids(sampled),
-        counts=counts)
+        segments=segments, input_weights=input_weights, output_weights=output_weights,
+        mean_ids=as_ids(mean_ids + padding), sampled_ids=as_ids(sampled), counts=counts)
 
 
 def transfer_embeddings(source_embeddings: Union[torch.Tensor, torch.nn.Embedding],
                         token_map: TokenMap, target_size: Optional[int] = None,
                         init: str = "fvt", *, dtype: Optional[torch.dtype] = None,
-                        device: Union[str, torch.device, None] = None,
-                        seed: int = 0) -> torch.Tensor:
+                        device: Union[str, torch.device, None] = None, seed: int = 0,
+                        piece_weights: fvt.PieceWeighting = "uniform") -> torch.Tensor:
     """The target embedding matrix: ``target_size`` rows (default: the target
     vocabulary's size), the source's width, dtype and device unless told.
     Matched rows are the source rows, copied by ``transfer_rows_``; the
     others follow ``init`` (see ``plan_initialisation``, whose plan also
-    counts the rows by rule). ``seed`` fixes the sampled rules.
+    counts the rows by rule, and for ``piece_weights``). ``seed`` fixes the
+    sampled rules.
 
     Raises VocabxferError for an unknown init, a too small target_size or a
     source matrix with fewer rows than the source vocabulary, and VocabError
@@ -249,6 +270,6 @@ def transfer_embeddings(source_embeddings: Union[torch.Tensor, torch.nn.Embeddin
     """
     weight = source_embeddings.weight if isinstance(source_embeddings, torch.nn.Embedding) \
         else source_embeddings
-    plan = plan_initialisation(token_map, target_size, init)
+    plan = plan_initialisation(token_map, target_size, init, piece_weights=piece_weights)
     return plan.apply(weight, dtype=dtype, device=device,
                       generator=torch.Generator().manual_seed(seed))

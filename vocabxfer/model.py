@@ -10,6 +10,7 @@ import torch
 from .architecture import VocabTensor, vocab_tensors
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
+from .fvt import PieceWeighting
 from .initialise import InitPlan, plan_initialisation
 from .matching import TokenMap, match_vocab
 from .readers import VocabSource
@@ -67,8 +68,8 @@ def tensor_generator(seed: int, number: int) -> torch.Generator:
 def refill(plan: InitPlan, tensor: torch.Tensor, vocab_tensor: VocabTensor,
            generator: torch.Generator) -> torch.Tensor:
     """The plan applied to one vocabulary-sized tensor, in its dtype."""
-    return as_stored(plan.apply(plan_rows(tensor, vocab_tensor), generator=generator),
-                     vocab_tensor)
+    return as_stored(plan.apply(plan_rows(tensor, vocab_tensor), generator=generator,
+                                output_layer=vocab_tensor.is_output), vocab_tensor)
 
 
 def set_tensor(model: torch.nn.Module, name: str, tensor: torch.Tensor) -> None:
@@ -111,7 +112,9 @@ def update_config(config: Any, generation_config: Any, target: Vocab, target_siz
 
 def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: VocabSource,
                    init: str = "fvt", *, mode: str = "exact", device: DeviceLike = None,
-                   seed: int = 0, pad_to_multiple_of: Optional[int] = None) -> ModelTransfer:
+                   seed: int = 0, pad_to_multiple_of: Optional[int] = None,
+                   piece_weights: PieceWeighting = "uniform",
+                   output_piece_weights: Optional[PieceWeighting] = None) -> ModelTransfer:
     """Move `model` (a transformers model, changed in place) from the source
     tokenizer's vocabulary to the target's.
 
@@ -119,7 +122,8 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
     ``architecture.vocab_tensors``: input embeddings, an untied output layer
     and its bias such as BERT's ``cls.predictions.bias``, BART's
     ``final_logits_bias``) are rebuilt by one plan (see
-    ``plan_initialisation``), in their dtype; tied weights stay tied. The
+    ``plan_initialisation``, which also explains ``piece_weights`` and
+    ``output_piece_weights``), in their dtype; tied weights stay tied. The
     embedding modules' sizes, ``config.vocab_size``, the special token ids
     and the embedding's ``padding_idx`` follow. ``device`` is where the work
     runs (the model is moved there).
@@ -146,7 +150,8 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
 
     started = time.perf_counter()
     target_size = target_size_for(token_map, pad_to_multiple_of)
-    plan = plan_initialisation(token_map, target_size, init)
+    plan = plan_initialisation(token_map, target_size, init, piece_weights=piece_weights,
+                               output_piece_weights=output_piece_weights)
     seconds["plan"] = time.perf_counter() - started
 
     started = time.perf_counter()
