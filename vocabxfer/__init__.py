@@ -14,6 +14,7 @@ from .matching import MatchReport, TokenMap, match_vocab
 from .model import ModelTransfer, transfer_model
 from .ops import has_compiled_ops, segment_mean_, transfer_rows_
 from .readers import load_vocab
+from .refine import Refinement, refine
 from .saving import save, save_tokenizer
 from .training import train_tokenizer
 from .vocab import Vocab
@@ -21,9 +22,10 @@ from .workflow import FolderTransfer, transfer_to_folder
 
 __all__ = [
     "CheckpointTransfer", "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError",
-    "ModelTransfer", "OutputError", "TokenMap", "Vocab", "VocabError", "VocabxferError", "doctor",
-    "has_compiled_ops", "load_model", "load_vocab", "match_vocab", "plan_initialisation", "save",
-    "save_tokenizer", "segment_mean_", "train_tokenizer", "transfer_checkpoint",
-    "transfer_embeddings", "transfer_model", "transfer_rows_", "transfer_to_folder"
+    "ModelTransfer", "OutputError", "Refinement", "TokenMap", "Vocab", "VocabError",
+    "VocabxferError", "doctor", "has_compiled_ops", "load_model", "load_vocab", "match_vocab",
+    "plan_initialisation", "refine", "save", "save_tokenizer", "segment_mean_", "train_tokenizer",
+    "transfer_checkpoint", "transfer_embeddings", "transfer_model", "transfer_rows_",
+    "transfer_to_folder"
 ]
 __version__ = "0.1.0"

@@ -15,11 +15,13 @@ from .atomic import check_apart, check_output_folder
 from .checkpoint import has_safetensors, transfer_checkpoint
 from .devices import DeviceLike, resolve_device
 from .errors import VocabxferError
+from .fvt import PieceWeighting
 from .initialise import InitPlan
 from .loading import load_config, load_model, model_location
 from .matching import TokenMap
 from .model import transfer_model
 from .readers import VocabSource, load_vocab
+from .refine import Refinement, refine
 from .saving import save, save_tokenizer
 from .training import check_corpus, corpus_paths, train_tokenizer
 
@@ -39,6 +41,7 @@ class FolderTransfer:
     seconds: Dict[str, float] = field(default_factory=dict)
     trained_tokenizer: Optional[str] = None
     weight_files: Optional[str] = None  # None when the model was loaded whole
+    refinement: Optional[Refinement] = None
 
     def __str__(self) -> str:
         lines = []
@@ -49,6 +52,8 @@ class FolderTransfer:
                   "vocabulary-sized tensors refilled: " + ", ".join(self.tensors)]
         if self.weight_files:
             lines.append(f"streamed the checkpoint; weight files: {self.weight_files}")
+        if self.refinement:
+            lines.append(str(self.refinement))
         lines += ["timings: " + ", ".join(f"{step} {seconds:.2f} s"
                                           for step, seconds in self.seconds.items()),
                   f"wrote {self.path}"]
@@ -88,9 +93,12 @@ class Steps:
 def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        tokenizer: Optional[VocabSource] = None,
                        corpus: Optional[Sequence[PathLike]] = None, init: str = "fvt",
-                       mode: str = "exact", device: DeviceLike = None, seed: int = 0,
-                       vocab_size: int = 30000, min_frequency: int = 2,
-                       tokenizer_model: str = "wordpiece", overwrite: bool = False,
+                       mode: str = "exact", piece_weights: PieceWeighting = "uniform",
+                       output_piece_weights: Optional[PieceWeighting] = None,
+                       device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
+                       min_frequency: int = 2, tokenizer_model: str = "wordpiece",
+                       refine_steps: int = 0, refine_corpus: Optional[Sequence[PathLike]] = None,
+                       refine_plot: Optional[PathLike] = None, overwrite: bool = False,
                        link: bool = False, overwrite_flag: str = "overwrite=True",
                        show_progress: bool = True) -> FolderTransfer:
     """Move the model in folder (or hub id) `model` to a new vocabulary and
@@ -102,9 +110,12 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     ``transfer_checkpoint``: only the vocabulary-sized tensors are loaded,
     ``link`` hard-links the shards that do not change); anything else (a hub
     id, pickle weights read with ``torch.load(weights_only=True)``) is
-    loaded whole, moved by ``transfer_model`` and saved.
-    ``overwrite_flag`` is how messages name the switch that allows replacing
-    a non-empty folder (the command line's ``--force``).
+    loaded whole, moved by ``transfer_model`` and saved. With
+    ``refine_steps`` the model is loaded whole and refined (see ``refine``)
+    on `refine_corpus` (default: `corpus`) before it is saved; ``refine_plot``
+    writes the loss curve. ``overwrite_flag`` is how messages name the
+    switch that allows replacing a non-empty folder (the command line's
+    ``--force``).
 
     Raises VocabxferError (or one of its kinds) for bad input, OSError for
     files, FileExistsError for an output folder that exists.
@@ -117,43 +128,58 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     model_folder = Path(location) if Path(location).is_dir() else None
     check_apart(model_folder, out_path)
     load_config(location)
-    target = None
-    if tokenizer is not None:
-        target = load_vocab(tokenizer)
-    else:
-        paths = corpus_paths(corpus)
-        check_corpus(paths)
+    target = load_vocab(tokenizer) if tokenizer is not None else None
+    if corpus is not None:
+        check_corpus(corpus_paths(corpus))
+    refine_texts = refine_corpus if refine_corpus is not None else corpus
+    if refine_steps:
+        if refine_texts is None:
+            raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
+                                 "a corpus")
+        check_corpus(corpus_paths(refine_texts))
 
-    streaming = model_folder is not None and has_safetensors(model_folder)
-    steps = Steps(total=(1 if streaming else 3) + (corpus is not None), show=show_progress)
-    trained = None
+    streaming = model_folder is not None and has_safetensors(model_folder) and not refine_steps
+    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + bool(refine_steps),
+                  show=show_progress)
+    plan_options = dict(init=init, mode=mode, seed=seed, piece_weights=piece_weights,
+                        output_piece_weights=output_piece_weights, device=resolved_device)
+    trained = refinement = None
     try:
         if target is None:
             with steps.step("train tokenizer"):
-                target = train_tokenizer(paths, vocab_size, min_frequency, model=tokenizer_model,
-                                         like=location, show_progress=False)
+                target = train_tokenizer(corpus, vocab_size, min_frequency,
+                                         model=tokenizer_model, like=location,
+                                         show_progress=False)
                 trained = target.name_or_path
         if streaming:
             with steps.step("stream the checkpoint"):
-                streamed = transfer_checkpoint(
-                    model_folder, target, out_path, init=init, mode=mode,
-                    device=resolved_device, seed=seed, overwrite=overwrite, link=link,
-                    overwrite_flag=overwrite_flag)
+                streamed = transfer_checkpoint(model_folder, target, out_path,
+                                               overwrite=overwrite, link=link,
+                                               overwrite_flag=overwrite_flag, **plan_options)
             return FolderTransfer(path=streamed.path, token_map=streamed.token_map,
                                   plan=streamed.plan, tensors=streamed.tensors,
                                   seconds=steps.seconds, trained_tokenizer=trained,
                                   weight_files=streamed.weight_files())
         with steps.step("load model"):
             loaded = load_model(location, resolved_device)
+            teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
+                if refine_steps else None
         with steps.step("match and initialise"):
-            result = transfer_model(loaded, location, target, init=init, mode=mode,
-                                    device=resolved_device, seed=seed)
+            result = transfer_model(loaded, location, target, **plan_options)
+        if refine_steps:
+            with steps.step("refine"):
+                refinement = refine(loaded, teacher_rows, location, target,
+                                    [Path(file) for file in refine_texts], steps=refine_steps,
+                                    mode=mode, device=resolved_device, seed=seed,
+                                    show_progress=show_progress, plot=refine_plot)
+                del teacher_rows
         with steps.step("save"):
             path = save(result.model, target, out_path, overwrite=overwrite)
     finally:
         steps.close()
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
-                          tensors=result.tensors, seconds=steps.seconds, trained_tokenizer=trained)
+                          tensors=result.tensors, seconds=steps.seconds,
+                          trained_tokenizer=trained, refinement=refinement)
 
 
 def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,

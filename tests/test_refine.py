@@ -1,0 +1,147 @@
+"""refine: embedding-only distillation on tiny models built here. Copied rows
+stay bit-exact, new rows move and the loss falls, a tied output layer
+follows, runs repeat with a seed, and every bad input is refused before any
+weight changes."""
+
+import copy
+
+import pytest
+import torch
+
+from vocabxfer import (CorpusError, ModelError, VocabxferError, load_vocab, refine,
+                       transfer_model)
+from vocabxfer.cli import main
+from vocabxfer.refine import trainable_rows, word_pooling
+
+from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
+
+SOURCE = BERT_SPECIALS + ["the", "cat", "##s", "sat", "on", "mat", "dog", "##ing", "run", "a",
+                          "and", "red", "was", "are", "##n"]
+TARGET = BERT_SPECIALS + ["the", "cats", "sat", "on", "mat", "dogs", "running", "a", "and",
+                          "red", "was", "are", "jumping", "sitting", "log"]
+TEXTS = [line for line in CORPUS if line.isascii()]
+
+
+@pytest.fixture
+def pair():
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    student = copy.deepcopy(teacher)
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    transfer_model(student, source, target)
+    return teacher, student, source, target
+
+
+def test_new_rows_learn_and_copied_rows_stay_bit_exact(pair):
+    teacher, student, source, target = pair
+    before = student.get_input_embeddings().weight.detach().clone()
+    teacher_before = copy.deepcopy(teacher.state_dict())
+    student_before = copy.deepcopy(student.state_dict())
+    result = refine(student, teacher, source, target, TEXTS, steps=40, lr=1e-2, batch_size=8,
+                    show_progress=False)
+    after = student.get_input_embeddings().weight.detach()
+    new = trainable_rows(load_vocab(source), load_vocab(target), "exact", "new")
+    copied = torch.ones(len(TARGET), dtype=torch.bool)
+    copied[new] = False
+    assert new.tolist() == [TARGET.index(token) for token in
+                            ("cats", "dogs", "running", "jumping", "sitting", "log")]
+    assert torch.equal(after[copied], before[copied])
+    assert not torch.equal(after[new], before[new])
+    assert result.trained_rows == len(new) and len(result.losses) == 40
+    assert sum(result.losses[-5:]) < sum(result.losses[:5])
+    # The teacher is only read; the student's body is unchanged.
+    for name, tensor in teacher.state_dict().items():
+        assert torch.equal(tensor, teacher_before[name]), name
+    for name, tensor in student.state_dict().items():
+        if "word_embeddings" not in name and "decoder.weight" not in name:
+            assert torch.equal(tensor, student_before[name]), name
+    assert all(parameter.requires_grad for parameter in student.parameters())
+
+
+def test_a_tied_output_layer_follows(pair):
+    teacher, student, source, target = pair
+    refine(student, teacher, source, target, TEXTS, steps=5, batch_size=8, show_progress=False)
+    assert student.get_output_embeddings().weight is student.get_input_embeddings().weight
+
+
+def test_trainable_all_moves_every_row_and_runs_repeat(pair):
+    teacher, student, source, target = pair
+    other = copy.deepcopy(student)
+    before = student.get_input_embeddings().weight.detach().clone()
+    refine(student, teacher, source, target, TEXTS, steps=5, batch_size=8, trainable="all",
+           seed=1, show_progress=False)
+    refine(other, teacher.get_input_embeddings().weight, source, target, TEXTS, steps=5,
+           batch_size=8, trainable="all", seed=1, show_progress=False)
+    after = student.get_input_embeddings().weight.detach()
+    assert (after != before).any(-1).sum() > len(TARGET) // 2
+    assert torch.equal(after, other.get_input_embeddings().weight)
+
+
+def test_word_pooling_aligns_by_character_spans():
+    from transformers import BertTokenizerFast
+
+    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece_tokenizer(SOURCE))
+    texts = ["cats sat", "the dog"]
+    encoding = tokenizer(texts, padding=True, return_offsets_mapping=True,
+                         return_special_tokens_mask=True)
+    pooling, present = word_pooling(texts, encoding, len(encoding["input_ids"][0]))
+    # [CLS] cat ##s sat [SEP]: word 0 averages cat and ##s, word 1 is sat.
+    assert pooling[0, 0].tolist() == [0, 0.5, 0.5, 0, 0]
+    assert pooling[0, 1].tolist() == [0, 0, 0, 1, 0]
+    assert present.tolist() == [[True, True], [True, True]]
+
+
+def test_plot(pair, tmp_path):
+    pytest.importorskip("matplotlib")
+    teacher, student, source, target = pair
+    result = refine(student, teacher, source, target, TEXTS, steps=3, batch_size=8,
+                    show_progress=False, plot=tmp_path / "loss.png")
+    assert result.plot == tmp_path / "loss.png" and (tmp_path / "loss.png").stat().st_size > 1000
+
+
+def other_architecture():
+    from transformers import GPT2Config, GPT2Model
+
+    return GPT2Model(GPT2Config(vocab_size=len(SOURCE), n_embd=32, n_layer=1, n_head=2))
+
+
+BAD = [
+    ("steps 0", dict(steps=0), VocabxferError, "refine: steps must be a positive int, got 0"),
+    ("lr 0", dict(lr=0), VocabxferError, "refine: lr must be a positive number, got 0"),
+    ("trainable", dict(trainable="some"), VocabxferError,
+     "refine: trainable 'some' is not one of new, all"),
+    ("empty corpus", dict(texts=[]), CorpusError,
+     r"refine: the corpus has 0 passage\(s\) with text; expected at least 8"),
+    ("short corpus", dict(texts=["the cat", " ", "a dog"]), CorpusError,
+     r"refine: the corpus has 2 passage\(s\) with text"),
+    ("different architectures", dict(teacher=other_architecture), ModelError,
+     r"refine: the student \(BertForMaskedLM\) and the teacher \(GPT2Model\) are different "
+     "architectures"),
+    ("source tokenizer does not fit", dict(source=SOURCE + ["extra1", "extra2"]), ModelError,
+     "refine: the source tokenizer .* has 22 tokens but the source embeddings have 20 rows"),
+]
+
+
+@pytest.mark.parametrize("name,change,error,message", BAD, ids=[case[0] for case in BAD])
+def test_bad_input_changes_nothing(pair, name, change, error, message):
+    teacher, student, source, target = pair
+    if "teacher" in change:
+        teacher = change.pop("teacher")()
+    if "source" in change:
+        source = wordpiece_tokenizer(change.pop("source"))
+    texts = change.pop("texts", TEXTS)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(error, match=message):
+        refine(student, teacher, source, target, texts, show_progress=False, **change)
+    for key, tensor in student.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+
+
+def test_cli_refines(tmp_path, corpus_file, capsys):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    out = tmp_path / "out"
+    assert main(["transfer", "--model", str(tmp_path / "source"), "--corpus", str(corpus_file),
+                 "--out", str(out), "--vocab-size", "120", "--refine-steps", "3",
+                 "--piece-weights", "first"]) == 0
+    printed = capsys.readouterr().out
+    assert "refined" in printed and "embedding rows for 3 steps" in printed
+    assert (out / "model.safetensors").is_file()
