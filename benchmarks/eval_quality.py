@@ -223,7 +223,7 @@ def plot(all_results, path):
         axis.set_xlabel("mean cosine to the source embedding (held-out passages)")
         axis.set_title(f"{name}: zero-shot", fontsize=10)
         for bar, r in zip(bars, plain):
-            axis.text(r["cosine"] + 0.003, bar.get_y() + bar.get_height() / 2,
+            axis.text(max(r["cosine"], 0.5) + 0.003, bar.get_y() + bar.get_height() / 2,
                       f"{r['cosine']:.3f} / {r['accuracy']:.3f}", va="center", fontsize=8)
         axis = axes[row][1]
         for start, colour in zip(dict.fromkeys(r["start"] for r in results if "steps" in r),

@@ -28,8 +28,8 @@ def source_matrix():
 class Initialised:
     """A plan and the matrix it fills from `source`."""
 
-    def __init__(self, source, token_map, init, seed=0):
-        self.plan = plan_initialisation(token_map, init=init)
+    def __init__(self, source, token_map, init, seed=0, piece_weights="uniform"):
+        self.plan = plan_initialisation(token_map, init=init, piece_weights=piece_weights)
         self.weight = self.plan.apply(source, generator=torch.Generator().manual_seed(seed))
 
 
@@ -46,6 +46,12 @@ def pieces_by_target(segments):
 
 def mean_of(matrix, tokens):
     return torch.stack([row(matrix, SOURCE, token) for token in tokens]).mean(0)
+
+
+def test_the_default_weighting_is_by_piece_length(token_map, source_matrix):
+    weight = transfer_embeddings(source_matrix, token_map)
+    cat, s_ = row(source_matrix, SOURCE, "cat"), row(source_matrix, SOURCE, "##s")
+    torch.testing.assert_close(row(weight, TARGET, "cats"), (3 * cat + s_) / 4)
 
 
 def test_fvt_rows(token_map, source_matrix):

@@ -22,7 +22,8 @@ def source_state(model):
 def test_every_vocab_sized_tensor_is_refilled(tied):
     model = tiny_bert(len(SOURCE), tied=tied)
     before = source_state(model)
-    result = transfer_model(model, wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET))
+    result = transfer_model(model, wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET),
+                            piece_weights="uniform")
     size = len(TARGET)
     embeddings = model.get_input_embeddings()
     decoder = model.get_output_embeddings()

@@ -22,7 +22,7 @@ from .architecture import VocabTensor, vocab_tensors
 from .atomic import check_apart, check_output_folder, write_folder
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
-from .fvt import PieceWeighting
+from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation, row_statistics
 from .loading import PICKLES, load_config, model_class
 from .matching import TokenMap, match_vocab
@@ -178,7 +178,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
                         *, source_tokenizer: Optional[VocabSource] = None, init: str = "fvt",
                         mode: str = "exact", device: DeviceLike = None, seed: int = 0,
                         pad_to_multiple_of: Optional[int] = None, overwrite: bool = False,
-                        link: bool = False, piece_weights: PieceWeighting = "uniform",
+                        link: bool = False, piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
                         output_piece_weights: Optional[PieceWeighting] = None,
                         overwrite_flag: str = "overwrite=True") -> CheckpointTransfer:
     """Move the checkpoint in `model_dir` (a folder with safetensors weights,

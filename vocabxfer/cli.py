@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from .errors import VocabxferError
-from .fvt import PIECE_WEIGHTS
+from .fvt import DEFAULT_PIECE_WEIGHTS, PIECE_WEIGHTS
 from .initialise import INITS
 from .matching import MODES
 from .refine import DEFAULT_STEPS
@@ -67,8 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
                           help="how unmatched tokens start (default: fvt)")
     transfer.add_argument("--match", choices=MODES, default="exact",
                           help="token matching rule (default: exact)")
-    transfer.add_argument("--piece-weights", choices=PIECE_WEIGHTS, default="uniform",
-                          help="how fvt weighs a token's pieces (default: uniform)")
+    transfer.add_argument("--piece-weights", choices=PIECE_WEIGHTS, default=DEFAULT_PIECE_WEIGHTS,
+                          help="how fvt weighs a token's pieces (default: "
+                               f"{DEFAULT_PIECE_WEIGHTS})")
     transfer.add_argument("--output-piece-weights", choices=PIECE_WEIGHTS, default=None,
                           help="the same for an untied output layer (default: as "
                                "--piece-weights)")

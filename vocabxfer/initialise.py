@@ -187,7 +187,8 @@ def special_by_role(token_map: TokenMap, unmatched: List[int]):
 
 
 def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
-                        init: str = "fvt", *, piece_weights: fvt.PieceWeighting = "uniform",
+                        init: str = "fvt", *,
+                        piece_weights: fvt.PieceWeighting = fvt.DEFAULT_PIECE_WEIGHTS,
                         output_piece_weights: Optional[fvt.PieceWeighting] = None) -> InitPlan:
     """Decide the rule of every target row.
 
@@ -203,8 +204,9 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
 
     ``piece_weights`` weighs the FVT pieces of a token: ``"uniform"``,
     ``"first"`` (earlier pieces more: n, n-1, ..., 1), ``"last"`` (later
-    pieces more), ``"length"`` (by the length of each piece's text), or a
-    callable of (position, count, length) tensors. ``output_piece_weights``
+    pieces more), ``"length"`` (by the length of each piece's text, the
+    default: the best in benchmarks/eval_quality.py), or a callable of
+    (position, count, length) tensors. ``output_piece_weights``
     does the same for an untied output layer and its biases (default: as
     ``piece_weights``).
 
@@ -255,7 +257,8 @@ def transfer_embeddings(source_embeddings: Union[torch.Tensor, torch.nn.Embeddin
                         token_map: TokenMap, target_size: Optional[int] = None,
                         init: str = "fvt", *, dtype: Optional[torch.dtype] = None,
                         device: Union[str, torch.device, None] = None, seed: int = 0,
-                        piece_weights: fvt.PieceWeighting = "uniform") -> torch.Tensor:
+                        piece_weights: fvt.PieceWeighting = fvt.DEFAULT_PIECE_WEIGHTS
+                        ) -> torch.Tensor:
     """The target embedding matrix: ``target_size`` rows (default: the target
     vocabulary's size), the source's width, dtype and device unless told.
     Matched rows are the source rows, copied by ``transfer_rows_``; the

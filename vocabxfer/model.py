@@ -10,7 +10,7 @@ import torch
 from .architecture import VocabTensor, vocab_tensors
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
-from .fvt import PieceWeighting
+from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import InitPlan, plan_initialisation
 from .matching import TokenMap, match_vocab
 from .readers import VocabSource
@@ -113,7 +113,7 @@ def update_config(config: Any, generation_config: Any, target: Vocab, target_siz
 def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: VocabSource,
                    init: str = "fvt", *, mode: str = "exact", device: DeviceLike = None,
                    seed: int = 0, pad_to_multiple_of: Optional[int] = None,
-                   piece_weights: PieceWeighting = "uniform",
+                   piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
                    output_piece_weights: Optional[PieceWeighting] = None) -> ModelTransfer:
     """Move `model` (a transformers model, changed in place) from the source
     tokenizer's vocabulary to the target's.

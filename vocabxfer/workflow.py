@@ -15,7 +15,7 @@ from .atomic import check_apart, check_output_folder
 from .checkpoint import has_safetensors, transfer_checkpoint
 from .devices import DeviceLike, resolve_device
 from .errors import VocabxferError
-from .fvt import PieceWeighting
+from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import InitPlan
 from .loading import load_config, load_model, model_location
 from .matching import TokenMap
@@ -93,7 +93,7 @@ class Steps:
 def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        tokenizer: Optional[VocabSource] = None,
                        corpus: Optional[Sequence[PathLike]] = None, init: str = "fvt",
-                       mode: str = "exact", piece_weights: PieceWeighting = "uniform",
+                       mode: str = "exact", piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
                        output_piece_weights: Optional[PieceWeighting] = None,
                        device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
                        min_frequency: int = 2, tokenizer_model: str = "wordpiece",
