@@ -208,7 +208,7 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
     default: the best in benchmarks/eval_quality.py), or a callable of
     (position, count, length) tensors. ``output_piece_weights``
     does the same for an untied output layer and its biases (default: as
-    ``piece_weights``).
+    ``piece_weights``; on a masked-LM head "length" measured best there too).
 
     Raises VocabxferError for an unknown init or weighting or a target_size
     smaller than the target vocabulary, VocabError for a source that cannot
