@@ -114,6 +114,23 @@ void check_no_overlap(const char* op, const at::Tensor& target, const at::Tensor
       "before they are read; pass source.clone() instead");
 }
 
+// What both ops check first: two float matrices and two indices on one device.
+void check_rows(const char* op, const at::Tensor& target, const at::Tensor& target_index,
+                const at::Tensor& source, const at::Tensor& source_index) {
+  check_matrix(op, "target", target);
+  check_matrix(op, "source", source);
+  check_same_device(op, "source", source, target);
+  check_index(op, "target_index", target_index, target);
+  check_index(op, "source_index", source_index, target);
+}
+
+void check_width(const char* op, const at::Tensor& target, const at::Tensor& source) {
+  TORCH_CHECK_VALUE(
+      target.size(1) == source.size(1),
+      op, ": target rows have width ", target.size(1), " but source rows have width ",
+      source.size(1), "; rows must have the same width");
+}
+
 RowPairs as_row_pairs(const at::Tensor& target_index, const at::Tensor& source_index) {
   const auto index_type = target_index.scalar_type() == source_index.scalar_type()
       ? target_index.scalar_type()
@@ -196,19 +213,12 @@ RowPairs on_host(const RowPairs& pairs) {
 RowPairs prepare_transfer_rows(const at::Tensor& target, const at::Tensor& target_index,
                                const at::Tensor& source, const at::Tensor& source_index) {
   constexpr const char* op = "transfer_rows_";
-  check_matrix(op, "target", target);
-  check_matrix(op, "source", source);
-  check_same_device(op, "source", source, target);
-  check_index(op, "target_index", target_index, target);
-  check_index(op, "source_index", source_index, target);
+  check_rows(op, target, target_index, source, source_index);
   TORCH_CHECK_VALUE(
       target_index.numel() == source_index.numel(),
       op, ": target_index has ", target_index.numel(), " entries but source_index has ",
       source_index.numel(), "; they are pairs and must have equal length");
-  TORCH_CHECK_VALUE(
-      target.size(1) == source.size(1),
-      op, ": target rows have width ", target.size(1), " but source rows have width ",
-      source.size(1), "; rows must have the same width");
+  check_width(op, target, source);
   check_target_writable(op, target);
   check_no_overlap(op, target, source);
   return as_row_pairs(target_index, source_index);
@@ -219,20 +229,13 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
                               const at::Tensor& offsets,
                               const c10::optional<at::Tensor>& weights) {
   constexpr const char* op = "segment_mean_";
-  check_matrix(op, "target", target);
-  check_matrix(op, "source", source);
-  check_same_device(op, "source", source, target);
-  check_index(op, "target_index", target_index, target);
-  check_index(op, "source_index", source_index, target);
+  check_rows(op, target, target_index, source, source_index);
   check_index(op, "offsets", offsets, target);
   TORCH_CHECK_VALUE(
       offsets.numel() == target_index.numel() + 1,
       op, ": offsets has ", offsets.numel(), " entries but target_index has ",
       target_index.numel(), "; offsets must have one entry per segment plus one");
-  TORCH_CHECK_VALUE(
-      target.size(1) == source.size(1),
-      op, ": target rows have width ", target.size(1), " but source rows have width ",
-      source.size(1), "; rows must have the same width");
+  check_width(op, target, source);
   if (weights.has_value()) {
     const auto& w = *weights;
     TORCH_CHECK_TYPE(

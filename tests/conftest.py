@@ -153,3 +153,19 @@ def save_bert_folder(folder, tokens, tied=True):
     model = tiny_bert(len(tokens), tied=tied)
     model.save_pretrained(str(folder), safe_serialization=True)
     return model, tokenizer
+
+
+# For crash tests' child programs: swaps without RENAME_EXCHANGE, and the
+# process kills itself right after the first of a swap's two renames (the
+# old folder moved aside, the new one not yet in place).
+KILL_BETWEEN_RENAMES = """
+import os, signal
+from vocabxfer import atomic
+atomic.exchange = lambda first, second: False
+_rename = os.rename
+def _rename_then_die(source, target):
+    _rename(source, target)
+    if ".old-" in str(target):
+        os.kill(os.getpid(), signal.SIGKILL)
+os.rename = _rename_then_die
+"""

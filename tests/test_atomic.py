@@ -16,6 +16,8 @@ import pytest
 from vocabxfer import atomic
 from vocabxfer.errors import OutputError
 
+from .conftest import KILL_BETWEEN_RENAMES
+
 PACKAGE = Path(atomic.__file__).parent
 FILES = {"model.bin": 3_000_000, "config.json": 200, "tokenizer.json": 50_000}
 
@@ -182,7 +184,7 @@ def test_permissions_follow_the_umask(tmp_path):
 # The child loads vocabxfer.atomic without vocabxfer/__init__ (no torch), so
 # that it starts in milliseconds, then saves versions A and B in turn.
 CHILD = """
-import os, signal, sys, types
+import sys, types
 package = types.ModuleType("vocabxfer")
 package.__path__ = [{package!r}]
 sys.modules["vocabxfer"] = package
@@ -198,12 +200,7 @@ def write_version(version):
 if {journal!r}:
     atomic.exchange = lambda first, second: False
 if {kill_between!r}:
-    rename = os.rename
-    def rename_then_die(source, target):
-        rename(source, target)
-        if ".old-" in str(target):
-            os.kill(os.getpid(), signal.SIGKILL)
-    os.rename = rename_then_die
+    exec({kill_between_renames!r})
 print("ready", flush=True)
 version = "B"
 while True:
@@ -214,7 +211,7 @@ while True:
 
 def run_child(out: Path, journal: bool, kill_between: bool = False) -> subprocess.Popen:
     code = CHILD.format(package=str(PACKAGE), files=FILES, out=str(out), journal=journal,
-                        kill_between=kill_between)
+                        kill_between=kill_between, kill_between_renames=KILL_BETWEEN_RENAMES)
     child = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     assert child.stdout.readline().strip() == "ready"
     return child

@@ -68,17 +68,11 @@ def test_failed_save_leaves_nothing_half_written(tmp_path, monkeypatch):
 # A child saves model B over model A and is killed between the two renames
 # of a swap without RENAME_EXCHANGE; the next run must complete it.
 KILLED_SAVE = """
-import os, signal, sys
+import sys
 sys.path.insert(0, {root!r})
-from tests.conftest import tiny_bert, wordpiece_tokenizer
-from vocabxfer import atomic, save
-atomic.exchange = lambda first, second: False
-rename = os.rename
-def rename_then_die(source, target):
-    rename(source, target)
-    if ".old-" in str(target):
-        os.kill(os.getpid(), signal.SIGKILL)
-os.rename = rename_then_die
+from tests.conftest import KILL_BETWEEN_RENAMES, tiny_bert, wordpiece_tokenizer
+from vocabxfer import save
+exec(KILL_BETWEEN_RENAMES)
 save(tiny_bert({size}, seed=1), wordpiece_tokenizer({tokens!r}), {out!r}, overwrite=True)
 """
 

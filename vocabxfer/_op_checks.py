@@ -92,21 +92,31 @@ def check_memory(op: str, target: torch.Tensor, source: torch.Tensor) -> None:
                          "overwritten before they are read; pass source.clone() instead")
 
 
-def check_transfer_rows_args(target, target_index, source, source_index) -> None:
-    """The checks of transfer_rows_ that need neither memory nor index values."""
-    op = "transfer_rows_"
+def _check_rows(op: str, target, target_index, source, source_index) -> None:
+    """What both ops check first: two float matrices and two indices on one
+    device."""
     _check_matrix(op, "target", target)
     _check_matrix(op, "source", source)
     _check_device(op, "source", source, target)
     _check_index(op, "target_index", target_index, target)
     _check_index(op, "source_index", source_index, target)
+
+
+def _check_width(op: str, target, source) -> None:
+    if target.shape[1] != source.shape[1]:
+        raise ValueError(f"{op}: target rows have width {target.shape[1]} but source rows "
+                         f"have width {source.shape[1]}; rows must have the same width")
+
+
+def check_transfer_rows_args(target, target_index, source, source_index) -> None:
+    """The checks of transfer_rows_ that need neither memory nor index values."""
+    op = "transfer_rows_"
+    _check_rows(op, target, target_index, source, source_index)
     if target_index.numel() != source_index.numel():
         raise ValueError(f"{op}: target_index has {target_index.numel()} entries but "
                          f"source_index has {source_index.numel()}; they are pairs and "
                          "must have equal length")
-    if target.shape[1] != source.shape[1]:
-        raise ValueError(f"{op}: target rows have width {target.shape[1]} but source rows "
-                         f"have width {source.shape[1]}; rows must have the same width")
+    _check_width(op, target, source)
     _check_target_layout(op, target)
 
 
@@ -114,19 +124,13 @@ def check_segment_mean_args(target, target_index, source, source_index, offsets,
                             weights) -> None:
     """The checks of segment_mean_ that need neither memory nor index values."""
     op = "segment_mean_"
-    _check_matrix(op, "target", target)
-    _check_matrix(op, "source", source)
-    _check_device(op, "source", source, target)
-    _check_index(op, "target_index", target_index, target)
-    _check_index(op, "source_index", source_index, target)
+    _check_rows(op, target, target_index, source, source_index)
     _check_index(op, "offsets", offsets, target)
     if offsets.numel() != target_index.numel() + 1:
         raise ValueError(f"{op}: offsets has {offsets.numel()} entries but target_index has "
                          f"{target_index.numel()}; offsets must have one entry per segment "
                          "plus one")
-    if target.shape[1] != source.shape[1]:
-        raise ValueError(f"{op}: target rows have width {target.shape[1]} but source rows "
-                         f"have width {source.shape[1]}; rows must have the same width")
+    _check_width(op, target, source)
     if weights is not None:
         if weights.dtype not in FLOAT_DTYPES:
             raise TypeError(f"{op}: weights must be a floating tensor, got "

@@ -26,7 +26,7 @@ from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation, row_statistics
 from .loading import PICKLES, load_config, model_class
 from .matching import TokenMap, match_vocab
-from .model import as_stored, target_size_for, tensor_generator, update_config
+from .model import as_stored, check_fits, target_size_for, tensor_generator, update_config
 from .readers import VocabSource
 from .saving import as_transformers_tokenizer
 
@@ -229,11 +229,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
 
     token_map = match_vocab(source_tokenizer if source_tokenizer is not None else folder,
                             target_tokenizer, mode=mode)
-    if len(token_map.source) > source_rows:
-        raise ModelError(
-            f"the source tokenizer {token_map.source.name} has {len(token_map.source):,} tokens "
-            f"but the model's input embeddings have {source_rows:,} rows; is it this model's "
-            "tokenizer?")
+    check_fits(token_map, source_rows)
     target_size = target_size_for(token_map, pad_to_multiple_of)
     plan = plan_initialisation(token_map, target_size, init, piece_weights=piece_weights,
                                output_piece_weights=output_piece_weights)

@@ -82,13 +82,6 @@ def check_corpus(paths: Sequence[Path]) -> None:
                           "passage per line")
 
 
-def read_lines(files: CorpusFiles) -> List[str]:
-    """Every passage of the corpus, in memory (for small corpora and tests)."""
-    paths = corpus_paths(files)
-    check_corpus(paths)
-    return list(iter_passages(paths))
-
-
 class Reservoir:
     """Passes passages through and keeps a uniform sample of them (for the
     [UNK] rate), and counts them."""
