@@ -8,10 +8,10 @@ import copy
 import pytest
 import torch
 
-from vocabxfer import (CorpusError, ModelError, VocabxferError, load_vocab, refine,
+from vocabxfer import (CorpusError, ModelError, Refinement, VocabxferError, load_vocab, refine,
                        transfer_model)
 from vocabxfer.cli import main
-from vocabxfer.refine import trainable_rows, word_pooling
+from vocabxfer.refine import read_texts, trainable_rows, word_pooling
 
 from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
 
@@ -88,6 +88,25 @@ def test_word_pooling_aligns_by_character_spans():
     assert pooling[0, 0].tolist() == [0, 0.5, 0.5, 0, 0]
     assert pooling[0, 1].tolist() == [0, 0, 0, 1, 0]
     assert present.tolist() == [[True, True], [True, True]]
+
+
+def test_texts_are_passages_or_files(tmp_path):
+    first, second = tmp_path / "a.txt", tmp_path / "b.txt"
+    first.write_text("one passage\n\ntwo passage\n", encoding="utf-8")
+    second.write_text("three passage\n", encoding="utf-8")
+    lines = ["one passage", "two passage", "three passage"]
+    assert read_texts(["the cat", " ", "a dog"]) == ["the cat", "a dog"]
+    assert read_texts(str(first)) == lines[:2]
+    assert read_texts([first, second]) == lines
+    # File names given as strings are read, not trained on as passages.
+    assert read_texts([str(first), str(second)]) == lines
+    assert read_texts([str(first), "a passage"]) == [str(first), "a passage"]
+
+
+def test_summary_compares_the_two_ends_of_a_short_run():
+    run = Refinement(steps=4, trained_rows=3, losses=[0.8, 0.6, 0.4, 0.2])
+    assert "loss 0.7000 -> 0.3000" in str(run)
+    assert "loss 0.5000 -> 0.5000" in str(Refinement(steps=1, trained_rows=3, losses=[0.5]))
 
 
 def test_plot(pair, tmp_path):

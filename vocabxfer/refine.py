@@ -64,8 +64,11 @@ class Refinement:
     plot: Optional[Path] = None
 
     def __str__(self) -> str:
-        first = sum(self.losses[:10]) / max(1, len(self.losses[:10]))
-        last = sum(self.losses[-10:]) / max(1, len(self.losses[-10:]))
+        # Means over up to 10 steps at each end, never overlapping, so that
+        # a short run still shows where it started and ended.
+        window = max(1, min(10, len(self.losses) // 2))
+        first = sum(self.losses[:window]) / max(1, len(self.losses[:window]))
+        last = sum(self.losses[-window:]) / max(1, len(self.losses[-window:]))
         text = (f"refined {self.trained_rows:,} embedding rows for {self.steps} steps in "
                 f"{self.seconds:.0f} s; word-alignment loss {first:.4f} -> {last:.4f}")
         return text + (f"; loss curve in {self.plot}" if self.plot else "")
@@ -73,9 +76,12 @@ class Refinement:
 
 def read_texts(texts: Texts) -> List[str]:
     """Passages: a list of strings as they are (blank ones left out), or the
-    lines of text files (one path, or a list of Path objects)."""
+    lines of text files (one path, or a list of paths). A list of strings
+    that all name existing files is read as files: passages that are file
+    names are implausible, and training on the names would fail silently."""
     if isinstance(texts, (str, os.PathLike)) or (
-            texts and all(isinstance(text, os.PathLike) for text in texts)):
+            texts and all(isinstance(text, os.PathLike) or
+                          (isinstance(text, str) and os.path.isfile(text)) for text in texts)):
         return list(iter_passages(corpus_paths(texts)))
     if not all(isinstance(text, str) for text in texts):
         raise CorpusError("refine: texts must be passages (strings) or paths to text files")
