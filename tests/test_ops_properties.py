@@ -41,17 +41,24 @@ def laid_out(values, layout, device):
     return values.to(device)
 
 
+def draw_common(draw) -> dict:
+    """What both ops' cases draw alike: device, dtypes, index dtype and the
+    source's layout."""
+    return dict(
+        device=draw(st.sampled_from(DEVICES)),
+        source_dtype=draw(st.sampled_from(FLOAT_DTYPES)),
+        target_dtype=draw(st.sampled_from(FLOAT_DTYPES)),
+        index_dtype=draw(st.sampled_from([torch.int32, torch.int64])),
+        source_layout=draw(st.sampled_from(LAYOUTS)))
+
+
 @st.composite
 def transfer_cases(draw):
     source_rows = draw(st.integers(1, 40))
     target_rows = draw(st.integers(1, 40))
     pairs = draw(st.integers(0, target_rows))
     return dict(
-        device=draw(st.sampled_from(DEVICES)),
-        source_dtype=draw(st.sampled_from(FLOAT_DTYPES)),
-        target_dtype=draw(st.sampled_from(FLOAT_DTYPES)),
-        index_dtype=draw(st.sampled_from([torch.int32, torch.int64])),
-        source_layout=draw(st.sampled_from(LAYOUTS)),
+        **draw_common(draw),
         target_layout=draw(st.sampled_from(LAYOUTS)),
         source_rows=source_rows, target_rows=target_rows, pairs=pairs,
         width=draw(st.integers(0, 70)), seed=draw(st.integers(0, 2 ** 31)))
@@ -86,11 +93,7 @@ TOLERANCE = {torch.float64: 1e-12, torch.float32: 1e-5, torch.float16: 2e-3,
 def segment_cases(draw):
     segments = draw(st.integers(0, 20))
     return dict(
-        device=draw(st.sampled_from(DEVICES)),
-        source_dtype=draw(st.sampled_from(FLOAT_DTYPES)),
-        target_dtype=draw(st.sampled_from(FLOAT_DTYPES)),
-        index_dtype=draw(st.sampled_from([torch.int32, torch.int64])),
-        source_layout=draw(st.sampled_from(LAYOUTS)),
+        **draw_common(draw),
         lengths=draw(st.lists(st.integers(1, 6), min_size=segments, max_size=segments)),
         weighted=draw(st.booleans()),
         weight_scale=draw(st.sampled_from([1e-30, 1.0, 1e30])),
