@@ -69,15 +69,15 @@ def source_tokenizer(data: Path, vocab_size: int):
                                    eos_token="<|end_of_text|>")
 
 
-def build_inputs(work: Path, data: Path, shape: str) -> None:
+def build_inputs(work: Path, data: Path, shape: str, layers: int, tag: str) -> None:
     """The checkpoint folder (sharded bf16 safetensors + the source
     tokenizer) and the target tokenizer, unless already there."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
     import vocabxfer
 
-    vocab, width, intermediate, layers, heads, kv_heads, target_size = SHAPES[shape]
-    model_dir, target_dir = work / f"llama-{shape}", work / f"target-{shape}"
+    vocab, width, intermediate, _, heads, kv_heads, target_size = SHAPES[shape]
+    model_dir, target_dir = work / f"llama-{tag}", work / f"target-{tag}"
     if (model_dir / "model.safetensors.index.json").is_file() and target_dir.is_dir():
         return
     subprocess.run(["rm", "-rf", str(model_dir), str(target_dir)], check=True)
@@ -220,6 +220,9 @@ def main(argv=None):
                         "vocabxfer-bench-checkpoint",
                         help="where the inputs are built once and outputs written")
     parser.add_argument("--repeats", type=int, default=3, help="rounds of the three ways (3)")
+    parser.add_argument("--layers", type=int, default=None,
+                        help="transformer layers (default 2); more show how each way's "
+                        "memory grows with the model")
     parser.add_argument("--child", help=argparse_hidden())
     parser.add_argument("--model-dir", type=Path, help=argparse_hidden())
     parser.add_argument("--target-dir", type=Path, help=argparse_hidden())
@@ -234,9 +237,11 @@ def main(argv=None):
         raise SystemExit("--device cuda: no CUDA device is available")
     data = common.require_data(args.data)
     shape = "quick" if args.quick else "full"
+    layers = args.layers or SHAPES[shape][3]
+    tag = shape if layers == SHAPES[shape][3] else f"{shape}-{layers}layers"
     args.work.mkdir(parents=True, exist_ok=True)
-    build_inputs(args.work, data, shape)
-    model_dir, target_dir = args.work / f"llama-{shape}", args.work / f"target-{shape}"
+    build_inputs(args.work, data, shape, layers, tag)
+    model_dir, target_dir = args.work / f"llama-{tag}", args.work / f"target-{tag}"
     from vocabxfer.checkpoint import open_checkpoint
 
     checkpoint = open_checkpoint(model_dir)
@@ -248,7 +253,7 @@ def main(argv=None):
     # Ways take turns, round after round, each starting with the disk quiet
     # (dirty pages of the previous way written out) and the input files in
     # the page cache, as a second run on a server would find them.
-    outs = {method: args.work / f"out-{shape}-{method.replace(' ', '-')}" for method in METHODS}
+    outs = {method: args.work / f"out-{tag}-{method.replace(' ', '-')}" for method in METHODS}
     samples = {method: [] for method in METHODS}
     for _ in range(args.repeats):
         for method in METHODS:
@@ -282,10 +287,12 @@ def main(argv=None):
         ("streamed peak at most 1.5 x the vocabulary-sized tensors + 700 MB",
          streamed["peak_gb"] <= bound, f"{streamed['peak_gb']:.2f} GB against {bound:.2f} GB"),
     ]
-    vocab, width, _, layers, _, _, target_size = SHAPES[shape]
+    vocab, width, _, _, _, _, target_size = SHAPES[shape]
     title = (f"Llama-shaped checkpoint, {vocab:,} x {width:,} bf16 untied, {layers} layers "
              f"({total_bytes / 1e9:.1f} GB) -> {target_size:,}-token BPE, on {args.device}")
     device_name = args.device.split(":")[0]
+    if layers != SHAPES[shape][3]:
+        device_name += f"_{layers}layers"
     out_dir = args.out or common.RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     plot(rows, out_dir / f"checkpoint_{device_name}.png", title)
