@@ -188,7 +188,7 @@ def refined(corpus, teacher, model_dir, best, seed, quick):
     runs = [("fvt, " + best, dict(init="fvt", piece_weights=best),
              (20, 50) if quick else (100, 300, DEFAULT_STEPS, 1000))]
     if not quick:
-        runs += [("fvt, uniform", dict(init="fvt"), (100, 300)),
+        runs += [("fvt, uniform", dict(init="fvt", piece_weights="uniform"), (100, 300)),
                  ("exact + mean", dict(init="mean"), (100, 300))]
     results = []
     for label, options, step_counts in runs:
