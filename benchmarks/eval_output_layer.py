@@ -18,7 +18,6 @@ Writes benchmarks/results/output_layer.md and output_layer.json.
 import copy
 import random
 import sys
-import tempfile
 import time
 from pathlib import Path
 
@@ -28,7 +27,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import corpora  # noqa: E402
-from eval_quality import HELD_OUT, VALIDATION, WEIGHTINGS  # noqa: E402
+from eval_quality import HELD_OUT, WEIGHTINGS, split, train_target  # noqa: E402
 
 import vocabxfer  # noqa: E402
 from vocabxfer import demo  # noqa: E402
@@ -120,17 +119,9 @@ def main(argv=None):
         raise SystemExit(f"skipped: {error}")
     from transformers import AutoTokenizer
 
-    passages = corpora.python_docs_passages()
-    random.Random(args.seed).shuffle(passages)
-    held_out_count = 200 if args.quick else HELD_OUT
-    held_out = passages[:held_out_count]
-    validation = passages[held_out_count:held_out_count + VALIDATION]
-    training = passages[held_out_count + VALIDATION:]
-    with tempfile.TemporaryDirectory() as scratch:
-        corpus_file = Path(scratch) / "train.txt"
-        corpus_file.write_text("\n".join(training) + "\n", encoding="utf-8")
-        target = vocabxfer.train_tokenizer(corpus_file, 8000, like=model_dir,
-                                           show_progress=False)
+    held_out, validation, training = split(corpora.python_docs_passages(), args.seed,
+                                           200 if args.quick else HELD_OUT)
+    target = train_target(training, model_dir, 8000)
     source_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
 
     started = time.perf_counter()

@@ -105,6 +105,24 @@ def bootstrap_difference(first, second, resamples=2000, seed=0):
         float(means[int(0.975 * resamples)])
 
 
+def split(passages, seed, held_out):
+    """(held-out, validation, training) passages, shuffled with `seed`: every
+    evaluation script splits a corpus this one way."""
+    passages = list(passages)
+    random.Random(seed).shuffle(passages)
+    return (passages[:held_out], passages[held_out:held_out + VALIDATION],
+            passages[held_out + VALIDATION:])
+
+
+def train_target(training, model_dir, vocab_size):
+    """The target tokenizer, trained like the source's on the training passages."""
+    with tempfile.TemporaryDirectory() as scratch:
+        corpus_file = Path(scratch) / "train.txt"
+        corpus_file.write_text("\n".join(training) + "\n", encoding="utf-8")
+        return vocabxfer.train_tokenizer(corpus_file, vocab_size, like=model_dir,
+                                         show_progress=False)
+
+
 class Corpus:
     """One corpus, split once: held-out, validation and training passages,
     the target tokenizer trained on the training passages, and the source
@@ -113,15 +131,8 @@ class Corpus:
     def __init__(self, name, passages, model_dir, teacher, source_tokenizer, vocab_size, seed,
                  held_out):
         self.name = name
-        random.Random(seed).shuffle(passages)
-        self.held_out = passages[:held_out]
-        self.validation = passages[held_out:held_out + VALIDATION]
-        self.training = passages[held_out + VALIDATION:]
-        with tempfile.TemporaryDirectory() as scratch:
-            corpus_file = Path(scratch) / "train.txt"
-            corpus_file.write_text("\n".join(self.training) + "\n", encoding="utf-8")
-            self.target = vocabxfer.train_tokenizer(corpus_file, vocab_size, like=model_dir,
-                                                    show_progress=False)
+        self.held_out, self.validation, self.training = split(passages, seed, held_out)
+        self.target = train_target(self.training, model_dir, vocab_size)
         self.reference = embed(teacher, source_tokenizer, self.held_out)
         self.validation_reference = embed(teacher, source_tokenizer, self.validation)
         print(f"{name}: {len(passages):,} passages: {len(self.training):,} train the tokenizer "
