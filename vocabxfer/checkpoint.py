@@ -229,7 +229,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
 
     token_map = match_vocab(source_tokenizer if source_tokenizer is not None else folder,
                             target_tokenizer, mode=mode)
-    check_fits(token_map, source_rows)
+    check_fits(token_map.source, source_rows)
     target_size = target_size_for(token_map, pad_to_multiple_of)
     plan = plan_initialisation(token_map, target_size, init, piece_weights=piece_weights,
                                output_piece_weights=output_piece_weights)

@@ -42,13 +42,14 @@ class ModelTransfer:
         return "\n".join(lines)
 
 
-def check_fits(token_map: TokenMap, source_rows: int) -> None:
-    """The source tokenizer must be the model's: no more tokens than rows."""
-    if len(token_map.source) > source_rows:
+def check_fits(vocab: Vocab, rows: int, *, which: str = "source",
+               embeddings: str = "the model's input embeddings", op: str = "") -> None:
+    """A tokenizer must be its model's: no more tokens than embedding rows.
+    `op` prefixes the message with the caller's name (``"refine: "``)."""
+    if len(vocab) > rows:
         raise ModelError(
-            f"the source tokenizer {token_map.source.name} has {len(token_map.source):,} tokens "
-            f"but the model's input embeddings have {source_rows:,} rows; is it this model's "
-            "tokenizer?")
+            f"{op}the {which} tokenizer {vocab.name} has {len(vocab):,} tokens but {embeddings} "
+            f"have {rows:,} rows; is it this model's tokenizer?")
 
 
 def target_size_for(token_map: TokenMap, pad_to_multiple_of: Optional[int]) -> int:
@@ -150,7 +151,7 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
     embeddings = model.get_input_embeddings()
     source_rows = embeddings.weight.shape[0]
     token_map = match_vocab(source_tokenizer, target_tokenizer, mode=mode)
-    check_fits(token_map, source_rows)
+    check_fits(token_map.source, source_rows)
     seconds["match"] = time.perf_counter() - started
 
     started = time.perf_counter()

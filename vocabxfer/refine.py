@@ -31,6 +31,7 @@ from .devices import DeviceLike, resolve_device
 from .errors import CorpusError, ModelError, VocabxferError
 from .initialise import special_by_role
 from .matching import match_vocab
+from .model import check_fits
 from .readers import VocabSource, load_vocab
 from .saving import as_transformers_tokenizer
 from .training import corpus_paths, iter_passages
@@ -145,13 +146,6 @@ def word_pooling(texts: List[str], encoding: Any, tokens: int) -> Tuple[torch.Te
     return pooling / counts.clamp(min=1), counts[..., 0] > 0
 
 
-def check_fits(vocab: Any, rows: int, which: str) -> None:
-    if len(vocab) > rows:
-        raise ModelError(f"refine: the {which} tokenizer {vocab.name} has {len(vocab):,} tokens "
-                         f"but the {which} embeddings have {rows:,} rows; is it that model's "
-                         "tokenizer?")
-
-
 def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
            target_tokenizer: VocabSource, texts: Texts, *, steps: int = DEFAULT_STEPS,
            lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
@@ -203,8 +197,10 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     teacher_rows = teacher_embeddings(source_model, model)
     embedding = model.get_input_embeddings()
     source_vocab, target_vocab = load_vocab(source_tokenizer), load_vocab(target_tokenizer)
-    check_fits(source_vocab, teacher_rows.shape[0], "source")
-    check_fits(target_vocab, embedding.weight.shape[0], "target")
+    check_fits(source_vocab, teacher_rows.shape[0], embeddings="the source embeddings",
+               op="refine: ")
+    check_fits(target_vocab, embedding.weight.shape[0], which="target",
+               embeddings="the target embeddings", op="refine: ")
     if teacher_rows.shape[1] != embedding.weight.shape[1]:
         raise ModelError(f"refine: the teacher's embeddings are {teacher_rows.shape[1]} wide but "
                          f"the student's {embedding.weight.shape[1]}; expected the same model")
