@@ -11,7 +11,8 @@ import torch
 from vocabxfer import (CorpusError, ModelError, Refinement, VocabxferError, load_vocab, refine,
                        transfer_model)
 from vocabxfer.cli import main
-from vocabxfer.refine import read_texts, trainable_rows, word_pooling
+from vocabxfer.refine import TrainedTokenSampler, read_texts, trainable_rows, word_pooling
+from vocabxfer.saving import as_transformers_tokenizer
 
 from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
 
@@ -90,6 +91,41 @@ def test_word_pooling_aligns_by_character_spans():
     assert present.tolist() == [[True, True], [True, True]]
 
 
+def sampler_for(texts, max_length=32, pool_size=1000):
+    source = load_vocab(wordpiece_tokenizer(SOURCE))
+    target = load_vocab(wordpiece_tokenizer(TARGET))
+    return TrainedTokenSampler(texts, as_transformers_tokenizer(target),
+                               trainable_rows(source, target, "exact", "new"), len(TARGET),
+                               max_length, pool_size=pool_size, seed=0)
+
+
+def test_passages_are_drawn_by_how_many_trained_tokens_they_hold():
+    # Trained rows: cats, dogs, running, jumping, sitting, log; "cat" and
+    # "dog" are [UNK] to the target, a copied row.
+    sampler = sampler_for(TEXTS[:6])
+    assert sampler.passages == ["the dog sat on the log", "running and jumping and sitting",
+                                "dogs and cats are running"]
+    assert sampler.weights.tolist() == [1, 3, 3]
+    assert sorted(sampler.draw(10)) == sorted(sampler.passages)  # no repeats in a batch
+    draws = [passage for _ in range(700) for passage in sampler.draw(1)]
+    assert 50 < draws.count("the dog sat on the log") < 150  # 100 expected
+    again = sampler_for(TEXTS[:6])
+    again.draw(10)
+    assert draws == [passage for _ in range(700) for passage in again.draw(1)]  # seeded
+
+
+def test_only_the_first_max_length_tokens_count():
+    # [CLS] the [UNK] [SEP]: the log is cut off; [CLS] running and [SEP].
+    sampler = sampler_for(TEXTS[:6], max_length=4)
+    assert sampler.passages == ["running and jumping and sitting", "dogs and cats are running"]
+    assert sampler.weights.tolist() == [1, 1]
+
+
+def test_a_large_corpus_is_sampled_from_a_pool():
+    sampler = sampler_for(TEXTS, pool_size=12)
+    assert 0 < len(sampler.passages) <= 12 and set(sampler.passages) <= set(TEXTS)
+
+
 def test_texts_are_passages_or_files(tmp_path):
     first, second = tmp_path / "a.txt", tmp_path / "b.txt"
     first.write_text("one passage\n\ntwo passage\n", encoding="utf-8")
@@ -132,6 +168,9 @@ BAD = [
      r"refine: the corpus has 0 passage\(s\) with text; expected at least 8"),
     ("short corpus", dict(texts=["the cat", " ", "a dog"]), CorpusError,
      r"refine: the corpus has 2 passage\(s\) with text"),
+    ("no passage holds a trained token", dict(texts=["the mat was red", "a mat and a cat"] * 4),
+     CorpusError, "refine: none of the 8 passages read has a token whose row is being refined "
+     r"\(within its first 32 tokens\)"),
     ("different architectures", dict(teacher=other_architecture), ModelError,
      r"refine: the student \(BertForMaskedLM\) and the teacher \(GPT2Model\) are different "
      "architectures"),
