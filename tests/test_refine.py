@@ -94,9 +94,10 @@ def test_word_pooling_aligns_by_character_spans():
 def sampler_for(texts, max_length=32, pool_size=1000):
     source = load_vocab(wordpiece_tokenizer(SOURCE))
     target = load_vocab(wordpiece_tokenizer(TARGET))
-    return TrainedTokenSampler(texts, as_transformers_tokenizer(target),
-                               trainable_rows(source, target, "exact", "new"), len(TARGET),
-                               max_length, pool_size=pool_size, seed=0)
+    is_trained = torch.zeros(len(TARGET), dtype=torch.bool)
+    is_trained[trainable_rows(source, target, "exact", "new")] = True
+    return TrainedTokenSampler(texts, as_transformers_tokenizer(target), is_trained, max_length,
+                               pool_size=pool_size, seed=0)
 
 
 def test_passages_are_drawn_by_how_many_trained_tokens_they_hold():

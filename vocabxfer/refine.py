@@ -167,14 +167,12 @@ class TrainedTokenSampler:
     Only a random pool of at most `pool_size` passages is tokenised up
     front, so that a huge corpus costs no more than the run can read."""
 
-    def __init__(self, passages: List[str], tokenizer: Any, trained_ids: torch.Tensor,
-                 vocab_size: int, max_length: int, pool_size: int, seed: int):
+    def __init__(self, passages: List[str], tokenizer: Any, is_trained: torch.Tensor,
+                 max_length: int, pool_size: int, seed: int):
         self.generator = torch.Generator().manual_seed(seed)
         if len(passages) > pool_size:
             chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
             passages = [passages[i] for i in sorted(chosen.tolist())]
-        is_trained = torch.zeros(vocab_size, dtype=torch.float32)
-        is_trained[trained_ids.cpu()] = 1.0
         counts = torch.zeros(len(passages))
         for start in range(0, len(passages), 4096):  # bounded memory for a large pool
             ids = tokenizer(passages[start:start + 4096], truncation=True,
@@ -183,7 +181,7 @@ class TrainedTokenSampler:
             flat = torch.tensor([i for row in ids for i in row], dtype=torch.int64)
             owner = torch.repeat_interleave(torch.arange(len(ids)), lengths)
             counts[start:start + len(ids)] = torch.zeros(len(ids)).index_add_(
-                0, owner, is_trained[flat])
+                0, owner, is_trained[flat].float())
         keep = counts.nonzero().squeeze(1)
         if not keep.numel():
             raise CorpusError(f"refine: none of the {len(passages):,} passages read has a token "
@@ -265,15 +263,20 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                              "is left to refine; pass trainable='all' to refine them all")
     source_wrapped = as_transformers_tokenizer(source_vocab)
     target_wrapped = as_transformers_tokenizer(target_vocab)
-    sampler = TrainedTokenSampler(passages, target_wrapped, trained_ids, len(target_vocab),
-                                  max_length, pool_size=max(POOL_PER_DRAW * steps * batch_size,
-                                                            MIN_POOL), seed=seed)
+    # Which token ids are trained rows: the sampler counts them per passage,
+    # the loss weighs the words that hold them.
+    is_trained = torch.zeros(len(target_vocab), dtype=torch.bool)
+    is_trained[trained_ids] = True
+    sampler = TrainedTokenSampler(passages, target_wrapped, is_trained, max_length,
+                                  pool_size=max(POOL_PER_DRAW * steps * batch_size, MIN_POOL),
+                                  seed=seed)
 
     if device is not None:
         model.to(device)
     device = embedding.weight.device
     teacher_rows = teacher_rows.to(device=device, dtype=embedding.weight.dtype)
     trained_ids = trained_ids.to(device)
+    is_trained = is_trained.to(device)
     body = body_of(model)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
@@ -293,8 +296,9 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                 batch = sampler.draw(batch_size)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = distillation_loss(batch, body, embedding.weight.detach(), rows,
-                                             trained_ids, teacher_rows, source_wrapped,
-                                             target_wrapped, layers, max_length, device)
+                                             trained_ids, is_trained, teacher_rows,
+                                             source_wrapped, target_wrapped, layers,
+                                             max_length, device)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
@@ -357,13 +361,14 @@ def encode(tokenizer: Any, texts: List[str], max_length: int, device: torch.devi
 
 
 def distillation_loss(texts: List[str], body: Any, student_table: torch.Tensor,
-                      rows: torch.Tensor, trained_ids: torch.Tensor,
+                      rows: torch.Tensor, trained_ids: torch.Tensor, is_trained: torch.Tensor,
                       teacher_table: torch.Tensor, source_tokenizer: Any,
                       target_tokenizer: Any, layers: Iterable[int], max_length: int,
                       device: torch.device) -> torch.Tensor:
     """Cosine distance between the student's and the teacher's word vectors,
-    over words both sides read (words holding a trained row's token weigh
-    1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`."""
+    over words both sides read (words holding a trained row's token, by
+    `is_trained[token id]`, weigh 1, others UNTRAINED_WORD_WEIGHT), averaged
+    over `layers`."""
     source_ids, source_mask, source_pool, source_present = encode(
         source_tokenizer, texts, max_length, device)
     target_ids, target_mask, target_pool, target_present = encode(
@@ -376,9 +381,8 @@ def distillation_loss(texts: List[str], body: Any, student_table: torch.Tensor,
                    output_hidden_states=True).hidden_states
     words = min(source_pool.shape[1], target_pool.shape[1])
     both = (source_present[:, :words] & target_present[:, :words]).float()
-    is_trained = torch.zeros(student_table.shape[0], device=device)
-    is_trained[trained_ids] = 1.0
-    has_trained = (target_pool[:, :words] @ is_trained[target_ids].unsqueeze(-1)).squeeze(-1) > 0
+    holds = is_trained[target_ids].to(target_pool.dtype).unsqueeze(-1)
+    has_trained = (target_pool[:, :words] @ holds).squeeze(-1) > 0
     weights = both * torch.where(has_trained, 1.0, UNTRAINED_WORD_WEIGHT)
     losses = []
     for layer in layers:
