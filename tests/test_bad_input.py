@@ -47,12 +47,15 @@ def listing(root: Path):
 # (name, call(place), error class, message)
 API_CASES = [
     ("vocab_size -1", lambda p: vocabxfer.train_tokenizer(p / "corpus.txt", vocab_size=-1),
-     VocabxferError, r"vocab_size must be an int larger than the 5 special tokens, got -1"),
+     VocabxferError, r"vocab_size must be an int larger than the 5 special tokens and at most "
+                     r"16,777,216, got -1"),
     ("vocab_size 0", lambda p: vocabxfer.train_tokenizer(p / "corpus.txt", vocab_size=0),
-     VocabxferError, r"vocab_size must be an int larger than the 5 special tokens, got 0"),
+     VocabxferError, r"vocab_size must be an int larger than the 5 special tokens and at most "
+                     r"16,777,216, got 0"),
     ("min_frequency -1", lambda p: vocabxfer.train_tokenizer(p / "corpus.txt", vocab_size=100,
                                                             min_frequency=-1),
-     VocabxferError, r"min_frequency must be an int of at least 0, got -1"),
+     VocabxferError, r"min_frequency must be an int of at least 0 and at most 4,294,967,296, "
+                     r"got -1"),
     ("control characters only", lambda p: vocabxfer.train_tokenizer(p / "control.txt"),
      CorpusError, r"has no text \(only empty lines, white space or control characters\)"),
     ("device bogus", lambda p: vocabxfer.transfer_model(tiny_bert(len(SOURCE)), SOURCE_VOCAB,
@@ -115,13 +118,13 @@ def t(place, *words):
 CLI_CASES = [
     ("vocab size -1", ("transfer", "--model", "{p}/model", "--corpus", "{p}/corpus.txt",
                        "--out", "{p}/out", "--vocab-size", "-1"),
-     "vocab_size must be an int larger than the 5 special tokens, got -1"),
+     "vocab_size must be an int larger than the 5 special tokens and at most 16,777,216, got -1"),
     ("min frequency -1", ("transfer", "--model", "{p}/model", "--corpus", "{p}/corpus.txt",
                           "--out", "{p}/out", "--min-frequency", "-1"),
-     "min_frequency must be an int of at least 0, got -1"),
+     "min_frequency must be an int of at least 0 and at most 4,294,967,296, got -1"),
     ("vocab size 0, train-tokenizer", ("train-tokenizer", "--corpus", "{p}/corpus.txt",
                                        "--out", "{p}/out", "--vocab-size", "0"),
-     "vocab_size must be an int larger than the 5 special tokens, got 0"),
+     "vocab_size must be an int larger than the 5 special tokens and at most 16,777,216, got 0"),
     ("device bogus", ("transfer", "--model", "{p}/model", "--tokenizer", "{p}/good.json",
                       "--out", "{p}/out", "--device", "bogus"),
      "device 'bogus' is not a device name torch knows"),
@@ -153,6 +156,39 @@ CLI_CASES = [
     ("out inside the model", ("transfer", "--model", "{p}/model", "--tokenizer",
                               "{p}/good.json", "--out", "{p}/model/new", "--force"),
      "is inside the input model folder"),
+    ("vocab size 10**12", ("train-tokenizer", "--corpus", "{p}/corpus.txt", "--out", "{p}/out",
+                           "--vocab-size", str(10 ** 12)),
+     f"at most 16,777,216, got {10 ** 12}"),
+    ("vocab size 2**70", ("transfer", "--model", "{p}/model", "--corpus", "{p}/corpus.txt",
+                          "--out", "{p}/out", "--vocab-size", str(2 ** 70)),
+     f"at most 16,777,216, got {2 ** 70}"),
+    ("min frequency 2**70", ("train-tokenizer", "--corpus", "{p}/corpus.txt", "--out",
+                             "{p}/out", "--min-frequency", str(2 ** 70)),
+     f"min_frequency must be an int of at least 0 and at most 4,294,967,296, got {2 ** 70}"),
+    ("seed 2**70", ("transfer", "--model", "{p}/model", "--tokenizer", "{p}/good.json",
+                    "--out", "{p}/out", "--seed", str(2 ** 70)),
+     f"seed must be an int in [0, 2**63), got {2 ** 70}"),
+    ("unigram too small", ("train-tokenizer", "--corpus", "{p}/corpus.txt", "--out", "{p}/out",
+                           "--tokenizer-model", "unigram", "--vocab-size", "6"),
+     "the unigram trainer refused to train with vocab_size 6 on this corpus: The vocabulary is "
+     "not large enough to contain all chars"),
+    ("plot without refinement", ("transfer", "--model", "{p}/model", "--tokenizer",
+                                 "{p}/good.json", "--out", "{p}/out", "--plot", "{p}/loss.png"),
+     "refine_plot (--plot) is given but no refinement is asked for"),
+    ("refine corpus without refinement", ("transfer", "--model", "{p}/model", "--tokenizer",
+                                          "{p}/good.json", "--out", "{p}/out",
+                                          "--refine-corpus", "{p}/corpus.txt"),
+     "refine_corpus (--refine-corpus) is given but no refinement is asked for"),
+    ("plot in an unknown format", ("transfer", "--model", "{p}/model", "--corpus",
+                                   "{p}/corpus.txt", "--out", "{p}/out", "--refine-steps", "2",
+                                   "--plot", "{p}/loss.xyz"),
+     "has no image suffix matplotlib writes"),
+    ("plot under a file", ("transfer", "--model", "{p}/model", "--corpus", "{p}/corpus.txt",
+                           "--out", "{p}/out", "--refine-steps", "2", "--plot",
+                           "{p}/a-file/loss.png"), "a-file is a file, so"),
+    ("plot is a folder", ("transfer", "--model", "{p}/model", "--corpus", "{p}/corpus.txt",
+                          "--out", "{p}/out", "--refine-steps", "2", "--plot", "{p}/model"),
+     "model is a folder; expected a file name such as loss.png"),
 ]
 
 
@@ -166,6 +202,26 @@ def test_cli(place, capsys, name, arguments, message):
     assert len(errors) == 1 and captured.err.rstrip().endswith(errors[0]), captured.err
     assert "Traceback" not in captured.err
     assert message in errors[0], errors[0]
+    assert listing(place) == before
+
+
+@pytest.mark.parametrize("out", ["", " ", ".", "..", "/", "~"])
+def test_output_that_would_replace_the_working_or_home_folder(place, capsys, monkeypatch, out):
+    """An unset $OUT (--out "") with --force must not empty the working folder."""
+    work = place / "work"
+    work.mkdir()
+    (work / "precious.txt").write_text("keep me")
+    monkeypatch.chdir(work)
+    monkeypatch.setenv("HOME", str(work))
+    before = listing(place)
+    code = main(["transfer", "--model", str(place / "model"), "--tokenizer",
+                 str(place / "good.json"), "--out", out, "--force"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and "vocabxfer: error: " in err, err
+    assert "names no folder" in err or "replacing it would delete it" in err, err
+    assert listing(place) == before and (work / "precious.txt").read_text() == "keep me"
+    with pytest.raises(OutputError):
+        vocabxfer.save(tiny_bert(len(SOURCE)), SOURCE_VOCAB, out, overwrite=True)
     assert listing(place) == before
 
 

@@ -230,7 +230,7 @@ def test_bad_checkpoints(tmp_path):
     index = json.loads((source / INDEX_FILE).read_text())
     shard = sorted(set(index["weight_map"].values()))[-1]
     (source / shard).rename(tmp_path / shard)
-    with pytest.raises(ModelError, match=f"the index names the shard {shard}, which is missing"):
+    with pytest.raises(ModelError, match=f"names the weight file {shard}, which is missing"):
         transfer_checkpoint(source, target_tokenizer, out)
     assert not out.exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == sorted(["source", "empty", shard])

@@ -250,3 +250,19 @@ def test_bad_weightings(token_map):
         plan_initialisation(token_map, piece_weights="heavy")
     with pytest.raises(VocabxferError, match="must return one positive, finite weight per piece"):
         plan_initialisation(token_map, piece_weights=lambda position, count, length: -position)
+
+
+def test_a_lone_surrogate_token_takes_the_fallback_row():
+    """"x\\ud800" is legal JSON but not text: no tokenizer can split it, so
+    fvt gives it the mean row instead of a traceback."""
+    from vocabxfer import match_vocab, plan_initialisation
+
+    source = {token: index for index, token in enumerate(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "cat", "##s", "x", "##y"])}
+    target = {token: index for index, token in enumerate(
+        ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "the", "x\ud800", "cats", "\udcff"])}
+    for mode in ("exact", "canonical"):
+        plan = plan_initialisation(match_vocab(source, target, mode=mode), init="fvt")
+        assert "mean (no known pieces) 2" in str(plan), str(plan)
+        weight = plan.apply(torch.randn(len(source), 4, generator=torch.Generator().manual_seed(0)))
+        assert torch.isfinite(weight).all() and weight.shape == (len(target), 4)

@@ -4,12 +4,13 @@ follows, runs repeat with a seed, and every bad input is refused before any
 weight changes."""
 
 import copy
+import sys
 
 import pytest
 import torch
 
-from vocabxfer import (CorpusError, ModelError, Refinement, VocabxferError, load_vocab, refine,
-                       transfer_model)
+from vocabxfer import (CorpusError, ModelError, OutputError, Refinement, VocabxferError,
+                       load_vocab, refine, transfer_model)
 from vocabxfer.cli import main
 from vocabxfer.refine import TrainedTokenSampler, read_texts, trainable_rows, word_pooling
 from vocabxfer.saving import as_transformers_tokenizer
@@ -162,7 +163,7 @@ def other_architecture():
 
 BAD = [
     ("steps 0", dict(steps=0), VocabxferError, "refine: steps must be a positive int, got 0"),
-    ("lr 0", dict(lr=0), VocabxferError, "refine: lr must be a positive number, got 0"),
+    ("lr 0", dict(lr=0), VocabxferError, r"refine: lr must be a finite number in \(0, 1\], got 0"),
     ("trainable", dict(trainable="some"), VocabxferError,
      "refine: trainable 'some' is not one of new, all"),
     ("empty corpus", dict(texts=[]), CorpusError,
@@ -177,7 +178,38 @@ BAD = [
      "architectures"),
     ("source tokenizer does not fit", dict(source=SOURCE + ["extra1", "extra2"]), ModelError,
      "refine: the source tokenizer .* has 22 tokens but the source embeddings have 20 rows"),
+    ("lr inf", dict(lr=float("inf")), VocabxferError,
+     r"refine: lr must be a finite number in \(0, 1\], got inf"),
+    ("lr nan", dict(lr=float("nan")), VocabxferError, r"refine: lr must be a finite number"),
+    ("lr 1e30", dict(lr=1e30), VocabxferError, r"refine: lr must be a finite number in \(0, 1\]"),
+    ("layers (99,)", dict(layers=(99,)), VocabxferError,
+     r"refine: layers \[99\] do not exist; the model's hidden states are numbered 0 "
+     r"\(embeddings\) to 1"),
+    ("layers ()", dict(layers=()), VocabxferError,
+     r"refine: layers must be a non-empty sequence of layer numbers"),
+    ("layers 'last'", dict(layers="last"), VocabxferError, r"refine: layers must be"),
+    ("seed -1", dict(seed=-1), VocabxferError, r"refine: seed must be an int in \[0, 2\*\*63\)"),
+    ("NaN in a teacher row", dict(teacher=lambda: nan_row(tiny_bert(len(SOURCE), seed=3), 7)),
+     ModelError, r"refine: the teacher's input embeddings hold NaN or infinite values in 1 "
+     r"row\(s\) \(the first: row 7\)"),
+    ("NaN in a copied student row", dict(student=lambda model: nan_row(model, 5)), ModelError,
+     r"refine: the student's input embeddings hold NaN or infinite values in 1 row\(s\) "
+     r"\(the first: row 5\)"),
+    ("meta-device student", dict(student=lambda model: model.to("meta")), ModelError,
+     "refine: the student's input embeddings are on the meta device and hold no weights"),
+    ("plot under a file", dict(plot="/etc/passwd/x.png"), OutputError,
+     "passwd is a file, so .* cannot be created under it"),
+    ("plot in an unknown format", dict(plot="loss.xyz"), VocabxferError,
+     "has no image suffix matplotlib writes"),
+    ("plot is a folder", dict(plot="/tmp"), VocabxferError,
+     "refine: the plot path /tmp is a folder"),
 ]
+
+
+def nan_row(model, row):
+    with torch.no_grad():
+        model.get_input_embeddings().weight[row, 3] = float("nan")
+    return model
 
 
 @pytest.mark.parametrize("name,change,error,message", BAD, ids=[case[0] for case in BAD])
@@ -187,12 +219,70 @@ def test_bad_input_changes_nothing(pair, name, change, error, message):
         teacher = change.pop("teacher")()
     if "source" in change:
         source = wordpiece_tokenizer(change.pop("source"))
+    if "student" in change:
+        student = change.pop("student")(student)
     texts = change.pop("texts", TEXTS)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(error, match=message):
         refine(student, teacher, source, target, texts, show_progress=False, **change)
     for key, tensor in student.state_dict().items():
+        assert tensor.is_meta or torch.allclose(tensor, before[key], rtol=0, atol=0,
+                                                equal_nan=True), key
+
+
+def test_a_diverging_loss_stops_with_the_weights_as_they_were(pair, monkeypatch):
+    refine_module = sys.modules["vocabxfer.refine"]
+
+    teacher, student, source, target = pair
+    real_loss, calls = refine_module.distillation_loss, []
+
+    def diverging(*args, **kwargs):
+        calls.append(1)
+        loss = real_loss(*args, **kwargs)
+        return loss * float("nan") if len(calls) == 4 else loss
+
+    monkeypatch.setattr(refine_module, "distillation_loss", diverging)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(VocabxferError, match=r"refine: the loss diverged at step 4 \(loss nan, "
+                                             r"lr 0.005\); stopped with the model's weights as "
+                                             "they were before refine"):
+        refine(student, teacher, source, target, TEXTS, steps=10, batch_size=8,
+               show_progress=False)
+    for key, tensor in student.state_dict().items():
         assert torch.equal(tensor, before[key]), key
+
+
+def test_a_failing_plot_leaves_the_weights_as_they_were(pair, monkeypatch, tmp_path):
+    refine_module = sys.modules["vocabxfer.refine"]
+
+    teacher, student, source, target = pair
+
+    def failing_plot(losses, path):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(refine_module, "plot_losses", failing_plot)
+    before = copy.deepcopy(student.state_dict())
+    with pytest.raises(OSError, match="disk full"):
+        refine(student, teacher, source, target, TEXTS, steps=3, batch_size=8,
+               show_progress=False, plot=tmp_path / "loss.png")
+    for key, tensor in student.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+
+
+def test_pooling_follows_max_length_not_the_passage():
+    """A passage of 12,000 words costs what max_length reaches: the sampler
+    cuts it, and the pooling sizes its tensors by the words the tokens reach."""
+    from vocabxfer.refine import WORDS_PER_TOKEN, first_words
+
+    long_text = " ".join(["cats and dogs"] * 4000)
+    cut = first_words(long_text, WORDS_PER_TOKEN * 32)
+    assert long_text.startswith(cut) and len(cut.split()) == WORDS_PER_TOKEN * 32
+    assert first_words("a  b ", 5) == "a  b "
+    tokenizer = as_transformers_tokenizer(wordpiece_tokenizer(TARGET))
+    encoding = tokenizer([long_text], truncation=True, max_length=32,
+                         return_offsets_mapping=True, return_special_tokens_mask=True)
+    pooling, present = word_pooling([long_text], encoding, 32)
+    assert pooling.shape == (1, 30, 32) and bool(present.all())
 
 
 def test_cli_refines(tmp_path, corpus_file, capsys):

@@ -16,6 +16,7 @@ in a child process without importing torch.
 import ctypes
 import errno
 import json
+import logging
 import os
 import secrets
 import shutil
@@ -25,6 +26,7 @@ from typing import Callable, Optional, Union
 from .errors import OutputError
 
 PathLike = Union[str, os.PathLike]
+logger = logging.getLogger(__name__)
 
 AT_FDCWD = -100
 RENAME_EXCHANGE = 2
@@ -35,7 +37,13 @@ def output_path(path: PathLike) -> Path:
     resolved; the last component is not followed: a symbolic link there
     (even a dangling one) is refused, since replacing it would write
     somewhere other than the named place."""
-    path = Path(os.path.abspath(os.path.expanduser(os.fspath(path))))
+    text = os.fspath(path)
+    if not isinstance(text, str) or not text.strip():
+        # os.path.abspath("") is the working folder: an unset $OUT in a
+        # script must not replace it.
+        raise OutputError(f"the output path is {text!r}, which names no folder; expected a "
+                          "path such as out/my-model")
+    path = Path(os.path.abspath(os.path.expanduser(text)))
     if path.is_symlink():
         raise OutputError(f"{path} is a symbolic link; pass the folder it points to, or "
                               "another path")
@@ -54,12 +62,27 @@ def check_output_folder(path: PathLike, overwrite: bool,
     is a non-empty folder unless `overwrite`; `flag` names the switch that
     allows it. Returns the normalised path."""
     path = output_path(path)
+    check_not_precious(path)
     if path.exists() and not path.is_dir():
         raise FileExistsError(f"{path} exists and is not a folder; choose another output path")
     if path.is_dir() and any(path.iterdir()) and not overwrite:
         raise FileExistsError(f"{path} exists and is not empty; pass {flag} to replace it, "
                               "or choose another folder")
     return path
+
+
+def check_not_precious(path: Path) -> None:
+    """Refuse, even with overwrite, an output folder whose replacement would
+    destroy what the user works in: the filesystem root, the home folder,
+    the working folder, or a folder holding either."""
+    precious = {"the filesystem root": Path(path.anchor or "/"),
+                "the working folder": Path.cwd().resolve(),
+                "the home folder": Path.home().resolve()}
+    for what, place in precious.items():
+        if path == place or place.is_relative_to(path):
+            held = "is" if path == place else "holds"
+            raise OutputError(f"the output folder {path} {held} {what}; replacing it would "
+                              "delete it. Choose a new folder, such as out/my-model")
 
 
 def check_apart(model_folder: Optional[Path], out_dir: Path) -> None:
@@ -171,6 +194,15 @@ def _write_json(path: Path, document: dict, staging: Path) -> None:
     _fsync_path(path.parent, directory=True)
 
 
+def _remove_retired(retired: Path, destination: Path) -> None:
+    """Remove the old folder a swap moved aside; if it cannot be removed,
+    say where it stays rather than hide it."""
+    _remove(retired)
+    if retired.exists() or retired.is_symlink():
+        logger.warning("replaced %s, but its old contents could not be deleted: they remain in "
+                       "%s; delete that folder by hand", destination, retired)
+
+
 def _swap_with_journal(staging: Path, destination: Path) -> None:
     """Two renames, recorded first so that recover() can finish them."""
     retired = _companion(destination, "old")
@@ -182,18 +214,30 @@ def _swap_with_journal(staging: Path, destination: Path) -> None:
     os.rename(staging, destination)
     _fsync_path(destination.parent, directory=True)
     journal.unlink()
-    _remove(retired)
+    _remove_retired(retired, destination)
 
 
-def publish(staging: Path, destination: Path) -> None:
+def publish(staging: Path, destination: Path, overwrite: bool = True) -> None:
     """Move a complete, flushed `staging` folder to `destination` in one
-    step, replacing what is there."""
-    if not destination.exists() and not destination.is_symlink():
+    step. Without `overwrite` only a missing or empty destination is taken,
+    decided by the rename itself: a folder another run published in the
+    meantime is never replaced (OutputError)."""
+    if not overwrite:
+        try:
+            os.rename(staging, destination)  # replaces nothing but an empty folder
+        except OSError as error:
+            if error.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOTDIR,
+                                   errno.EISDIR):
+                raise
+            raise OutputError(f"{destination} was written by another process while this one "
+                              "ran; it was left as that process wrote it (choose another "
+                              "folder, or replace it with the overwrite switch)") from None
+    elif not destination.exists() and not destination.is_symlink():
         os.rename(staging, destination)
     elif exchange(staging, destination):
         # `staging` now holds the old folder.
         _fsync_path(destination.parent, directory=True)
-        _remove(staging)
+        _remove_retired(staging, destination)
     else:
         _swap_with_journal(staging, destination)
     _fsync_path(destination.parent, directory=True)
@@ -251,6 +295,7 @@ def write_folder(destination: PathLike, write: Callable[[Path], None], *, overwr
     with `overwrite`, and only once the new folder is complete; on any
     failure nothing is left behind and `destination` is untouched."""
     destination = output_path(destination)
+    check_not_precious(destination)
     recover(destination)
     check_output_folder(destination, overwrite, flag)
     destination.parent.mkdir(parents=True, exist_ok=True)
@@ -258,7 +303,7 @@ def write_folder(destination: PathLike, write: Callable[[Path], None], *, overwr
     try:
         write(staging)
         fsync_tree(staging)
-        publish(staging, destination)
+        publish(staging, destination, overwrite)
     except BaseException:
         _remove(staging)
         raise
@@ -288,6 +333,7 @@ def publish_once(destination: PathLike, write: Callable[[Path], None]) -> Path:
     is returned as it is; otherwise it is written and published whole. If
     another process publishes it first, theirs is kept."""
     destination = output_path(destination)
+    check_not_precious(destination)
     if destination.is_dir():
         return destination
     recover(destination)

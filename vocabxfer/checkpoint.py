@@ -26,7 +26,8 @@ from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation, row_statistics
 from .loading import PICKLES, load_config, model_class
 from .matching import TokenMap, match_vocab
-from .model import as_stored, check_fits, target_size_for, tensor_generator, update_config
+from .model import (as_stored, check_fits, check_seed, target_size_for, tensor_generator,
+                    update_config)
 from .readers import VocabSource
 from .saving import as_transformers_tokenizer
 
@@ -55,29 +56,70 @@ def has_safetensors(folder: Path) -> bool:
     return (folder / SINGLE_FILE).is_file() or (folder / INDEX_FILE).is_file()
 
 
+def weight_file(folder: Path, name: object, where: str) -> Path:
+    """The path of a weight file the checkpoint names, refused unless it is
+    a plain file name inside `folder`: no separator, no `..`, not absolute,
+    and no symbolic link that leaves the folder (except into the blobs of a
+    Hugging Face cache snapshot, whose files are such links). A crafted
+    index must never make vocabxfer read, or write, anything else."""
+    if not isinstance(name, str):
+        raise ModelError(f"{folder}: {where} names the weight file {name!r}, expected a file "
+                         "name (a string)")
+    if (not name or name in (".", "..") or "/" in name or "\\" in name or "\0" in name
+            or os.sep in name or (os.altsep and os.altsep in name)):
+        raise ModelError(f"{folder}: {where} names the weight file {name!r}, which is not a "
+                         "plain file name inside the model folder; refusing a path that "
+                         "could lead outside it")
+    path = folder / name
+    if not path.is_file():
+        raise ModelError(f"{folder}: {where} names the weight file {name}, which is "
+                         "missing; the checkpoint is incomplete")
+    real = path.resolve()
+    inside = [folder]
+    if folder.parent.name == "snapshots":  # a hub cache: snapshots/<revision>/ -> blobs/
+        inside.append((folder.parent.parent / "blobs").resolve())
+    if not any(real.parent == root or real.is_relative_to(root) for root in inside):
+        raise ModelError(f"{folder}: the weight file {name} is a link to {real}, outside the "
+                         "model folder; refusing to read it")
+    return path
+
+
+def read_index(folder: Path) -> Tuple[Dict[str, Any], Dict[str, str]]:
+    """The index document and its weight map, with every part checked."""
+    path = folder / INDEX_FILE
+    try:
+        index = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as error:
+        raise ModelError(f"{path}: is not a safetensors index ({type(error).__name__}: "
+                         f"{error})") from None
+    if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
+        raise ModelError(f"{path}: is not a safetensors index (expected a JSON object with a "
+                         "weight_map object)")
+    metadata = index.get("metadata")
+    if metadata is not None and not isinstance(metadata, dict):
+        raise ModelError(f"{path}: its metadata is a JSON {type(metadata).__name__}, expected "
+                         "an object")
+    weight_map = index["weight_map"]
+    for name, shard in weight_map.items():
+        weight_file(folder, shard, f"the index's entry for {name}")
+    return index, weight_map
+
+
 def open_checkpoint(folder: Path) -> Checkpoint:
     """The folder's safetensors weights, with every shard the index names
-    present. Raises ModelError for a folder without them."""
+    present, inside the folder, and its header valid. Raises ModelError
+    otherwise, and for a folder without them."""
     if (folder / INDEX_FILE).is_file():
-        try:
-            index = json.loads((folder / INDEX_FILE).read_text(encoding="utf-8"))
-            weight_map = dict(index["weight_map"])
-        except (OSError, ValueError, KeyError, TypeError) as error:
-            raise ModelError(f"{folder / INDEX_FILE}: is not a safetensors index "
-                             f"({type(error).__name__}: {error})") from None
-        files = {}
-        for shard in sorted(set(weight_map.values())):
-            if not (folder / shard).is_file():
-                raise ModelError(f"{folder}: the index names the shard {shard}, which is "
-                                 "missing; the checkpoint is incomplete")
-            files[shard] = safetensors_io.SafetensorsFile(folder / shard)
+        index, weight_map = read_index(folder)
+        files = {shard: safetensors_io.SafetensorsFile(folder / shard)
+                 for shard in sorted(set(weight_map.values()))}
         for name, shard in weight_map.items():
             if name not in files[shard]:
                 raise ModelError(f"{folder}: the index puts {name} in {shard}, which does not "
                                  "hold it")
         return Checkpoint(folder, files, weight_map, index)
     if (folder / SINGLE_FILE).is_file():
-        file = safetensors_io.SafetensorsFile(folder / SINGLE_FILE)
+        file = safetensors_io.SafetensorsFile(weight_file(folder, SINGLE_FILE, "the folder"))
         return Checkpoint(folder, {SINGLE_FILE: file}, dict.fromkeys(file.entries, SINGLE_FILE),
                           None)
     if any((folder / name).is_file() for name in PICKLES):
@@ -86,6 +128,26 @@ def open_checkpoint(folder: Path) -> Checkpoint:
                          "torch.load(weights_only=True) instead")
     raise ModelError(f"{folder}: has no weights (expected model.safetensors, a sharded "
                      "model.safetensors.index.json, or pytorch_model.bin)")
+
+
+def check_stored_shapes(checkpoint: Checkpoint,
+                        stored: List[Tuple[VocabTensor, List[str]]]) -> None:
+    """Every stored vocabulary-sized tensor must have the shape and a float
+    dtype its role requires: the model's (from its config) shape, so that
+    no row is read from another tensor's bytes."""
+    for vocab_tensor, names in stored:
+        for name in names:
+            entry = checkpoint.entry(name)
+            if entry.shape != tuple(vocab_tensor.shape):
+                raise ModelError(
+                    f"{checkpoint.folder}: {name} ({vocab_tensor.role}) is stored with shape "
+                    f"{list(entry.shape)}, but the model's config makes it "
+                    f"{list(vocab_tensor.shape)}; the checkpoint does not fit its config")
+            if entry.dtype not in safetensors_io.FLOAT_DTYPES:
+                raise ModelError(
+                    f"{checkpoint.folder}: {name} ({vocab_tensor.role}) is stored as "
+                    f"{entry.dtype}; expected a floating-point dtype vocabxfer can rebuild "
+                    f"({', '.join(safetensors_io.FLOAT_DTYPES)})")
 
 
 def meta_model(config: Any) -> Any:
@@ -206,6 +268,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
     """
     seconds: Dict[str, float] = {}
     started = time.perf_counter()
+    check_seed(seed)
     out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
     device = resolve_device(device)
     folder = Path(model_dir).expanduser()
@@ -225,6 +288,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
         raise ModelError(f"{folder}: the checkpoint holds none of "
                          f"{', '.join(tensors[0].names)} (the input embeddings of "
                          f"{type(model).__name__})")
+    check_stored_shapes(checkpoint, stored)
     source_rows = checkpoint.entry(stored[0][1][0]).shape[0]
 
     token_map = match_vocab(source_tokenizer if source_tokenizer is not None else folder,

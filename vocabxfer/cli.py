@@ -87,7 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     transfer.add_argument("--link", action="store_true",
                           help="hard-link the weight files that do not change instead of "
-                               "copying them (a local safetensors checkpoint; same file system)")
+                               "copying them (a local safetensors checkpoint; same file "
+                               "system). Linked files are the source's own: editing one in "
+                               "the output in place changes the source checkpoint too")
     add_tokenizer_training_options(transfer)
 
     demo = commands.add_parser(

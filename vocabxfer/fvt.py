@@ -124,6 +124,15 @@ def wordpiece_continuation(text: str, vocab: Vocab) -> List[int]:
     return pieces
 
 
+def is_text(token: str) -> bool:
+    """Whether the token is Unicode text (UTF-8 can spell it)."""
+    try:
+        token.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def split_tokens(source: Vocab, target: Vocab, target_ids: Sequence[int]) -> Segments:
     """The source pieces of every target token in `target_ids`."""
     backend = source_backend(source)
@@ -136,6 +145,11 @@ def split_tokens(source: Vocab, target: Vocab, target_ids: Sequence[int]) -> Seg
     words: List[Tuple[int, str]] = []
     for target_id in target_ids:
         token = target.tokens[target_id]
+        if not is_text(token):
+            # A lone surrogate (legal in JSON, not in text): no tokenizer
+            # can split it, and no text holds it; it takes the fallback row.
+            pieces_of[target_id] = []
+            continue
         kind, text = families.classify(token, target.family, target.continuation_prefix)
         if kind == families.CONTINUATION:
             pieces_of[target_id] = continuation_pieces(text, source, backend, model)

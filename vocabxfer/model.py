@@ -9,7 +9,7 @@ import torch
 
 from .architecture import VocabTensor, vocab_tensors
 from .devices import DeviceLike, resolve_device
-from .errors import ModelError
+from .errors import ModelError, VocabxferError
 from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import InitPlan, plan_initialisation
 from .matching import TokenMap, match_vocab
@@ -66,6 +66,12 @@ def plan_rows(source_rows: torch.Tensor, vocab_tensor: VocabTensor) -> torch.Ten
 
 def as_stored(refilled: torch.Tensor, vocab_tensor: VocabTensor) -> torch.Tensor:
     return refilled[None] if vocab_tensor.row_dim == 1 else refilled
+
+
+def check_seed(seed: Any, op: str = "") -> None:
+    """A seed torch's generators take: an int in [0, 2**63)."""
+    if not isinstance(seed, int) or isinstance(seed, bool) or not 0 <= seed < 2 ** 63:
+        raise VocabxferError(f"{op}seed must be an int in [0, 2**63), got {seed!r}")
 
 
 def tensor_generator(seed: int, number: int) -> torch.Generator:
@@ -142,6 +148,7 @@ def transfer_model(model: Any, source_tokenizer: VocabSource, target_tokenizer: 
     tokenizer larger than the embeddings, VocabxferError for a bad init,
     mode or device, VocabError for an unreadable tokenizer.
     """
+    check_seed(seed)
     device = resolve_device(device)
     seconds: Dict[str, float] = {}
     started = time.perf_counter()

@@ -14,6 +14,7 @@ output layer follows them.
 
 import contextlib
 import logging
+import math
 import os
 import re
 import time
@@ -26,11 +27,12 @@ import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
+from .atomic import output_path, write_file
 from .devices import DeviceLike, resolve_device
 from .errors import CorpusError, ModelError, VocabxferError
 from .initialise import special_by_role
 from .matching import match_vocab
-from .model import check_fits
+from .model import check_fits, check_seed
 from .readers import VocabSource, load_vocab
 from .saving import as_transformers_tokenizer
 from .training import corpus_paths, iter_passages
@@ -51,6 +53,9 @@ DEFAULT_LR = 5e-3
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 32
 TRAINABLE = ("new", "all")
+# Adam moves a row by about lr per step: past 1, embedding rows of norm ~1
+# are thrown far out and the loss turns to NaN; refused up front.
+MAX_LR = 1.0
 PRECISIONS = ("auto", "float32", "bfloat16")
 MIN_PASSAGES = 8
 # Words with no trained row's token still teach (through attention), but
@@ -62,6 +67,10 @@ UNTRAINED_WORD_WEIGHT = 0.3
 # Passages tokenised to choose from: a few times what the run reads.
 POOL_PER_DRAW, MIN_POOL = 4, 10_000
 WORD = re.compile(r"\S+")
+# Passages are cut to this many words per token of max_length before any
+# tokenising: a word gives at least one token, so the cut never shortens
+# what is read, and a passage of 12,000 words costs what one of 128 does.
+WORDS_PER_TOKEN = 4
 
 Texts = Union[Sequence[str], str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
@@ -131,13 +140,18 @@ def word_pooling(texts: List[str], encoding: Any, tokens: int) -> Tuple[torch.Te
     """(pooling, present): pooling[b, w, t] averages the tokens of word w of
     text b (whitespace-separated, by character span); present[b, w] says the
     word has tokens (truncation can cut it off)."""
-    words = [[match.span() for match in WORD.finditer(text)] for text in texts]
-    width = max(1, max(len(spans) for spans in words))
     # Plain lists, and one scatter at the end: walking tensors element by
     # element showed as 8% of a step under the profiler.
     all_offsets, all_special = (
         value.tolist() if isinstance(value, torch.Tensor) else value
         for value in (encoding["offset_mapping"], encoding["special_tokens_mask"]))
+    # Only the words the (truncated) tokens reach: the pooling's size must
+    # follow max_length, not the length of the passage.
+    reach = [max((end for (_, end), special in zip(offsets, specials) if not special),
+                 default=0) for offsets, specials in zip(all_offsets, all_special)]
+    words = [[match.span() for match in WORD.finditer(text, 0, end)]
+             for text, end in zip(texts, reach)]
+    width = max(1, max(len(spans) for spans in words))
     hits: List[Tuple[int, int, int]] = []
     for b, spans in enumerate(words):
         w = 0
@@ -153,6 +167,14 @@ def word_pooling(texts: List[str], encoding: Any, tokens: int) -> Tuple[torch.Te
         pooling[tuple(torch.tensor(hits).t())] = 1.0
     counts = pooling.sum(-1, keepdim=True)
     return pooling / counts.clamp(min=1), counts[..., 0] > 0
+
+
+def first_words(text: str, count: int) -> str:
+    """The text up to the end of its `count`-th word, as written."""
+    for number, match in enumerate(WORD.finditer(text), 1):
+        if number == count:
+            return text[:match.end()]
+    return text
 
 
 class TrainedTokenSampler:
@@ -173,6 +195,7 @@ class TrainedTokenSampler:
         if len(passages) > pool_size:
             chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
             passages = [passages[i] for i in sorted(chosen.tolist())]
+        passages = [first_words(passage, WORDS_PER_TOKEN * max_length) for passage in passages]
         counts = torch.zeros(len(passages))
         for start in range(0, len(passages), 4096):  # bounded memory for a large pool
             ids = tokenizer(passages[start:start + 4096], truncation=True,
@@ -231,17 +254,9 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     trained row's token, ModelError for a teacher of another architecture
     or a tokenizer that does not fit its model.
     """
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length)):
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise VocabxferError(f"refine: {name} must be a positive int, got {value!r}")
-    if not (isinstance(lr, (int, float)) and lr > 0):
-        raise VocabxferError(f"refine: lr must be a positive number, got {lr!r}")
-    if trainable not in TRAINABLE:
-        raise VocabxferError(f"refine: trainable {trainable!r} is not one of "
-                             f"{', '.join(TRAINABLE)}")
-    if precision not in PRECISIONS:
-        raise VocabxferError(f"refine: precision {precision!r} is not one of "
-                             f"{', '.join(PRECISIONS)}")
+    check_settings(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length,
+                   trainable=trainable, precision=precision, layers=layers, seed=seed)
+    plot_path = check_plot_path(plot) if plot is not None else None
     passages = read_texts(texts)
     if len(passages) < MIN_PASSAGES:
         raise CorpusError(f"refine: the corpus has {len(passages)} passage(s) with text; "
@@ -249,6 +264,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     device = resolve_device(device)
     teacher_rows = teacher_embeddings(source_model, model)
     embedding = model.get_input_embeddings()
+    check_model(model, embedding, teacher_rows, layers)
     source_vocab, target_vocab = load_vocab(source_tokenizer), load_vocab(target_tokenizer)
     check_fits(source_vocab, teacher_rows.shape[0], embeddings="the source embeddings",
                op="refine: ")
@@ -292,7 +308,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         model.eval()  # no dropout: the student should match a deterministic teacher
         bar = tqdm(range(steps), desc="refine", unit="step", disable=not show_progress)
         with attention_for_training(device):
-            for _ in bar:
+            for step in bar:
                 batch = sampler.draw(batch_size)
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     loss = distillation_loss(batch, body, embedding.weight.detach(), rows,
@@ -304,18 +320,114 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                 optimizer.step()
                 schedule.step()
                 result.losses.append(loss.item())
+                stop_if_diverged(result.losses[-1], rows, step, lr)
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
         bar.close()
     finally:
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(requires_grad[name])
         model.train(was_training)
+    result.seconds = time.perf_counter() - started
+    if plot_path is not None:
+        result.plot = plot_losses(result.losses, plot_path)
+    # The weights last: whatever failed before left the model as it was.
     with torch.no_grad():
         embedding.weight.index_copy_(0, trained_ids, rows.detach())
-    result.seconds = time.perf_counter() - started
-    if plot is not None:
-        result.plot = plot_losses(result.losses, Path(plot))
     return result
+
+
+def check_settings(*, steps: int, lr: float, batch_size: int, max_length: int, trainable: str,
+                   precision: str, layers: Sequence[int], seed: int) -> None:
+    """Refuse bad settings before anything is read or changed."""
+    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise VocabxferError(f"refine: {name} must be a positive int, got {value!r}")
+    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
+            and 0 < lr <= MAX_LR):
+        raise VocabxferError(f"refine: lr must be a finite number in (0, {MAX_LR:g}], got "
+                             f"{lr!r}")
+    if trainable not in TRAINABLE:
+        raise VocabxferError(f"refine: trainable {trainable!r} is not one of "
+                             f"{', '.join(TRAINABLE)}")
+    if precision not in PRECISIONS:
+        raise VocabxferError(f"refine: precision {precision!r} is not one of "
+                             f"{', '.join(PRECISIONS)}")
+    if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers or
+            not all(isinstance(layer, int) and not isinstance(layer, bool) for layer in layers)):
+        raise VocabxferError(f"refine: layers must be a non-empty sequence of layer numbers "
+                             f"(ints, -1 the last), got {layers!r}")
+    check_seed(seed, "refine: ")
+
+
+def check_model(model: Any, embedding: Any, teacher_rows: torch.Tensor,
+                layers: Sequence[int]) -> None:
+    """The student and teacher hold real, finite weights, and every layer
+    asked for exists. A NaN in a row the body reads spreads through the
+    attention to every word's loss and then to the trained rows."""
+    if not isinstance(embedding, torch.nn.Embedding):
+        raise ModelError(f"refine: the model ({type(model).__name__}) has no input embeddings "
+                         "(get_input_embeddings() gave no nn.Embedding)")
+    for what, table in (("the student's input embeddings", embedding.weight),
+                        ("the teacher's input embeddings", teacher_rows)):
+        if table.is_meta:
+            raise ModelError(f"refine: {what} are on the meta device and hold no weights; "
+                             "load the model with its weights first")
+        if not table.dtype.is_floating_point:
+            raise ModelError(f"refine: {what} are {table.dtype}, expected floating point")
+        finite = torch.isfinite(table).all(dim=1)
+        if not bool(finite.all()):
+            bad = (~finite).nonzero().squeeze(1)
+            raise ModelError(f"refine: {what} hold NaN or infinite values in {bad.numel():,} "
+                             f"row(s) (the first: row {int(bad[0])}); expected finite weights")
+    for name, parameter in body_of(model).named_parameters():
+        if parameter.is_meta:
+            raise ModelError(f"refine: the model's {name} is on the meta device and holds no "
+                             "weights; load the model with its weights first")
+    config = getattr(model, "config", None)
+    depth = getattr(config, "num_hidden_layers", None)
+    if getattr(config, "is_encoder_decoder", False):
+        depth = getattr(config, "encoder_layers", None) or getattr(config, "num_layers", depth)
+    if isinstance(depth, int):
+        # hidden_states holds the embeddings' output and one per layer.
+        wrong = [layer for layer in layers if not -(depth + 1) <= layer <= depth]
+        if wrong:
+            raise VocabxferError(f"refine: layers {wrong} do not exist; the model's hidden "
+                                 f"states are numbered 0 (embeddings) to {depth} (or -1 to "
+                                 f"-{depth + 1} from the end)")
+
+
+def stop_if_diverged(loss: float, rows: torch.Tensor, step: int, lr: float) -> None:
+    """Stop on a non-finite loss or trained row: the model's weights have
+    not been touched yet (the trained rows are written back only at the
+    end), so it is left exactly as it was."""
+    if math.isfinite(loss) and bool(torch.isfinite(rows).all()):
+        return
+    raise VocabxferError(f"refine: the loss diverged at step {step + 1} (loss {loss}, lr "
+                         f"{lr:g}); stopped with the model's weights as they were before "
+                         "refine. Expected finite losses: try a smaller lr")
+
+
+PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
+
+
+def check_plot_path(plot: Union[str, os.PathLike]) -> Path:
+    """Where the loss curve will go, checked before any step: a file
+    (not a folder) whose suffix names an image format matplotlib writes,
+    in a place a file can be created."""
+    path = output_path(plot)
+    suffix = path.suffix.lower().lstrip(".")
+    if path.is_dir():
+        raise VocabxferError(f"refine: the plot path {path} is a folder; expected a file name "
+                             "such as loss.png")
+    if suffix not in PLOT_FORMATS:
+        raise VocabxferError(f"refine: the plot path {path} has no image suffix matplotlib "
+                             f"writes; expected one of .{', .'.join(PLOT_FORMATS)}")
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise VocabxferError("refine: plotting the loss needs matplotlib (pip install "
+                             "matplotlib)") from None
+    return path
 
 
 def attention_for_training(device: torch.device):
@@ -394,13 +506,10 @@ def distillation_loss(texts: List[str], body: Any, student_table: torch.Tensor,
 
 
 def plot_losses(losses: List[float], path: Path) -> Path:
-    try:
-        import matplotlib
-        matplotlib.use("Agg")
-        import matplotlib.pyplot as plt
-    except ImportError:
-        raise VocabxferError("refine: plotting the loss needs matplotlib (pip install "
-                             "matplotlib)") from None
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.plot(range(1, len(losses) + 1), losses, color="#1f4e99", linewidth=1)
     axis.set_xlabel("step")
@@ -409,7 +518,9 @@ def plot_losses(losses: List[float], path: Path) -> Path:
     axis.set_title("vocabxfer refine: student against teacher", fontsize=10)
     axis.grid(True, alpha=0.3)
     figure.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    figure.savefig(path, dpi=120)
-    plt.close(figure)
+    try:
+        write_file(path, lambda staging: figure.savefig(staging, dpi=120,
+                                                        format=path.suffix.lstrip(".").lower()))
+    finally:
+        plt.close(figure)
     return path

@@ -19,10 +19,17 @@ import torch
 
 from .errors import ModelError
 
+# Every dtype the safetensors format names, with its size in bytes: a file
+# holding any of them is valid and its tensors can be copied as bytes.
+ITEMSIZES = {"BOOL": 1, "U8": 1, "I8": 1, "F8_E5M2": 1, "F8_E4M3": 1, "F8_E8M0": 1,
+             "I16": 2, "U16": 2, "F16": 2, "BF16": 2, "I32": 4, "U32": 4, "F32": 4,
+             "I64": 8, "U64": 8, "F64": 8, "C64": 8}
+# Those vocabxfer reads as tensors.
 DTYPES = {"F64": torch.float64, "F32": torch.float32, "F16": torch.float16,
           "BF16": torch.bfloat16, "I64": torch.int64, "I32": torch.int32, "I16": torch.int16,
           "I8": torch.int8, "U8": torch.uint8, "BOOL": torch.bool}
 NAMES = {dtype: name for name, dtype in DTYPES.items()}
+FLOAT_DTYPES = ("F64", "F32", "F16", "BF16")
 MAX_HEADER_BYTES = 100 * 2 ** 20
 COPY_CHUNK_BYTES = 16 * 2 ** 20
 
@@ -47,18 +54,23 @@ class SafetensorsFile:
         self.path = Path(path)
         try:
             with open(self.path, "rb") as handle:
-                (length,) = struct.unpack("<Q", handle.read(8))
-                if length > MAX_HEADER_BYTES:
-                    raise ValueError(f"a header of {length} bytes")
-                header = json.loads(handle.read(length).decode("utf-8"))
-        except (OSError, struct.error, ValueError, UnicodeDecodeError) as error:
+                file_size = os.fstat(handle.fileno()).st_size
+                prefix = handle.read(8)
+                if len(prefix) < 8:
+                    raise ValueError(f"it has {file_size} bytes, fewer than the 8 of the "
+                                     "header's length")
+                (length,) = struct.unpack("<Q", prefix)
+                if length > MAX_HEADER_BYTES or 8 + length > file_size:
+                    raise ValueError(f"its header length is {length} bytes, but the file has "
+                                     f"{file_size} bytes (and a header may have at most "
+                                     f"{MAX_HEADER_BYTES})")
+                header = json.loads(handle.read(length).decode("utf-8"),
+                                    object_pairs_hook=_refuse_repeated_keys)
+        except (OSError, struct.error, ValueError, UnicodeDecodeError, RecursionError) as error:
             raise ModelError(f"{self.path}: is not a safetensors file ({error})") from None
-        self.metadata: Optional[Dict[str, str]] = header.pop("__metadata__", None)
         self.data_start = 8 + length
-        self.entries: Dict[str, Entry] = {}
-        for name, spec in header.items():
-            start, end = spec["data_offsets"]
-            self.entries[name] = Entry(name, spec["dtype"], tuple(spec["shape"]), start, end)
+        self.metadata, self.entries = _parse_header(header, self.path,
+                                                    file_size - self.data_start)
 
     def __contains__(self, name: str) -> bool:
         return name in self.entries
@@ -146,6 +158,76 @@ class SafetensorsFile:
                     raise ModelError(f"{self.path}: ends inside tensor {name}; the file is "
                                      "truncated")
                 yield buffer[:count]
+
+
+def _refuse_repeated_keys(pairs: List[Tuple[str, object]]) -> Dict[str, object]:
+    document = dict(pairs)
+    if len(document) != len(pairs):
+        seen = set()
+        repeated = next(key for key, _ in pairs if key in seen or seen.add(key))
+        raise ValueError(f"the header names {repeated!r} twice")
+    return document
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _parse_header(header: object, path: Path,
+                  data_size: int) -> Tuple[Optional[Dict[str, str]], Dict[str, Entry]]:
+    """The header's metadata and entries, checked as safetensors checks
+    them: a known dtype, a shape of non-negative ints, offsets that tile the
+    data section in order (contiguous, never overlapping, ending where the
+    file ends), and each tensor's bytes exactly its elements times their
+    size. Anything else is refused: a crafted header must never make a
+    tensor read bytes that are not its own."""
+    def refuse(problem: str) -> ModelError:
+        return ModelError(f"{path}: is not a valid safetensors file: {problem}")
+
+    if not isinstance(header, dict):
+        raise refuse(f"the header is a JSON {type(header).__name__}, expected an object")
+    metadata = header.pop("__metadata__", None)
+    if metadata is not None and not (
+            isinstance(metadata, dict) and
+            all(isinstance(value, str) for value in metadata.values())):
+        raise refuse("__metadata__ must map strings to strings")
+    entries: Dict[str, Entry] = {}
+    for name, spec in header.items():
+        if not isinstance(spec, dict):
+            raise refuse(f"tensor {name!r} is described by a {type(spec).__name__}, "
+                         "expected an object with dtype, shape and data_offsets")
+        missing = [key for key in ("dtype", "shape", "data_offsets") if key not in spec]
+        if missing:
+            raise refuse(f"tensor {name!r} has no {', '.join(missing)}")
+        dtype, shape, offsets = spec["dtype"], spec["shape"], spec["data_offsets"]
+        if not isinstance(dtype, str) or dtype not in ITEMSIZES:
+            raise refuse(f"tensor {name!r} has dtype {dtype!r}, which safetensors does not "
+                         f"know (expected one of {', '.join(ITEMSIZES)})")
+        if not isinstance(shape, list) or not all(_is_int(size) and size >= 0
+                                                  for size in shape):
+            raise refuse(f"tensor {name!r} has shape {shape!r}, expected a list of "
+                         "non-negative ints")
+        if not (isinstance(offsets, list) and len(offsets) == 2 and
+                all(_is_int(offset) for offset in offsets) and 0 <= offsets[0] <= offsets[1]):
+            raise refuse(f"tensor {name!r} has data_offsets {offsets!r}, expected [start, end] "
+                         "with 0 <= start <= end")
+        start, end = offsets
+        expected = _numel(shape) * ITEMSIZES[dtype]
+        if end - start != expected:
+            raise refuse(f"tensor {name!r} of shape {shape} and dtype {dtype} needs "
+                         f"{expected} bytes but its data_offsets {offsets} span {end - start}")
+        entries[name] = Entry(name, dtype, tuple(shape), start, end)
+    position = 0
+    for entry in sorted(entries.values(), key=lambda entry: (entry.start, entry.end)):
+        if entry.start != position:
+            raise refuse(f"tensor {entry.name!r} starts at byte {entry.start} of the data, "
+                         f"expected {position}: the tensors must follow one another with no "
+                         "gap or overlap")
+        position = entry.end
+    if position != data_size:
+        raise refuse(f"the tensors take {position} bytes of data but the file holds "
+                     f"{data_size} after the header (truncated, or bytes left over)")
+    return metadata, entries
 
 
 def _numel(shape: Sequence[int]) -> int:

@@ -129,19 +129,28 @@ def batches(passages: Iterable[str], size: int = 1000) -> Iterator[List[str]]:
 
 # ---- the tokenizer's pipeline -----------------------------------------------------
 
+# The largest vocabularies in use hold about a million tokens; the Rust
+# trainers abort the whole process (no exception) when asked for 10**9.
+MAX_VOCAB_SIZE = 2 ** 24
+MAX_COUNT = 2 ** 32  # min_frequency and limit_alphabet: any real corpus is below
+
+
 def check_sizes(vocab_size: Any, min_frequency: Any, limit_alphabet: Any,
                 special_count: int) -> None:
     def is_int(value):
         return isinstance(value, int) and not isinstance(value, bool)
 
-    if not is_int(vocab_size) or vocab_size <= special_count:
+    if not is_int(vocab_size) or not special_count < vocab_size <= MAX_VOCAB_SIZE:
         raise VocabxferError(f"vocab_size must be an int larger than the {special_count} "
-                             f"special tokens, got {vocab_size!r}")
-    if not is_int(min_frequency) or min_frequency < 0:
-        raise VocabxferError(f"min_frequency must be an int of at least 0, got "
-                             f"{min_frequency!r}")
-    if limit_alphabet is not None and (not is_int(limit_alphabet) or limit_alphabet < 1):
-        raise VocabxferError(f"limit_alphabet must be a positive int, got {limit_alphabet!r}")
+                             f"special tokens and at most {MAX_VOCAB_SIZE:,}, got "
+                             f"{vocab_size!r}")
+    if not is_int(min_frequency) or not 0 <= min_frequency <= MAX_COUNT:
+        raise VocabxferError(f"min_frequency must be an int of at least 0 and at most "
+                             f"{MAX_COUNT:,}, got {min_frequency!r}")
+    if limit_alphabet is not None and (not is_int(limit_alphabet) or
+                                       not 1 <= limit_alphabet <= MAX_COUNT):
+        raise VocabxferError(f"limit_alphabet must be a positive int of at most "
+                             f"{MAX_COUNT:,}, got {limit_alphabet!r}")
 
 
 def casing_normalizer(normalizers, lowercase: bool, strip_accents: bool):
@@ -361,7 +370,14 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     trainer = trainer_for(pipeline, model, vocab_size, min_frequency, limit_alphabet, passages,
                           show_progress)
     stream = Reservoir(passages())
-    pipeline.tokenizer.train_from_iterator(batches(stream), trainer=trainer)
+    try:
+        pipeline.tokenizer.train_from_iterator(batches(stream), trainer=trainer)
+    except VocabxferError:
+        raise  # the corpus reader's own errors, as they are
+    except Exception as error:  # tokenizers raises plain Exception for what it refuses
+        raise VocabxferError(f"the {model} trainer refused to train with vocab_size "
+                             f"{vocab_size:,} on this corpus: {error}; expected a larger "
+                             "vocab_size (room for every character of the corpus)") from None
     set_post_processor(pipeline)
     unk = pipeline.roles.get("unk", "<unk>")
     report_unknown_rate(pipeline.tokenizer, stream.sample, unk)

@@ -19,9 +19,9 @@ from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import InitPlan
 from .loading import load_config, load_model, model_location
 from .matching import TokenMap
-from .model import transfer_model
+from .model import check_seed, transfer_model
 from .readers import VocabSource, load_vocab
-from .refine import Refinement, refine
+from .refine import Refinement, check_plot_path, refine
 from .saving import save, save_tokenizer
 from .training import check_corpus, corpus_paths, train_tokenizer
 
@@ -122,6 +122,14 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     """
     if (tokenizer is None) == (corpus is None):
         raise VocabxferError("give either the target tokenizer or a corpus to train it on")
+    check_seed(seed)
+    if not refine_steps and (refine_corpus is not None or refine_plot is not None):
+        given = "refine_corpus (--refine-corpus)" if refine_corpus is not None \
+            else "refine_plot (--plot)"
+        raise VocabxferError(f"{given} is given but no refinement is asked for; pass "
+                             "refine_steps (--refine-steps N) too, or leave it out")
+    if refine_plot is not None:
+        check_plot_path(refine_plot)
     out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
     resolved_device = resolve_device(device)
     location = model_location(model)
