@@ -12,8 +12,7 @@ import torch
 from vocabxfer import (CorpusError, ModelError, OutputError, Refinement, VocabxferError,
                        load_vocab, refine, transfer_model)
 from vocabxfer.cli import main
-from vocabxfer.refine import TrainedTokenSampler, read_texts, trainable_rows, word_pooling
-from vocabxfer.saving import as_transformers_tokenizer
+from vocabxfer.refine import read_texts, trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
 
@@ -76,56 +75,6 @@ def test_trainable_all_moves_every_row_and_runs_repeat(pair):
     after = student.get_input_embeddings().weight.detach()
     assert (after != before).any(-1).sum() > len(TARGET) // 2
     assert torch.equal(after, other.get_input_embeddings().weight)
-
-
-def test_word_pooling_aligns_by_character_spans():
-    from transformers import BertTokenizerFast
-
-    tokenizer = BertTokenizerFast(tokenizer_object=wordpiece_tokenizer(SOURCE))
-    texts = ["cats sat", "the dog"]
-    encoding = tokenizer(texts, padding=True, return_offsets_mapping=True,
-                         return_special_tokens_mask=True)
-    pooling, present = word_pooling(texts, encoding, len(encoding["input_ids"][0]))
-    # [CLS] cat ##s sat [SEP]: word 0 averages cat and ##s, word 1 is sat.
-    assert pooling[0, 0].tolist() == [0, 0.5, 0.5, 0, 0]
-    assert pooling[0, 1].tolist() == [0, 0, 0, 1, 0]
-    assert present.tolist() == [[True, True], [True, True]]
-
-
-def sampler_for(texts, max_length=32, pool_size=1000):
-    source = load_vocab(wordpiece_tokenizer(SOURCE))
-    target = load_vocab(wordpiece_tokenizer(TARGET))
-    is_trained = torch.zeros(len(TARGET), dtype=torch.bool)
-    is_trained[trainable_rows(source, target, "exact", "new")] = True
-    return TrainedTokenSampler(texts, as_transformers_tokenizer(target), is_trained, max_length,
-                               pool_size=pool_size, seed=0)
-
-
-def test_passages_are_drawn_by_how_many_trained_tokens_they_hold():
-    # Trained rows: cats, dogs, running, jumping, sitting, log; "cat" and
-    # "dog" are [UNK] to the target, a copied row.
-    sampler = sampler_for(TEXTS[:6])
-    assert sampler.passages == ["the dog sat on the log", "running and jumping and sitting",
-                                "dogs and cats are running"]
-    assert sampler.weights.tolist() == [1, 3, 3]
-    assert sorted(sampler.draw(10)) == sorted(sampler.passages)  # no repeats in a batch
-    draws = [passage for _ in range(700) for passage in sampler.draw(1)]
-    assert 50 < draws.count("the dog sat on the log") < 150  # 100 expected
-    again = sampler_for(TEXTS[:6])
-    again.draw(10)
-    assert draws == [passage for _ in range(700) for passage in again.draw(1)]  # seeded
-
-
-def test_only_the_first_max_length_tokens_count():
-    # [CLS] the [UNK] [SEP]: the log is cut off; [CLS] running and [SEP].
-    sampler = sampler_for(TEXTS[:6], max_length=4)
-    assert sampler.passages == ["running and jumping and sitting", "dogs and cats are running"]
-    assert sampler.weights.tolist() == [1, 1]
-
-
-def test_a_large_corpus_is_sampled_from_a_pool():
-    sampler = sampler_for(TEXTS, pool_size=12)
-    assert 0 < len(sampler.passages) <= 12 and set(sampler.passages) <= set(TEXTS)
 
 
 def test_texts_are_passages_or_files(tmp_path):
@@ -234,14 +183,14 @@ def test_a_diverging_loss_stops_with_the_weights_as_they_were(pair, monkeypatch)
     refine_module = sys.modules["vocabxfer.refine"]
 
     teacher, student, source, target = pair
-    real_loss, calls = refine_module.distillation_loss, []
+    real_loss, calls = refine_module.word_loss, []
 
     def diverging(*args, **kwargs):
         calls.append(1)
         loss = real_loss(*args, **kwargs)
         return loss * float("nan") if len(calls) == 4 else loss
 
-    monkeypatch.setattr(refine_module, "distillation_loss", diverging)
+    monkeypatch.setattr(refine_module, "word_loss", diverging)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(VocabxferError, match=r"refine: the loss diverged at step 4 \(loss nan, "
                                              r"lr 0.005\); stopped with the model's weights as "
@@ -257,7 +206,7 @@ def test_a_failing_plot_leaves_the_weights_as_they_were(pair, monkeypatch, tmp_p
 
     teacher, student, source, target = pair
 
-    def failing_plot(losses, path):
+    def failing_plot(*args):
         raise OSError("disk full")
 
     monkeypatch.setattr(refine_module, "plot_losses", failing_plot)
@@ -267,24 +216,6 @@ def test_a_failing_plot_leaves_the_weights_as_they_were(pair, monkeypatch, tmp_p
                show_progress=False, plot=tmp_path / "loss.png")
     for key, tensor in student.state_dict().items():
         assert torch.equal(tensor, before[key]), key
-
-
-def test_pooling_follows_max_length_not_the_passage():
-    """A passage of 12,000 words costs what max_length reaches: the sampler
-    cuts it, and the pooling sizes its tensors by the words the tokens reach."""
-    from vocabxfer.refine import WORDS_PER_TOKEN, first_words
-
-    long_text = " ".join(["cats and dogs"] * 4000)
-    cut = first_words(long_text, WORDS_PER_TOKEN * 32)
-    assert long_text.startswith(cut) and len(cut.split()) == WORDS_PER_TOKEN * 32
-    assert first_words("a  b ", 5) == "a  b "
-    tokenizer = as_transformers_tokenizer(wordpiece_tokenizer(TARGET))
-    encoding = tokenizer([long_text], truncation=True, max_length=32,
-                         return_offsets_mapping=True, return_special_tokens_mask=True)
-    pooling, present = word_pooling([long_text], encoding, 32)
-    assert pooling.shape == (1, 30, 32) and bool(present.all())
-
-
 def test_cli_refines(tmp_path, corpus_file, capsys):
     save_bert_folder(tmp_path / "source", SOURCE)
     out = tmp_path / "out"
@@ -294,3 +225,84 @@ def test_cli_refines(tmp_path, corpus_file, capsys):
     printed = capsys.readouterr().out
     assert "refined" in printed and "embedding rows for 3 steps" in printed
     assert (out / "model.safetensors").is_file()
+
+
+def test_cli_refines_for_a_time_budget(tmp_path, corpus_file, capsys):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    out = tmp_path / "out"
+    assert main(["transfer", "--model", str(tmp_path / "source"), "--corpus", str(corpus_file),
+                 "--out", str(out), "--vocab-size", "120", "--refine-seconds", "1"]) == 0
+    assert "refined" in capsys.readouterr().out and (out / "model.safetensors").is_file()
+    assert main(["transfer", "--model", str(tmp_path / "source"), "--corpus", str(corpus_file),
+                 "--out", str(tmp_path / "out2"), "--refine-seconds", "0"]) == 2
+    assert "refine: seconds must be a positive, finite number, got 0" in capsys.readouterr().err
+    assert not (tmp_path / "out2").exists()
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_the_horizon_is_the_step_count_or_the_budget(monkeypatch):
+    budget = sys.modules["vocabxfer.budget"]
+    clock = FakeClock()
+    monkeypatch.setattr(budget.time, "perf_counter", clock)
+    assert [budget.Horizon(4, None).progress(done) for done in range(5)] == \
+        [0, 0.25, 0.5, 0.75, 1]
+    timed = budget.Horizon(None, deadline=110.0)
+    assert timed.progress(0) == 0  # a budget always allows one step
+    clock.now = 104.0
+    assert timed.progress(3) == pytest.approx(0.4)
+    clock.now = 111.0
+    assert timed.progress(9) >= 1
+    both = budget.Horizon(10, deadline=200.0)  # whichever is further
+    assert both.progress(5) == 0.5
+
+
+def test_a_budget_runs_steps_and_decays_the_rate(pair, monkeypatch):
+    refine_module = sys.modules["vocabxfer.refine"]
+    clock = FakeClock()
+    monkeypatch.setattr(refine_module.time, "perf_counter", clock)
+    real_step, rates = torch.optim.Adam.step, []
+
+    def step_and_tick(self, *args, **kwargs):
+        rates.append(self.param_groups[0]["lr"])
+        clock.now += 1.0  # each step takes one (fake) second
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_and_tick)
+    teacher, student, source, target = pair
+    result = refine(student, teacher, source, target, TEXTS, seconds=5, lr=1e-2, batch_size=8,
+                    show_progress=False)
+    assert result.steps == len(result.losses) == 5
+    assert rates == pytest.approx([1e-2, 8e-3, 6e-3, 4e-3, 2e-3])
+
+
+def test_a_causal_lm_with_a_byte_level_tokenizer_without_pad_refines():
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from .conftest import byte_level_text, byte_level_tokenizer
+
+    letters = [byte_level_text(char) for char in " abcdefghijklmnopqrstuvwxyz"]
+    source = byte_level_tokenizer(["<|endoftext|>"] + letters)
+    target = byte_level_tokenizer(["<|endoftext|>"] + letters + ["Ġc", "Ġca", "Ġcat"],
+                                  [("Ġ", "c"), ("Ġc", "a"), ("Ġca", "t")])
+    assert load_vocab(target).special_tokens_map.get("pad") is None
+    torch.manual_seed(0)
+    config = LlamaConfig(vocab_size=len(load_vocab(source)), hidden_size=32,
+                         intermediate_size=40, num_hidden_layers=2, num_attention_heads=2,
+                         num_key_value_heads=2, tie_word_embeddings=True)
+    teacher = LlamaForCausalLM(config).eval()
+    student = copy.deepcopy(teacher)
+    transfer_model(student, source, target)
+    before = student.get_input_embeddings().weight.detach().clone()
+    result = refine(student, teacher, source, target, TEXTS, steps=5, batch_size=8,
+                    show_progress=False)
+    after = student.get_input_embeddings().weight.detach()
+    assert result.steps == 5 and not torch.equal(after[-3:], before[-3:])
+    assert torch.equal(after[:-3], before[:-3])
+    assert student.get_output_embeddings().weight.data_ptr() == after.data_ptr()  # still tied

@@ -77,6 +77,10 @@ def build_parser() -> argparse.ArgumentParser:
                           help="refine the new embedding rows for N steps of distillation "
                                f"from the source model (about {DEFAULT_STEPS} take 3 minutes "
                                "for a MiniLM-sized model on a 2-core CPU; default: 0)")
+    transfer.add_argument("--refine-seconds", type=float, default=None, metavar="S",
+                          help="refine for S seconds of wall time instead (or, with "
+                               "--refine-steps, whichever ends first); the learning rate "
+                               "decays over the budget")
     transfer.add_argument("--refine-corpus", nargs="+", metavar="FILE",
                           help="text to refine on (default: --corpus)")
     transfer.add_argument("--plot", type=Path, default=None, metavar="PNG",
@@ -133,7 +137,9 @@ def command_transfer(args) -> int:
                              device=args.device, seed=args.seed, vocab_size=args.vocab_size,
                              min_frequency=args.min_frequency,
                              tokenizer_model=args.tokenizer_model,
-                             refine_steps=args.refine_steps, refine_corpus=args.refine_corpus,
+                             refine_steps=args.refine_steps,
+                             refine_seconds=args.refine_seconds,
+                             refine_corpus=args.refine_corpus,
                              refine_plot=args.plot, overwrite=args.force, link=args.link,
                              overwrite_flag="--force"))
     return 0

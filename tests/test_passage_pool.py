@@ -1,0 +1,153 @@
+"""passage_pool: passages tokenised once by both sides, tokens aligned to
+whitespace words by character span, drawn by trained tokens, gathered into
+batches, and pooled word by word."""
+
+import random
+
+import pytest
+import torch
+
+from vocabxfer import load_vocab
+from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, first_words, pool_words,
+                                    rust_tokenizer, token_words)
+from vocabxfer.refine import trainable_rows
+
+from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
+    wordpiece_tokenizer
+
+SOURCE = BERT_SPECIALS + ["the", "cat", "##s", "sat", "on", "mat", "dog", "##ing", "run", "a",
+                          "and", "red", "was", "are", "##n"]
+TARGET = BERT_SPECIALS + ["the", "cats", "sat", "on", "mat", "dogs", "running", "a", "and",
+                          "red", "was", "are", "jumping", "sitting", "log"]
+TEXTS = [line for line in CORPUS if line.isascii()]
+
+
+def pool_for(texts, max_length=32, pool_size=1000, source=SOURCE, target=TARGET):
+    source = load_vocab(wordpiece_tokenizer(source))
+    target = load_vocab(wordpiece_tokenizer(target))
+    is_trained = torch.zeros(len(target), dtype=torch.bool)
+    is_trained[trainable_rows(source, target, "exact", "new")] = True
+    return PassagePool(texts, source, target, is_trained, max_length, pool_size=pool_size,
+                       seed=0)
+
+
+def loop_alignment(text, offsets, special):
+    """The rule written as a plain loop (the previous implementation's):
+    each token goes to the first word whose span it overlaps."""
+    spans = [match.span() for match in WORD.finditer(text)]
+    words, w = [], 0
+    for (start, end), is_special in zip(offsets, special):
+        if is_special or end <= start:
+            words.append(-1)
+            continue
+        while w < len(spans) and spans[w][1] <= start:
+            w += 1
+        words.append(w if w < len(spans) and spans[w][0] < end else -1)
+    return words
+
+
+def test_tokens_align_to_words_by_character_span():
+    backend = rust_tokenizer(load_vocab(wordpiece_tokenizer(SOURCE)), 32, "source")
+    encoding = backend.encode("cats sat", add_special_tokens=True)
+    assert encoding.tokens == ["[CLS]", "cat", "##s", "sat", "[SEP]"]
+    words, count = token_words("cats sat", encoding.offsets, encoding.special_tokens_mask)
+    assert words.tolist() == [-1, 0, 0, 1, -1] and count == 2
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "bytelevel"])
+def test_alignment_equals_the_loop_on_random_text(family):
+    if family == "wordpiece":
+        tokenizer = wordpiece_tokenizer(SOURCE)
+    else:
+        tokenizer = byte_level_tokenizer(
+            ["<pad>"] + [byte_level_text(char) for char in " abcdefghijklmnopqrstuvwxyz.,"])
+    backend = rust_tokenizer(load_vocab(tokenizer), 64, "source")
+    rng = random.Random(0)
+    for _ in range(200):
+        text = "".join(rng.choice("abc  .,\t") for _ in range(rng.randint(0, 40)))
+        encoding = backend.encode(text, add_special_tokens=True)
+        words, _ = token_words(text, encoding.offsets, encoding.special_tokens_mask)
+        assert words.tolist() == loop_alignment(text, encoding.offsets,
+                                                encoding.special_tokens_mask), text
+
+
+def test_passages_are_drawn_by_how_many_trained_tokens_they_hold():
+    # Trained rows: cats, dogs, running, jumping, sitting, log; "cat" and
+    # "dog" are [UNK] to the target, a copied row.
+    pool = pool_for(TEXTS[:6])
+    assert pool.passages == ["the dog sat on the log", "running and jumping and sitting",
+                             "dogs and cats are running"]
+    assert pool.weights.tolist() == [1, 3, 3]
+    assert sorted(pool.draw(10).tolist()) == [0, 1, 2]  # no repeats in a batch
+    draws = [int(pool.draw(1)) for _ in range(700)]
+    assert 50 < draws.count(0) < 150  # 100 expected
+    again = pool_for(TEXTS[:6])
+    again.draw(10)
+    assert draws == [int(again.draw(1)) for _ in range(700)]  # seeded
+
+
+def test_only_the_first_max_length_tokens_count():
+    # [CLS] the [UNK] [SEP]: the log is cut off; [CLS] running and [SEP].
+    pool = pool_for(TEXTS[:6], max_length=4)
+    assert pool.passages == ["running and jumping and sitting", "dogs and cats are running"]
+    assert pool.weights.tolist() == [1, 1]
+
+
+def test_a_large_corpus_is_sampled_from_a_pool():
+    pool = pool_for(TEXTS, pool_size=12)
+    assert 0 < len(pool.passages) <= 12 and set(pool.passages) <= set(TEXTS)
+
+
+def test_a_batch_gathers_both_sides():
+    pool = pool_for(TEXTS[:6])
+    batch = pool.batch(torch.tensor([2, 0]))
+    # dogs and cats are running: the source splits dogs and cats in two.
+    target = wordpiece_tokenizer(TARGET).encode("dogs and cats are running")
+    source = wordpiece_tokenizer(SOURCE).encode("dogs and cats are running")
+    assert batch.target_ids[0, :len(target.ids)].tolist() == target.ids
+    assert batch.source_ids[0, :len(source.ids)].tolist() == source.ids
+    assert batch.source_ids.shape == (2, len(source.ids)) == batch.source_words.shape
+    assert batch.source_mask[0].tolist() == [1] * len(source.ids)
+    the_log = wordpiece_tokenizer(SOURCE).encode("the dog sat on the log").ids
+    assert batch.source_mask[1].tolist() == [1] * len(the_log) + [0] * (
+        len(source.ids) - len(the_log))
+    assert batch.source_words[0].tolist() == [-1, 0, 0, 1, 2, 2, 3, 4, 4, 4, -1]
+    assert batch.width == 6
+
+
+def test_pooling_averages_each_words_tokens():
+    hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
+    words = torch.tensor([[-1, 0, 0, 1], [0, -1, 2, 2]])
+    means, counts = pool_words(hidden, words, 3)
+    assert counts.tolist() == [[2, 1, 0], [1, 0, 2]]
+    assert torch.equal(means[0, 0], hidden[0, 1:3].mean(0))
+    assert torch.equal(means[0, 1], hidden[0, 3]) and torch.equal(means[0, 2], torch.zeros(3))
+    assert torch.equal(means[1, 2], hidden[1, 2:4].mean(0))
+    hidden.requires_grad_(True)
+    pool_words(hidden, words, 3)[0].sum().backward()
+    assert hidden.grad[0, 0].tolist() == [0, 0, 0] and hidden.grad[0, 1].tolist() == [0.5] * 3
+
+
+def test_tokenizers_without_padding_or_with_padding_switched_on():
+    """Many byte-level BPEs have no pad token (transformers refused to pad
+    them); a tokenizer.json may switch padding on (to 128): neither matters."""
+    tokens = ["<s>"] + [byte_level_text(char) for char in " abcdefghijklmnopqrstuvwxyz"]
+    no_pad = byte_level_tokenizer(tokens)
+    padded = byte_level_tokenizer(tokens)
+    padded.enable_padding(pad_id=0, pad_token="<s>", length=128)
+    texts = ["a cat sat on a mat", "dogs are running", "the log was red"] * 4
+    for tokenizer in (no_pad, padded):
+        vocab = load_vocab(tokenizer)
+        is_trained = torch.ones(len(tokens), dtype=torch.bool)
+        pool = PassagePool(texts, vocab, vocab, is_trained, 16, pool_size=100, seed=0)
+        assert int(pool.target.lengths.max()) == 16
+        assert pool.target.ids.shape == (len(texts), 16)
+
+
+def test_long_passages_are_cut_to_what_max_length_reaches():
+    long_text = " ".join(["cats and dogs"] * 4000)
+    cut = first_words(long_text, WORDS_PER_TOKEN * 32)
+    assert long_text.startswith(cut) and len(cut.split()) == WORDS_PER_TOKEN * 32
+    assert first_words("a  b ", 5) == "a  b "
+    pool = pool_for([long_text] * 8, max_length=32)
+    assert pool.passages[0] == cut and int(pool.target.word_counts.max()) <= 30

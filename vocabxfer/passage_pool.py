@@ -1,0 +1,208 @@
+"""The passages refinement reads, tokenised once by both tokenizers (their
+Rust batch encoders, with offsets) and aligned word by word into index
+tensors, so that a step only gathers rows: no tokenising, no Python loop
+over words or tokens, and everything on the device the model runs on.
+
+A word is a whitespace-separated run of characters; a token belongs to the
+first word its character span overlaps (special tokens and tokens without
+text belong to none). Both tokenizations of a passage share its words, so
+word w of the source side and word w of the target side are the same text.
+"""
+
+import re
+from dataclasses import dataclass
+from typing import Any, List, Sequence, Tuple
+
+import numpy as np
+import torch
+
+from .errors import CorpusError, VocabError
+from .saving import as_transformers_tokenizer
+from .vocab import Vocab
+
+WORD = re.compile(r"\S+")
+# Passages are cut to this many words per token of max_length before any
+# tokenising: a word gives at least one token, so the cut never shortens
+# what is read, and a passage of 12,000 words costs what one of 128 does.
+WORDS_PER_TOKEN = 4
+ENCODE_CHUNK = 4096  # passages per encode_batch call: bounded memory for a large pool
+
+
+def first_words(text: str, count: int) -> str:
+    """The text up to the end of its `count`-th word, as written."""
+    for number, match in enumerate(WORD.finditer(text), 1):
+        if number == count:
+            return text[:match.end()]
+    return text
+
+
+def rust_tokenizer(vocab: Vocab, max_length: int, what: str) -> Any:
+    """A private copy of the vocabulary's Rust tokenizer that truncates to
+    `max_length` and never pads (a tokenizer.json may switch padding on;
+    many byte-level BPEs have no pad token at all)."""
+    from tokenizers import Tokenizer
+
+    wrapped = as_transformers_tokenizer(vocab)
+    backend = getattr(wrapped, "backend_tokenizer", None)
+    if backend is None:
+        raise VocabError(f"refine: the {what} tokenizer {vocab.name} is a slow (Python) "
+                         "tokenizer, which gives no character offsets; expected a fast "
+                         "tokenizer (a tokenizer.json, a folder with one, or a "
+                         "tokenizers.Tokenizer)")
+    backend = Tokenizer.from_str(backend.to_str())
+    backend.no_padding()
+    backend.enable_truncation(max_length)
+    return backend
+
+
+def token_words(text: str, offsets: Sequence[Tuple[int, int]],
+                special: Sequence[int]) -> Tuple[np.ndarray, int]:
+    """(word of each token or -1, number of words) for one encoded text."""
+    spans = np.array([match.span() for match in WORD.finditer(text)],
+                     dtype=np.int64).reshape(-1, 2)
+    if not len(offsets):
+        return np.zeros(0, dtype=np.int64), len(spans)
+    token_spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    starts, ends = token_spans[:, 0], token_spans[:, 1]
+    # The first word that ends after the token starts; the token belongs to
+    # it if that word also starts before the token ends.
+    word = np.searchsorted(spans[:, 1], starts, side="right")
+    inside = word < len(spans)
+    word_start = spans[np.minimum(word, max(len(spans) - 1, 0)), 0] if len(spans) \
+        else np.zeros_like(word)
+    belongs = inside & (word_start < ends) & (ends > starts) & (np.asarray(special) == 0)
+    return np.where(belongs, word, -1), len(spans)
+
+
+@dataclass
+class Side:
+    """One tokenizer's reading of every passage of the pool: token ids and
+    words, (passages, max_length), padded with id 0 and word -1."""
+
+    ids: torch.Tensor
+    words: torch.Tensor
+    lengths: torch.Tensor  # tokens per passage (on the CPU)
+    word_counts: torch.Tensor  # words the tokens reach per passage (on the CPU)
+
+    def to(self, device: torch.device) -> "Side":
+        return Side(self.ids.to(device), self.words.to(device), self.lengths, self.word_counts)
+
+    def select(self, keep: torch.Tensor) -> "Side":
+        return Side(self.ids[keep], self.words[keep], self.lengths[keep], self.word_counts[keep])
+
+
+def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
+    ids = np.zeros((len(texts), max_length), dtype=np.int64)
+    words = np.full((len(texts), max_length), -1, dtype=np.int64)
+    lengths = np.zeros(len(texts), dtype=np.int64)
+    word_counts = np.zeros(len(texts), dtype=np.int64)
+    for start in range(0, len(texts), ENCODE_CHUNK):
+        chunk = texts[start:start + ENCODE_CHUNK]
+        for row, (text, encoding) in enumerate(
+                zip(chunk, backend.encode_batch(chunk, add_special_tokens=True)), start):
+            count = len(encoding.ids)
+            ids[row, :count] = encoding.ids
+            token_word, _ = token_words(text, encoding.offsets, encoding.special_tokens_mask)
+            words[row, :count] = token_word
+            lengths[row] = count
+            word_counts[row] = token_word.max() + 1 if count else 0
+    return Side(torch.from_numpy(ids), torch.from_numpy(words), torch.from_numpy(lengths),
+                torch.from_numpy(word_counts))
+
+
+@dataclass
+class Batch:
+    """A batch as the loss reads it: each side's ids, attention mask and
+    words, cut to the batch's longest passage, and the number of word
+    slots (the most words either side reaches)."""
+
+    source_ids: torch.Tensor
+    source_mask: torch.Tensor
+    source_words: torch.Tensor
+    target_ids: torch.Tensor
+    target_mask: torch.Tensor
+    target_words: torch.Tensor
+    width: int
+
+
+class PassagePool:
+    """A random pool of at most `pool_size` passages, cut to what
+    `max_length` tokens reach, tokenised by both sides once. Passages are
+    drawn with probability proportional to how many of their target tokens
+    are trained rows (`is_trained[id]`), so that every occurrence of a
+    trained token is equally likely to be read; passages with none teach
+    those rows nothing and are never drawn (a fifth of the Unix manual
+    pages' passages; drawing this way lifted 500 steps from 0.9458 to
+    0.9489 mean cosine on their validation split)."""
+
+    def __init__(self, passages: List[str], source: Vocab, target: Vocab,
+                 is_trained: torch.Tensor, max_length: int, pool_size: int, seed: int,
+                 with_source: bool = True):
+        self.generator = torch.Generator().manual_seed(seed)
+        if len(passages) > pool_size:
+            chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
+            passages = [passages[i] for i in sorted(chosen.tolist())]
+        texts = [first_words(passage, WORDS_PER_TOKEN * max_length) for passage in passages]
+        target_side = encode_side(rust_tokenizer(target, max_length, "target"), texts,
+                                  max_length)
+        real = torch.arange(max_length)[None, :] < target_side.lengths[:, None]
+        counts = (is_trained.cpu()[target_side.ids] & real).sum(1)
+        keep = counts.nonzero().squeeze(1)
+        if not keep.numel():
+            raise CorpusError(f"refine: none of the {len(texts):,} passages read has a token "
+                              "whose row is being refined (within its first "
+                              f"{max_length} tokens), so refinement would learn nothing; "
+                              "expected a corpus in the target tokenizer's domain")
+        texts = [texts[i] for i in keep.tolist()]
+        self.target = target_side.select(keep)
+        # The source side only where the objective reads it (the teacher's
+        # word vectors); the next-token objective reads the target alone.
+        self.source = encode_side(rust_tokenizer(source, max_length, "source"), texts,
+                                  max_length) if with_source else None
+        self.weights = counts[keep].float()
+        self.passages = texts
+
+    def __len__(self) -> int:
+        return len(self.passages)
+
+    def to(self, device: torch.device) -> "PassagePool":
+        self.target = self.target.to(device)
+        self.source = self.source.to(device) if self.source is not None else None
+        return self
+
+    def draw(self, batch_size: int) -> torch.Tensor:
+        """Passage numbers of one batch, without repeats."""
+        return torch.multinomial(self.weights, min(batch_size, len(self.weights)),
+                                 replacement=False, generator=self.generator)
+
+    def batch(self, picks: torch.Tensor) -> Batch:
+        """The batch of passages `picks`: gathers on the pool's device; the
+        sizes come from CPU tensors, so nothing waits for the device."""
+        sides = []
+        for side in (self.source or self.target, self.target):
+            length = int(side.lengths[picks].max())
+            rows = picks.to(side.ids.device, non_blocking=True)
+            mask = (torch.arange(length, device=side.ids.device)[None, :] <
+                    side.lengths[picks].to(side.ids.device, non_blocking=True)[:, None])
+            sides.append((side.ids[rows, :length], mask.long(), side.words[rows, :length]))
+        width = int(max((self.source or self.target).word_counts[picks].max(),
+                        self.target.word_counts[picks].max(), 1))
+        (source_ids, source_mask, source_words), (target_ids, target_mask, target_words) = sides
+        return Batch(source_ids, source_mask, source_words, target_ids, target_mask,
+                     target_words, width)
+
+
+def pool_words(hidden: torch.Tensor, words: torch.Tensor,
+               width: int) -> Tuple[torch.Tensor, torch.Tensor]:
+    """(means, counts): the mean of each word's token vectors, (B, width, H),
+    and how many tokens each word has, (B, width). Tokens of word -1 go to a
+    slot that is dropped."""
+    batch, tokens, size = hidden.shape
+    slots = torch.arange(batch, device=words.device)[:, None] * width + words
+    slots = torch.where(words >= 0, slots, batch * width).reshape(-1)
+    sums = hidden.new_zeros(batch * width + 1, size).index_add(0, slots,
+                                                              hidden.reshape(-1, size))
+    counts = hidden.new_zeros(batch * width + 1).index_add(
+        0, slots, hidden.new_ones(batch * tokens))
+    means = sums[:-1] / counts[:-1].clamp(min=1)[:, None]
+    return means.view(batch, width, size), counts[:-1].view(batch, width)
