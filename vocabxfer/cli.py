@@ -85,6 +85,11 @@ def build_parser() -> argparse.ArgumentParser:
                           help="text to refine on (default: --corpus)")
     transfer.add_argument("--plot", type=Path, default=None, metavar="PNG",
                           help="write the refinement's loss curve to this PNG")
+    transfer.add_argument("--no-fidelity", action="store_true",
+                          help="do not hold out passages of the corpus to measure the moved "
+                               "model against the source (by default, when the model is "
+                               "loaded and text is given, it is measured and the figures go "
+                               "to vocabxfer_fidelity.json)")
     transfer.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: where "
                                                          "the model loads, the CPU)")
     transfer.add_argument("--seed", type=int, default=0, help="seed of sampled inits")
@@ -141,6 +146,7 @@ def command_transfer(args) -> int:
                              refine_seconds=args.refine_seconds,
                              refine_corpus=args.refine_corpus,
                              refine_plot=args.plot, overwrite=args.force, link=args.link,
+                             fidelity=not args.no_fidelity,
                              overwrite_flag="--force"))
     return 0
 

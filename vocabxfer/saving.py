@@ -3,7 +3,7 @@ atomically (see atomic.py)."""
 
 import os
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Dict, Optional, Union
 
 from . import families
 from .atomic import write_folder
@@ -40,7 +40,7 @@ def save_tokenizer(tokenizer: VocabSource, out_dir: Union[str, os.PathLike], *,
 
 
 def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathLike],
-         *, overwrite: bool = False) -> Path:
+         *, overwrite: bool = False, extra_files: Optional[Dict[str, str]] = None) -> Path:
     """Write `model` (safetensors + config) and the target tokenizer to
     `out_dir`, so that ``AutoModel.from_pretrained(out_dir)`` and
     ``AutoTokenizer.from_pretrained(out_dir)`` load it offline.
@@ -50,12 +50,15 @@ def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathL
     flushed to disk, and moved into place in one step. An existing non-empty
     folder is replaced only with ``overwrite=True``, and only once the new
     one is complete; a symbolic link is refused. Raises FileExistsError or
-    OutputError otherwise.
+    OutputError otherwise. ``extra_files`` (name: text) are written beside
+    them, in the same step.
     """
     tokenizer = as_transformers_tokenizer(target_tokenizer)
 
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
         tokenizer.save_pretrained(str(folder))
+        for name, text in (extra_files or {}).items():
+            (folder / name).write_text(text, encoding="utf-8")
 
     return write_folder(out_dir, write, overwrite=overwrite)

@@ -10,7 +10,7 @@ import unicodedata
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Union
 
 from . import families
 from .errors import CorpusError, VocabxferError
@@ -333,7 +333,8 @@ def set_post_processor(pipeline: Pipeline) -> None:
 def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: int = 2, *,
                     model: str = "wordpiece", like: Optional[VocabSource] = None,
                     lowercase: Optional[bool] = None, strip_accents: Optional[bool] = None,
-                    limit_alphabet: Optional[int] = None, show_progress: bool = True):
+                    limit_alphabet: Optional[int] = None, show_progress: bool = True,
+                    exclude: Collection[str] = ()):
     """Train a tokenizer on text files (one passage per line; a single path
     or several) and return it as a transformers fast tokenizer. The files
     are streamed, never read whole.
@@ -350,6 +351,7 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     the corpus unless ``limit_alphabet`` is given: tokenizers' default of
     1,000 leaves about 15% [UNK] on Korean text. The [UNK] rate is measured
     on a sample after training and logged, with a warning above 1%.
+    Passages in ``exclude`` (held out for evaluation) are not trained on.
 
     Raises CorpusError for a missing, unreadable or empty corpus,
     VocabxferError for an unknown model or a bad size.
@@ -364,8 +366,12 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     check_sizes(vocab_size, min_frequency, limit_alphabet, len(pipeline.special_tokens))
     check_corpus(paths)
 
+    excluded = set(exclude)
+
     def passages():
-        return iter_passages(paths)
+        stream = iter_passages(paths)
+        return (passage for passage in stream if passage not in excluded) if excluded \
+            else stream
 
     trainer = trainer_for(pipeline, model, vocab_size, min_frequency, limit_alphabet, passages,
                           show_progress)

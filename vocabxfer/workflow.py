@@ -15,6 +15,7 @@ from .atomic import check_apart, check_output_folder
 from .checkpoint import has_safetensors, transfer_checkpoint
 from .devices import DeviceLike, resolve_device
 from .errors import VocabxferError
+from .fidelity import REPORT_FILE, Fidelity, FidelityProbe, hold_out
 from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
 from .initialise import InitPlan
 from .loading import load_config, load_model, model_location
@@ -24,7 +25,7 @@ from .readers import VocabSource, load_vocab
 from .refine import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_LENGTH, Refinement,
                      check_plot_path, check_settings, refine)
 from .saving import save, save_tokenizer
-from .training import check_corpus, corpus_paths, train_tokenizer
+from .training import check_corpus, corpus_paths, iter_passages, train_tokenizer
 
 PathLike = Union[str, os.PathLike]
 
@@ -43,6 +44,7 @@ class FolderTransfer:
     trained_tokenizer: Optional[str] = None
     weight_files: Optional[str] = None  # None when the model was loaded whole
     refinement: Optional[Refinement] = None
+    fidelity: Optional[Fidelity] = None
 
     def __str__(self) -> str:
         lines = []
@@ -55,6 +57,8 @@ class FolderTransfer:
             lines.append(f"streamed the checkpoint; weight files: {self.weight_files}")
         if self.refinement:
             lines.append(str(self.refinement))
+        if self.fidelity:
+            lines.append(str(self.fidelity) + f" (in {REPORT_FILE})")
         lines += ["timings: " + ", ".join(f"{step} {seconds:.2f} s"
                                           for step, seconds in self.seconds.items()),
                   f"wrote {self.path}"]
@@ -102,7 +106,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        refine_corpus: Optional[Sequence[PathLike]] = None,
                        refine_plot: Optional[PathLike] = None, overwrite: bool = False,
                        link: bool = False, overwrite_flag: str = "overwrite=True",
-                       show_progress: bool = True) -> FolderTransfer:
+                       fidelity: bool = True, show_progress: bool = True) -> FolderTransfer:
     """Move the model in folder (or hub id) `model` to a new vocabulary and
     write the ready folder `out_dir`: the target `tokenizer`, or one trained
     on `corpus` that follows the model's tokenizer. Every input is checked
@@ -119,6 +123,13 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     writes the loss curve. ``overwrite_flag`` is how messages name the
     switch that allows replacing a non-empty folder (the command line's
     ``--force``).
+
+    With ``fidelity`` (the default), whenever the model is loaded and text
+    was given (`refine_corpus`, else `corpus`), 200 passages of it are held
+    out from tokenizer training and refinement, and the moved model is
+    measured against the source on them, zero-shot and after refinement
+    (see ``fidelity.py``); the figures are printed and written to
+    vocabxfer_fidelity.json in the output folder.
 
     Raises VocabxferError (or one of its kinds) for bad input, OSError for
     files, FileExistsError for an output folder that exists.
@@ -156,7 +167,15 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         check_corpus(corpus_paths(refine_texts))
 
     streaming = model_folder is not None and has_safetensors(model_folder) and not refining
-    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining,
+    fidelity_texts = refine_texts if refining else corpus
+    measuring = fidelity and not streaming and fidelity_texts is not None
+    held_out = hold_out(iter_passages(corpus_paths(fidelity_texts)), seed=seed) \
+        if measuring else []
+    measuring = measuring and bool(held_out)  # a corpus too small to spare any
+    probe: Optional[FidelityProbe] = None
+    measured: Optional[Fidelity] = None
+    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining +
+                  (2 + refining) * measuring,
                   show=show_progress)
     plan_options = dict(init=init, mode=mode, seed=seed, piece_weights=piece_weights,
                         output_piece_weights=output_piece_weights, device=resolved_device)
@@ -166,7 +185,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             with steps.step("train tokenizer"):
                 target = train_tokenizer(corpus, vocab_size, min_frequency,
                                          model=tokenizer_model, like=location,
-                                         show_progress=False)
+                                         show_progress=False, exclude=held_out)
                 trained = target.name_or_path
         if streaming:
             with steps.step("stream the checkpoint"):
@@ -181,23 +200,36 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             loaded = load_model(location, resolved_device)
             teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
                 if refining else None
+        if measuring:
+            # Before the transfer changes the model: the source's side.
+            with steps.step("measure the source"):
+                probe = FidelityProbe(loaded, load_vocab(location), held_out)
         with steps.step("match and initialise"):
             result = transfer_model(loaded, location, target, **plan_options)
+        if probe is not None:
+            with steps.step("measure zero-shot"):
+                measured = probe.report(loaded, load_vocab(target))
         if refining:
             with steps.step("refine"):
-                refinement = refine(loaded, teacher_rows, location, target,
-                                    [Path(file) for file in refine_texts],
+                excluded = set(held_out)
+                passages = [passage for passage in iter_passages(corpus_paths(refine_texts))
+                            if passage not in excluded]
+                refinement = refine(loaded, teacher_rows, location, target, passages,
                                     steps=refine_steps or None, seconds=refine_seconds,
                                     mode=mode, device=resolved_device, seed=seed,
                                     show_progress=show_progress, plot=refine_plot)
                 del teacher_rows
+            if probe is not None:
+                with steps.step("measure refined"):
+                    measured.refined = probe.measure(loaded, load_vocab(target))[0]
+        extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
-            path = save(result.model, target, out_path, overwrite=overwrite)
+            path = save(result.model, target, out_path, overwrite=overwrite, extra_files=extra)
     finally:
         steps.close()
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
                           tensors=result.tensors, seconds=steps.seconds,
-                          trained_tokenizer=trained, refinement=refinement)
+                          trained_tokenizer=trained, refinement=refinement, fidelity=measured)
 
 
 def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,

@@ -1,0 +1,114 @@
+"""fidelity: held-out passages (a small, uniform, distinct slice), the
+measures (1 for a model compared with itself; lower for a worse start),
+and transfer_to_folder's report, with the held-out passages never trained
+on."""
+
+import copy
+import json
+import random
+import sys
+
+import pytest
+
+from vocabxfer import load_vocab, transfer_model
+from vocabxfer.fidelity import REPORT_FILE, FidelityProbe, hold_out
+from vocabxfer.workflow import transfer_to_folder
+
+from .conftest import save_bert_folder, tiny_bert, wordpiece_tokenizer
+from .test_objectives import causal_lm, tokenizers
+from .test_refine import SOURCE, TARGET
+
+WORDS = ["the", "cat", "cats", "sat", "on", "mat", "dog", "dogs", "running", "a", "and", "red",
+         "was", "are", "jumping", "sitting", "log"]
+
+
+def sentences(count, seed=0):
+    chooser = random.Random(seed)
+    return list(dict.fromkeys(" ".join(chooser.choice(WORDS) for _ in range(chooser.randint(4, 12)))
+                              for _ in range(count)))
+
+
+def test_hold_out_is_a_small_uniform_distinct_slice():
+    passages = [f"passage {number}" for number in range(5000)]
+    held = hold_out(passages, count=200, seed=1)
+    assert len(held) == len(set(held)) == 200 and set(held) <= set(passages)
+    repeated = hold_out(passages[:400] * 10, count=200, seed=1)
+    assert len(repeated) == len(set(repeated)) > 100  # never a passage twice
+    assert hold_out(passages, count=200, seed=1) != hold_out(passages, count=200, seed=2)
+    # Uniform: the sample is not the head of the corpus.
+    assert sum(int(text.split()[1]) for text in held) / 200 > 1000
+    assert len(hold_out(passages[:500], count=200)) == 50  # at most a tenth
+    assert hold_out(passages[:150], count=200) == []  # too small to spare 20
+
+
+def test_a_model_compared_with_itself_is_at_one():
+    source = wordpiece_tokenizer(SOURCE)
+    model = tiny_bert(len(SOURCE))
+    texts = sentences(40)
+    probe = FidelityProbe(model, load_vocab(source), texts)
+    cosine, ratio = probe.measure(model, load_vocab(source))
+    assert cosine == pytest.approx(1.0, abs=1e-5) and ratio == 1.0
+    lm_source, _ = tokenizers()
+    lm = causal_lm(len(load_vocab(lm_source)), tied=True)
+    lm_probe = FidelityProbe(lm, load_vocab(lm_source), texts)
+    assert lm_probe.causal and lm_probe.source_bpb > 0
+    bpb_ratio, lm_ratio = lm_probe.measure(lm, load_vocab(lm_source))
+    assert bpb_ratio == pytest.approx(1.0, abs=1e-6) and lm_ratio == 1.0
+
+
+def test_a_worse_start_measures_worse():
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    texts = sentences(60)
+    probe = FidelityProbe(teacher, load_vocab(source), texts)
+    figures = {}
+    for init in ("fvt", "random"):
+        student = copy.deepcopy(teacher)
+        transfer_model(student, source, target, init=init)
+        figures[init], ratio = probe.measure(student, load_vocab(target))
+    assert figures["fvt"] > figures["random"] and 0 < figures["random"] < 1
+    assert ratio < 1  # cats, dogs, running... are one token in the target
+
+
+def test_transfer_reports_fidelity_on_passages_it_never_trains_on(tmp_path, monkeypatch):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    corpus = tmp_path / "corpus.txt"
+    passages = sentences(400)
+    corpus.write_text("\n".join(passages) + "\n", encoding="utf-8")
+    refine_module, training = sys.modules["vocabxfer.refine"], sys.modules["vocabxfer.workflow"]
+    seen = {}
+    real_refine, real_train = refine_module.refine, training.train_tokenizer
+
+    def spy_refine(*args, **kwargs):
+        seen["refined on"] = set(args[4])
+        return real_refine(*args, **kwargs)
+
+    def spy_train(*args, **kwargs):
+        seen["excluded"] = set(kwargs["exclude"])
+        return real_train(*args, **kwargs)
+
+    monkeypatch.setattr(training, "refine", spy_refine)
+    monkeypatch.setattr(training, "train_tokenizer", spy_train)
+    result = transfer_to_folder(tmp_path / "source", tmp_path / "out", corpus=[corpus],
+                                vocab_size=60, refine_steps=5, show_progress=False)
+    report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
+    assert report["measure"] == "word cosine" and 0 < report["zero_shot"] <= 1
+    assert 0 < report["refined"] <= 1 and report["passages"] == result.fidelity.passages > 0
+    assert "fidelity on" in str(result) and REPORT_FILE in str(result)
+    assert len(seen["excluded"]) == len(passages) // 10
+    assert not seen["excluded"] & seen["refined on"]
+
+
+def test_no_fidelity_when_asked_or_without_text(tmp_path):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(sentences(400)) + "\n", encoding="utf-8")
+    wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
+    result = transfer_to_folder(tmp_path / "source", tmp_path / "out", corpus=[corpus],
+                                vocab_size=60, fidelity=False, refine_steps=2,
+                                show_progress=False)
+    assert result.fidelity is None and not (tmp_path / "out" / REPORT_FILE).exists()
+    # A tokenizer and no text: nothing to measure on.
+    result = transfer_to_folder(tmp_path / "source", tmp_path / "out2",
+                                tokenizer=tmp_path / "target.json", show_progress=False)
+    assert result.fidelity is None and not (tmp_path / "out2" / REPORT_FILE).exists()
