@@ -66,3 +66,22 @@ def test_corpus_errors(tmp_path):
         train_tokenizer([latin1])
     with pytest.raises(ValueError, match="model 'wordlevel' is not one of wordpiece, bpe, unigram"):
         train_tokenizer([empty], model="wordlevel")
+
+
+def test_the_kind_follows_the_like_tokenizer(corpus_file):
+    """An LLM's byte-level BPE as `like` trains a byte-level BPE (not a
+    WordPiece, which would drop the spaces the LLM predicts)."""
+    from vocabxfer import load_vocab, train_tokenizer
+
+    from .conftest import byte_level_text, byte_level_tokenizer, unigram_tokenizer
+
+    byte_level = byte_level_tokenizer(
+        ["<|endoftext|>"] + [byte_level_text(chr(byte)) for byte in range(32, 127)])
+    trained = train_tokenizer(corpus_file, 200, like=byte_level, show_progress=False)
+    assert load_vocab(trained).family == "bytelevel"
+    assert trained.decode(trained("the cat sat")["input_ids"]) == "the cat sat"
+    unigram = unigram_tokenizer(["<unk>", "<s>", "</s>", "▁the", "▁cat", "▁", "t", "h", "e"])
+    assert "Unigram" in train_tokenizer(corpus_file, 80, like=unigram, show_progress=False) \
+        .backend_tokenizer.to_str()[:3000]
+    assert load_vocab(train_tokenizer(corpus_file, 120, show_progress=False)).family == \
+        "wordpiece"

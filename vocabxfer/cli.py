@@ -25,8 +25,10 @@ def add_tokenizer_training_options(parser: argparse.ArgumentParser) -> None:
                         help="target vocabulary size (default: 30000)")
     parser.add_argument("--min-frequency", type=int, default=2,
                         help="least count of a token to enter the vocabulary (default: 2)")
-    parser.add_argument("--tokenizer-model", choices=MODELS, default="wordpiece",
-                        help="kind of tokenizer to train (default: wordpiece)")
+    parser.add_argument("--tokenizer-model", choices=MODELS, default=None,
+                        help="kind of tokenizer to train (default: the source tokenizer's "
+                             "kind, so an LLM's byte-level BPE trains a byte-level BPE; "
+                             "wordpiece without one)")
 
 
 def build_parser() -> argparse.ArgumentParser:

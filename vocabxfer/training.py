@@ -271,6 +271,20 @@ def special_roles(source: Any, model: str) -> Dict[str, str]:
     return roles
 
 
+def model_like(source: Any) -> str:
+    """The kind of tokenizer to train so that it is the source's kind: read
+    from its tokenizers model where it has one, else from its family."""
+    if source is None:
+        return "wordpiece"
+    document = backend_document(source)
+    kind = (document or {}).get("model", {}).get("type")
+    by_backend = {backend: model for model, backend in BACKEND_MODEL.items()}
+    if kind in by_backend:
+        return by_backend[kind]
+    return {families.BYTELEVEL: "bpe", families.SENTENCEPIECE: "unigram"}.get(source.family,
+                                                                          "wordpiece")
+
+
 def build_pipeline(source: Any, model: str, lowercase: Optional[bool],
                    strip_accents: Optional[bool]) -> Pipeline:
     roles = special_roles(source, model)
@@ -331,7 +345,7 @@ def set_post_processor(pipeline: Pipeline) -> None:
 
 
 def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: int = 2, *,
-                    model: str = "wordpiece", like: Optional[VocabSource] = None,
+                    model: Optional[str] = None, like: Optional[VocabSource] = None,
                     lowercase: Optional[bool] = None, strip_accents: Optional[bool] = None,
                     limit_alphabet: Optional[int] = None, show_progress: bool = True,
                     exclude: Collection[str] = ()):
@@ -339,8 +353,9 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     or several) and return it as a transformers fast tokenizer. The files
     are streamed, never read whole.
 
-    ``model``: "wordpiece" (BERT-style, the default), "bpe" (byte-level, as
-    GPT-2) or "unigram" (SentencePiece-style). With ``like`` (the source
+    ``model``: "wordpiece" (BERT-style), "bpe" (byte-level, as GPT-2) or
+    "unigram" (SentencePiece-style); by default the kind of ``like`` (an
+    LLM's byte-level BPE trains a byte-level BPE), WordPiece without it. With ``like`` (the source
     tokenizer) of the same model type, its normaliser, pre-tokenizer,
     decoder, post-processor and special tokens are kept, as transformers'
     ``train_new_from_iterator`` keeps them (a Llama-3 byte-level BPE stays
@@ -358,10 +373,12 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     """
     from transformers import PreTrainedTokenizerFast
 
-    if model not in MODELS:
+    if model is not None and model not in MODELS:
         raise VocabxferError(f"model {model!r} is not one of {', '.join(MODELS)}")
     paths = corpus_paths(files)
     source = load_vocab(like) if like is not None else None
+    if model is None:
+        model = model_like(source)
     pipeline = build_pipeline(source, model, lowercase, strip_accents)
     check_sizes(vocab_size, min_frequency, limit_alphabet, len(pipeline.special_tokens))
     check_corpus(paths)

@@ -101,7 +101,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        mode: str = "exact", piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
                        output_piece_weights: Optional[PieceWeighting] = None,
                        device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
-                       min_frequency: int = 2, tokenizer_model: str = "wordpiece",
+                       min_frequency: int = 2, tokenizer_model: Optional[str] = None,
                        refine_steps: int = 0, refine_seconds: Optional[float] = None,
                        refine_corpus: Optional[Sequence[PathLike]] = None,
                        refine_plot: Optional[PathLike] = None, overwrite: bool = False,
@@ -234,7 +234,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
 
 def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,
                               vocab_size: int = 30000, min_frequency: int = 2,
-                              model: str = "wordpiece", like: Optional[VocabSource] = None,
+                              model: Optional[str] = None, like: Optional[VocabSource] = None,
                               overwrite: bool = False,
                               overwrite_flag: str = "overwrite=True") -> TrainedTokenizer:
     """Train a tokenizer on `corpus` (see train_tokenizer) and write it to
