@@ -7,12 +7,15 @@ package) moved to an 8,000-token WordPiece trained on the Unix manual pages
 (or Python's docs), fvt, then `refine` for --steps steps from the same seed
 on the corpus's training passages. With --shape, a model of another shape
 with random weights stands in (speed only: on a GPU host, where real
-weights cannot travel): bert-base (12 x 768) or smollm2 (SmolLM2-135M's
-Llama shape, 30 x 576, a 49,152-token byte-level BPE).
+weights cannot travel): minilm-random (6 x 384), bert-base (12 x 768),
+both reading klue/bert-base's vocab.txt (--source-vocab) and moved to a
+WordPiece trained on --corpus-file (8,000 and 30,000 tokens), or smollm2
+(SmolLM2-135M's Llama shape, 30 x 576, tied, with a 49,152-token byte-level
+BPE trained on the corpus, moved to a 16,000-token one).
 
 Reported per implementation: the whole call's wall time (tokenising
-included), seconds per step, and the largest difference between the two
-runs' losses at the same step.
+included), the steps' own time, seconds per step, and the largest
+difference between the two runs' losses at the same step.
 
 Writes benchmarks/results/refine_<device>.md and .json.
 """
@@ -48,8 +51,8 @@ else:
     import transformers as tf
     model_dir = case["model_dir"]
     config = tf.AutoConfig.from_pretrained(model_dir)
-    teacher = tf.AutoModel.from_config(config) if case["shape"] == "bert-base" \
-        else tf.AutoModelForCausalLM.from_config(config)
+    teacher = tf.AutoModelForCausalLM.from_config(config) if case["shape"] == "smollm2" \
+        else tf.AutoModel.from_config(config)
 teacher.eval()
 student = copy.deepcopy(teacher)
 vocabxfer.transfer_model(student, model_dir, case["target"])
@@ -67,30 +70,32 @@ result = vocabxfer.refine(student, teacher_rows, model_dir, case["target"], text
 if case["device"].startswith("cuda"):
     torch.cuda.synchronize()
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "steps": result.steps,
+                              "setup": getattr(result, "setup_seconds", 0.0),
                               "losses": result.losses}))
 """
 
 
-def random_model_folder(shape: str, folder: Path) -> Path:
-    """A folder with a config of the shape and a tokenizer of its size."""
+SHAPES = {"minilm-random": dict(hidden_size=384, num_hidden_layers=6, num_attention_heads=12,
+                                 intermediate_size=1536),
+          "bert-base": dict(hidden_size=768, num_hidden_layers=12, num_attention_heads=12,
+                            intermediate_size=3072)}
+TARGET_SIZES = {"minilm": 8000, "minilm-random": 8000, "bert-base": 30000, "smollm2": 16000}
+
+
+def random_model_folder(shape: str, folder: Path, corpus: Path, source_vocab: Path) -> Path:
+    """A folder with a config of the shape and its source tokenizer."""
     import transformers as tf
 
-    from vocabxfer import demo
-    if shape == "bert-base":
-        source = demo.minilm_folder()
-        config = tf.BertConfig(vocab_size=30522, hidden_size=768, num_hidden_layers=12,
-                               num_attention_heads=12, intermediate_size=3072)
-        tokenizer = tf.AutoTokenizer.from_pretrained(str(source))
+    import vocabxfer
+    if shape in SHAPES:
+        tokenizer = tf.BertTokenizerFast(vocab_file=str(source_vocab), do_lower_case=False)
+        config = tf.BertConfig(vocab_size=len(tokenizer), **SHAPES[shape])
     else:
-        import vocabxfer
-        texts = Path(folder.parent / "corpus.txt")
-        source_tokenizer = vocabxfer.train_tokenizer(texts, 49152, model="bpe",
-                                                     show_progress=False)
-        config = tf.LlamaConfig(vocab_size=len(source_tokenizer), hidden_size=576,
+        tokenizer = vocabxfer.train_tokenizer(corpus, 49152, model="bpe", show_progress=False)
+        config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=576,
                                 intermediate_size=1536, num_hidden_layers=30,
                                 num_attention_heads=9, num_key_value_heads=3,
                                 tie_word_embeddings=True, max_position_embeddings=8192)
-        tokenizer = source_tokenizer
     config.save_pretrained(str(folder))
     tokenizer.save_pretrained(str(folder))
     return folder
@@ -113,8 +118,14 @@ def main() -> None:
     parser.add_argument("--steps", type=int, default=100)
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--device", default="cpu")
-    parser.add_argument("--shape", choices=("minilm", "bert-base", "smollm2"), default="minilm")
+    parser.add_argument("--shape", choices=("minilm", "minilm-random", "bert-base", "smollm2"),
+                        default="minilm")
     parser.add_argument("--corpus", choices=("man-pages", "python-docs"), default="man-pages")
+    parser.add_argument("--corpus-file", type=Path, default=None,
+                        help="passages, one a line, instead of --corpus (NSMC on a GPU host)")
+    parser.add_argument("--source-vocab", type=Path,
+                        default=common.SHARED_DATA / "vocab" / "klue-bert-base-vocab.txt",
+                        help="the random BERT shapes' source vocab.txt (default: klue's)")
     parser.add_argument("--quick", action="store_true", help="20 steps, one round")
     args = parser.parse_args()
     if args.quick:
@@ -127,12 +138,14 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)
-        _, _, training = split(corpora.CORPORA[args.corpus](), 0, HELD_OUT)
+        passages = corpora.CORPORA[args.corpus]() if args.corpus_file is None else [
+            line for line in args.corpus_file.read_text(encoding="utf-8").splitlines() if line]
+        _, _, training = split(passages, 0, HELD_OUT)
         (scratch / "corpus.txt").write_text("\n".join(training) + "\n", encoding="utf-8")
         model_dir = demo.minilm_folder() if args.shape == "minilm" else \
-            random_model_folder(args.shape, scratch / "model")
-        target = train_target(training, str(model_dir),
-                              16000 if args.shape == "smollm2" else 8000)
+            random_model_folder(args.shape, scratch / "model", scratch / "corpus.txt",
+                                args.source_vocab)
+        target = train_target(training, str(model_dir), TARGET_SIZES[args.shape])
         target.save_pretrained(str(scratch / "target"))
         case = dict(shape=args.shape, model_dir=str(model_dir), target=str(scratch / "target"),
                     corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device)
@@ -145,21 +158,24 @@ def main() -> None:
                 result = run(checkout, case)
                 runs[name].append(result)
                 print(f"round {round_number + 1}: {name}: {result['seconds']:.1f} s for "
-                      f"{result['steps']} steps", flush=True)
+                      f"{result['steps']} steps ({result['setup']:.1f} s before the first)",
+                      flush=True)
 
     rows, summary = [], {}
     for name, results in runs.items():
         seconds = common.median([result["seconds"] for result in results])
+        loop = common.median([result["seconds"] - result["setup"] for result in results])
         summary[name] = {"seconds": [result["seconds"] for result in results],
-                         "median_seconds": seconds, "steps": results[0]["steps"],
-                         "losses": results[0]["losses"]}
+                         "median_seconds": seconds, "median_step_seconds": loop,
+                         "steps": results[0]["steps"], "losses": results[0]["losses"]}
         rows.append([name, ", ".join(f"{result['seconds']:.1f}" for result in results),
-                     f"{seconds:.1f}", f"{seconds / results[0]['steps'] * 1000:.0f}"])
+                     f"{seconds:.1f}", f"{loop:.1f}",
+                     f"{loop / results[0]['steps'] * 1000:.0f}"])
     body = (f"{args.shape} ({'real weights' if args.shape == 'minilm' else 'random weights'}), "
-            f"{args.corpus}, {args.steps} steps of refine (defaults otherwise), device "
-            f"{args.device}; whole call, tokenising included.\n\n" +
-            common.markdown_table(["implementation", "wall time per round (s)", "median (s)",
-                                   "ms per step"], rows))
+            f"{args.corpus_file or args.corpus}, {args.steps} steps of refine (defaults "
+            f"otherwise), device {args.device}; the whole call includes tokenising the pool.\n\n" +
+            common.markdown_table(["implementation", "whole call per round (s)",
+                                   "median (s)", "steps alone (s)", "ms per step"], rows))
     if args.baseline:
         old, new = summary["baseline"], summary["this checkout"]
         differences = [abs(a - b) for a, b in zip(old["losses"], new["losses"])]

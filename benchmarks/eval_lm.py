@@ -33,13 +33,20 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import corpora  # noqa: E402
+import peers  # noqa: E402
 from eval_quality import split, train_target  # noqa: E402
 
 import vocabxfer  # noqa: E402
 
 PREFIX = "<|endoftext|>"
 # Settings tried with --tune, on validation passages.
-TUNING = [{}, {"lr": 1e-3}, {"lr": 2e-2}, {"max_length": 64, "batch_size": 16}]
+# Round 1 (120 s each): adam and row-adam at 5e-3, row-adam at 1e-3 and 2e-2;
+# round 2: adam at 1e-3, row-adam at 3e-4 and 1e-4 (results/lm_tuning.md).
+TUNING = [{"optimizer": "adam"}, {"optimizer": "row-adam", "lr": 5e-3},
+          {"optimizer": "row-adam", "lr": 1e-3}, {"optimizer": "row-adam", "lr": 2e-2},
+          {"optimizer": "adam", "lr": 1e-3}, {"optimizer": "row-adam", "lr": 3e-4},
+          {"optimizer": "row-adam", "lr": 1e-4}]
+WEIGHTINGS = ("uniform", "first", "last", "length")
 GGUF_NAME = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
 
@@ -109,7 +116,8 @@ def main() -> None:
     parser.add_argument("--held-out", type=int, default=120)
     parser.add_argument("--vocab-size", type=int, default=16000)
     parser.add_argument("--seconds", type=float, nargs="+", default=[600.0],
-                        help="refinement budgets to report (default: 600, ten minutes)")
+                        help="refinement budgets to report (default: 600, ten minutes; with "
+                             "--tune, 0 compares only the zero-shot weightings)")
     parser.add_argument("--tune", action="store_true",
                         help="instead: refinement settings (lr, passage length) compared on "
                              "the validation passages, one budget each; writes lm_tuning.md")
@@ -152,7 +160,12 @@ def main() -> None:
         report("source model, its own tokenizer", source_bpb, source_tokens, 0.0)
         texts = [text for text in training]
         if args.tune:
-            for seconds in args.seconds:
+            for weighting in WEIGHTINGS:
+                model = copy.deepcopy(source_model)
+                vocabxfer.transfer_model(model, model_dir, target, piece_weights=weighting)
+                report(f"fvt {weighting}, zero-shot",
+                       *bits_per_byte(model.eval(), target, held_out), 0.0)
+            for seconds in [seconds for seconds in args.seconds if seconds > 0]:
                 for options in TUNING:
                     model = copy.deepcopy(source_model)
                     started = time.perf_counter()
@@ -172,6 +185,13 @@ def main() -> None:
             vocabxfer.transfer_model(model, model_dir, target, **options)
             report(label, *bits_per_byte(model.eval(), target, held_out),
                    time.perf_counter() - started)
+        if peers.available():
+            for method in ("mean", "weighted_mean"):
+                started = time.perf_counter()
+                model = peers.mergekit_model(source_model, str(model_dir), target, method)
+                report(f"real mergekit 0.1.5, subword {method}, zero-shot",
+                       *bits_per_byte(model.eval(), target, held_out),
+                       time.perf_counter() - started)
         for seconds in args.seconds:
             model = copy.deepcopy(source_model)
             started = time.perf_counter()

@@ -22,9 +22,13 @@ reported separately.
 Variants: random rows; the common recipe (exact + N(0,1)); exact + mean and
 + normal; the reference FVT recipe (## stripped, uniform) and a
 mergekit-style weighted mean (## stripped, weights n..1, reimplemented from
-its description); vocabxfer's fvt with every piece weighting, exact and
-canonical; and refinement of fvt (best weighting) at 100, 300, the default
-and 1,000 steps, of fvt uniform and of mean at 100 and 300.
+its description); the real mergekit (its own package: tokensurgeon's
+subword method, mean and weighted_mean, see peers.py) when it is installed;
+vocabxfer's fvt with every piece weighting, exact and canonical; and
+refinement of fvt (best weighting) for 100 and 300 steps and for the
+default budget of 3 minutes, of fvt uniform and of mean for 3 minutes.
+With --tune, refinement settings are compared on the validation passages
+instead (quality_tuning.md).
 
 Writes benchmarks/results/quality.md, quality.json and quality.png.
 """
@@ -41,12 +45,16 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import common  # noqa: E402
 import corpora  # noqa: E402
+import peers  # noqa: E402
 
 import vocabxfer  # noqa: E402
 from vocabxfer import demo  # noqa: E402
-from vocabxfer.refine import DEFAULT_STEPS  # noqa: E402
 
 HELD_OUT, VALIDATION = 1000, 300
+MERGEKIT = "real mergekit 0.1.5, subword"
+BUDGET = 180.0  # seconds: the default refinement budget on this CPU
+# Refinement settings compared with --tune, on validation passages.
+TUNING = [{"optimizer": "adam"}, {"optimizer": "row-adam"}]
 WEIGHTINGS = ("uniform", "first", "last", "length")
 
 
@@ -191,30 +199,62 @@ def zero_shot(corpus, teacher, model_dir, source_tokenizer, seed):
                                       init="fvt", piece_weights=best, seed=seed)
     results.append(evaluate(corpus, model, f"canonical + fvt, {best}",
                             time.perf_counter() - started, result.token_map.report.matched))
+    if peers.available():
+        for method in ("mean", "weighted_mean"):
+            started = time.perf_counter()
+            model = peers.mergekit_model(teacher, str(model_dir), corpus.target, method)
+            results.append(evaluate(corpus, model, f"{MERGEKIT} {method}",
+                                    time.perf_counter() - started, None))
     return results, best
 
 
 def refined(corpus, teacher, model_dir, best, seed, quick):
-    """Refinement of fvt (best weighting) and of weaker starts."""
+    """Refinement of fvt (best weighting) and of weaker starts: for a few
+    step counts and for the 3-minute budget."""
     runs = [("fvt, " + best, dict(init="fvt", piece_weights=best),
-             (20, 50) if quick else (100, 300, DEFAULT_STEPS, 1000))]
+             [dict(steps=20), dict(steps=50)] if quick else
+             [dict(steps=100), dict(steps=300), dict(seconds=BUDGET)])]
     if not quick:
-        runs += [("fvt, uniform", dict(init="fvt", piece_weights="uniform"), (100, 300)),
-                 ("exact + mean", dict(init="mean"), (100, 300))]
+        runs += [("fvt, uniform", dict(init="fvt", piece_weights="uniform"),
+                  [dict(seconds=BUDGET)]),
+                 ("exact + mean", dict(init="mean"), [dict(seconds=BUDGET)])]
     results = []
-    for label, options, step_counts in runs:
-        for steps in step_counts:
+    for label, options, lengths in runs:
+        for length in lengths:
             model = copy.deepcopy(teacher)
             started = time.perf_counter()
             result = vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed,
                                               **options)
             refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
-                                          corpus.training, steps=steps, seed=seed,
-                                          show_progress=False)
-            entry = evaluate(corpus, model, f"{label} + refine {steps} steps",
+                                          corpus.training, seed=seed, show_progress=False,
+                                          **length)
+            how = f"{length['steps']} steps" if "steps" in length else \
+                f"{length['seconds']:.0f} s ({refinement.steps} steps)"
+            entry = evaluate(corpus, model, f"{label} + refine {how}",
                              time.perf_counter() - started, result.token_map.report.matched)
-            entry.update(start=label, steps=steps, refine_seconds=refinement.seconds)
+            entry.update(start=label, steps=refinement.steps,
+                         refine_seconds=refinement.seconds)
             results.append(entry)
+    return results
+
+
+def tune(corpus, teacher, model_dir, best, seed):
+    """Refinement settings for the 3-minute budget, on validation passages."""
+    results = []
+    for options in TUNING:
+        model = copy.deepcopy(teacher)
+        vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed, init="fvt",
+                                 piece_weights=best)
+        refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
+                                      corpus.training, seed=seed, seconds=BUDGET,
+                                      show_progress=False, **options)
+        validation, _ = fidelity(corpus.validation_reference,
+                                 embed(model, corpus.target, corpus.validation))
+        label = ", ".join(f"{key} {value}" for key, value in options.items())
+        results.append({"corpus": corpus.name, "label": label, "steps": refinement.steps,
+                        "validation_cosine": float(validation.mean())})
+        print(f"  tune {label:<30} validation cos {float(validation.mean()):.4f} "
+              f"({refinement.steps} steps)", flush=True)
     return results
 
 
@@ -269,6 +309,8 @@ def main(argv=None):
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--quick", action="store_true",
                         help="200 held-out passages, short refinements")
+    parser.add_argument("--tune", action="store_true",
+                        help="compare refinement settings on the validation passages only")
     args = parser.parse_args(argv)
     held_out = 200 if args.quick else args.held_out
     try:
@@ -283,14 +325,31 @@ def main(argv=None):
     for name in args.corpus or corpora.available():
         corpus = Corpus(name, corpora.CORPORA[name](), model_dir, teacher, source_tokenizer,
                         args.vocab_size, args.seed, held_out)
+        if args.tune:
+            all_results += tune(corpus, teacher, model_dir, "length", args.seed)
+            continue
         results, best = zero_shot(corpus, teacher, model_dir, source_tokenizer, args.seed)
         bests[name] = best
         by_label = {r["label"]: r for r in results}
-        comparisons[name] = bootstrap_difference(
-            by_label[f"fvt, {best}"]["cosines"],
-            by_label["mergekit-style weighted mean (## stripped)"]["cosines"])
+        baselines = ["mergekit-style weighted mean (## stripped)"] + [
+            f"{MERGEKIT} {method}" for method in ("mean", "weighted_mean")
+            if f"{MERGEKIT} {method}" in by_label]
+        comparisons[name] = {baseline: bootstrap_difference(
+            by_label[f"fvt, {best}"]["cosines"], by_label[baseline]["cosines"])
+            for baseline in baselines}
         results += refined(corpus, teacher, model_dir, best, args.seed, args.quick)
         all_results += results
+
+    if args.tune:
+        rows = [[r["corpus"], r["label"], str(r["steps"]), f"{r['validation_cosine']:.4f}"]
+                for r in all_results]
+        body = (f"Refinement for {BUDGET:.0f} s from fvt (length), on the validation passages "
+                "only (never the held-out ones).\n\n" + common.markdown_table(
+                    ["corpus", "settings", "steps", "validation cosine"], rows))
+        print(body)
+        common.write_result("quality_tuning.md", "Refinement settings on validation passages",
+                            body, out_dir=args.out)
+        return
 
     out_dir = args.out or common.RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -303,20 +362,23 @@ def main(argv=None):
             "excluded.\n"]
     for name in dict.fromkeys(r["corpus"] for r in all_results):
         results = [r for r in all_results if r["corpus"] == name]
-        mean, low, high = comparisons[name]
         body.append(f"## {name}\n\nBest weighting on validation: **{bests[name]}**. fvt "
-                    f"({bests[name]}) minus mergekit-style weighted mean, per passage: "
-                    f"{mean:+.4f} cos, 95% paired bootstrap interval [{low:+.4f}, {high:+.4f}].\n")
+                    f"({bests[name]}) minus each baseline, per passage (mean cosine, 95% paired "
+                    "bootstrap interval):\n")
+        for baseline, (mean, low, high) in comparisons[name].items():
+            body.append(f"- {baseline}: {mean:+.4f} [{low:+.4f}, {high:+.4f}]")
+        body.append("")
         body.append(common.markdown_table(
             ["variant", "matched tokens", "mean cosine", "accuracy@1", "seconds"],
-            [[r["label"], f"{r['matched']:,}", f"{r['cosine']:.4f}", f"{r['accuracy']:.3f}",
-              f"{r['seconds']:.1f}"] for r in results]))
+            [[r["label"], "" if r["matched"] is None else f"{r['matched']:,}",
+              f"{r['cosine']:.4f}", f"{r['accuracy']:.3f}", f"{r['seconds']:.1f}"]
+             for r in results]))
         body.append("")
     body.append("![quality](quality.png)")
     path = common.write_result("quality.md", "Fidelity on real weights, zero-shot and refined",
                                "\n".join(body), out_dir=out_dir)
     common.write_json("quality.json", {
-        "best_weighting": bests, "fvt_minus_mergekit_style": comparisons,
+        "best_weighting": bests, "fvt_minus_baselines": comparisons,
         "results": [{key: value for key, value in r.items() if key != "cosines"}
                     for r in all_results]}, out_dir)
     print(f"wrote {path} and {out_dir / 'quality.png'}")

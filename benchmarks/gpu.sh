@@ -5,6 +5,10 @@
 #
 #   benchmarks/gpu.sh OUT_DIR            (default OUT_DIR: benchmarks/results/gpu)
 #
+# Refinement is timed on klue/bert-base's vocab.txt and NSMC passages, which
+# must travel with the tree: `python3 benchmarks/prepare_gpu_data.py` writes
+# them to .gpu-data/ (git-ignored; carry it), or set GPU_DATA.
+#
 # Environment: TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), PYTHON (python3),
 # MAX_JOBS (default: the number of cores). Needs torch with CUDA and the
 # package's dependencies already installed; no network is used. The build
@@ -59,6 +63,16 @@ echo "bench_transfer_rows_cuda $?" >> "$OUT/status.txt"
 echo "bench_scaling_cuda $?" >> "$OUT/status.txt"
 "$PYTHON" benchmarks/bench_transfer_rows.py --device cpu --quick --out "$OUT" > "$OUT/bench_transfer_rows_cpu.log" 2>&1
 echo "bench_transfer_rows_cpu $?" >> "$OUT/status.txt"
+
+step "refine (random weights of the real shapes, 500 steps)"
+GPU_DATA=${GPU_DATA:-.gpu-data}
+for shape in minilm-random bert-base smollm2; do
+  "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
+    --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt" \
+    --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
+  echo "bench_refine_$shape $?" >> "$OUT/status.txt"
+  tail -n 4 "$OUT/bench_refine_$shape.log"
+done
 
 step "summary"
 "$PYTHON" benchmarks/gpu_summary.py "$OUT"

@@ -1,15 +1,19 @@
-"""A few minutes of embedding-only distillation after the transfer: the
-transferred model (the student) reads a passage with the target tokenizer,
-the source model (the teacher, frozen) reads the same passage with the
-source tokenizer, and the student's new embedding rows learn to make its
-hidden states, pooled word by word, match the teacher's.
+"""A few minutes of training of the new embedding rows after the transfer,
+against the source model they came from, with its body frozen.
 
-Words are aligned by character spans (the tokenizers' offsets), never by
-re-tokenising strings. Teacher and student run the same transformer body,
-held once: the teacher differs only by its input embeddings, which are fed
-as ``inputs_embeds``. Only the student's embedding rows train (by default
-those the transfer did not copy, which stay bit-exact otherwise); a tied
-output layer follows them.
+For an encoder the transferred model (the student) reads a passage with the
+target tokenizer, the source model (the teacher) reads it with the source
+tokenizer, and the student's word vectors learn to match the teacher's; for
+a causal language model the new rows learn the next-token loss of the
+corpus, input rows through the body and output rows directly
+(``objectives.py``). Words are aligned by character spans (the tokenizers'
+offsets), never by re-tokenising strings. Teacher and student run the same
+transformer body, held once: the teacher differs only by its input
+embeddings, which are fed as ``inputs_embeds``. Only the new rows train (by
+default those the transfer did not copy, which stay bit-exact); a tied
+output layer follows them. The passages are tokenised once
+(``passage_pool.py``); a run lasts a number of steps or a time budget
+(``budget.py``).
 """
 
 import contextlib
@@ -34,6 +38,7 @@ from .model import check_fits, check_seed
 from .budget import Horizon
 from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, word_loss)
 from .passage_pool import PassagePool
+from .row_adam import RowAdam
 from .readers import VocabSource, load_vocab
 from .training import corpus_paths, iter_passages
 
@@ -48,11 +53,16 @@ logger = logging.getLogger(__name__)
 # With passages drawn by trained tokens (TrainedTokenSampler), 250 steps of
 # 64 and 125 of 128 matched 500 of 32 within the seed's noise (about 0.001).
 # 500 steps take under 3 minutes for a MiniLM-sized model on a 2-core CPU.
+# For the next-token objective the rate was chosen on the Unix manual pages'
+# validation passages with SmolLM2-135M (benchmarks/eval_lm.py --tune).
 DEFAULT_STEPS = 500
-DEFAULT_LR = 5e-3
+DEFAULT_LR = {"words": 5e-3, "next-token": 1e-3}
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 32
 TRAINABLE = ("new", "all")
+OPTIMIZERS = ("auto", "row-adam", "adam")
+# Chosen on validation splits (benchmarks/eval_lm.py --tune, eval_quality.py).
+DEFAULT_OPTIMIZER = {"words": "adam", "next-token": "row-adam"}
 # Adam moves a row by about lr per step: past 1, embedding rows of norm ~1
 # are thrown far out and the loss turns to NaN; refused up front.
 MAX_LR = 1.0
@@ -74,9 +84,10 @@ class Refinement:
     steps: int
     trained_rows: int
     losses: List[float] = field(default_factory=list)
-    seconds: float = 0.0
+    seconds: float = 0.0  # the whole call
     plot: Optional[Path] = None
     objective: str = "words"
+    setup_seconds: float = 0.0  # reading and tokenising the pool, before the first step
 
     def __str__(self) -> str:
         # Means over up to 10 steps at each end, never overlapping, so that
@@ -130,11 +141,11 @@ def body_of(model: Any) -> Any:
 
 def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
            target_tokenizer: VocabSource, texts: Texts, *, steps: Optional[int] = None,
-           seconds: Optional[float] = None, lr: float = DEFAULT_LR,
+           seconds: Optional[float] = None, lr: Optional[float] = None,
            batch_size: int = DEFAULT_BATCH_SIZE, device: DeviceLike = None,
            trainable: str = "new", mode: str = "exact", layers: Sequence[int] = (-1,),
            max_length: int = DEFAULT_MAX_LENGTH, seed: int = 0, precision: str = "auto",
-           objective: str = "auto", show_progress: bool = True,
+           objective: str = "auto", optimizer: str = "auto", show_progress: bool = True,
            plot: Optional[Union[str, os.PathLike]] = None) -> Refinement:
     """Refine the transferred `model` (changed in place) against the source
     model it came from, on `texts` (passages, or text files of one passage
@@ -149,7 +160,10 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     both tokenizers (truncated to `max_length` tokens) and turns the
     student's word vectors (its hidden states at ``layers``, mean-pooled over
     each word's tokens, words aligned by character span) towards the
-    teacher's (cosine distance); Adam, `lr` decaying linearly to 0.
+    teacher's (cosine distance); Adam, `lr` (default 5e-3) decaying
+    linearly to 0. A causal language model learns the next-token loss
+    instead (``objective="auto"``; see objectives.py), with a lazy Adam
+    (``optimizer="auto"``: row_adam.py) at `lr` 1e-3 by default.
     Passages are drawn in proportion to how many trained rows' tokens they
     hold within `max_length` (those with none teach nothing and are never
     drawn). The forward passes run in bfloat16 autocast where the device
@@ -169,9 +183,10 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     started = time.perf_counter()
     if steps is None and seconds is None:
         steps = DEFAULT_STEPS
-    check_settings(steps=steps, seconds=seconds, lr=lr, batch_size=batch_size,
+    check_settings(steps=steps, seconds=seconds,
+                   lr=DEFAULT_LR["words"] if lr is None else lr, batch_size=batch_size,
                    max_length=max_length, trainable=trainable, precision=precision,
-                   layers=layers, seed=seed, objective=objective)
+                   layers=layers, seed=seed, objective=objective, optimizer=optimizer)
     plot_path = check_plot_path(plot) if plot is not None else None
     passages = read_texts(texts)
     if len(passages) < MIN_PASSAGES:
@@ -182,6 +197,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     embedding = model.get_input_embeddings()
     check_model(model, embedding, teacher_rows, layers)
     objective = choose_objective(model, objective)
+    lr = DEFAULT_LR[objective] if lr is None else lr
     source_vocab, target_vocab = load_vocab(source_tokenizer), load_vocab(target_tokenizer)
     check_fits(source_vocab, teacher_rows.shape[0], embeddings="the source embeddings",
                op="refine: ")
@@ -214,10 +230,11 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     body = body_of(model)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
-    optimizer = torch.optim.Adam(trained.parameters(), lr=lr)
+    optimizer = make_optimizer(optimizer, objective, trained, lr)
     bf16 = precision == "bfloat16" or (precision == "auto" and fast_bf16(device))
     result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective)
     horizon = Horizon(steps, None if seconds is None else started + seconds)
+    result.setup_seconds = time.perf_counter() - started
     try:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
@@ -264,6 +281,16 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     return result
 
 
+def make_optimizer(name: str, objective: str, trained: Trained, lr: float) -> Any:
+    """``row-adam`` (lazy Adam: a row moves only when its token is read) or
+    torch's ``adam``; ``auto`` picks by objective (see DEFAULT_OPTIMIZER)."""
+    if name == "auto":
+        name = DEFAULT_OPTIMIZER[objective]
+    if name == "row-adam":
+        return RowAdam(trained.parameters(), lr=lr)
+    return torch.optim.Adam(trained.parameters(), lr=lr)
+
+
 def choose_objective(model: Any, objective: str) -> str:
     """``auto``: next-token for a causal language model, words otherwise."""
     causal = is_causal_lm(model)
@@ -298,8 +325,12 @@ def trained_parameters(embedding: Any, untied_output: Optional[torch.nn.Linear],
 
 def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
                    batch_size: int, max_length: int, trainable: str, precision: str,
-                   layers: Sequence[int], seed: int, objective: str = "auto") -> None:
+                   layers: Sequence[int], seed: int, objective: str = "auto",
+                   optimizer: str = "auto") -> None:
     """Refuse bad settings before anything is read or changed."""
+    if optimizer not in OPTIMIZERS:
+        raise VocabxferError(f"refine: optimizer {optimizer!r} is not one of "
+                             f"{', '.join(OPTIMIZERS)}")
     if objective not in OBJECTIVES:
         raise VocabxferError(f"refine: objective {objective!r} is not one of "
                              f"{', '.join(OBJECTIVES)}")

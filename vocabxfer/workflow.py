@@ -145,7 +145,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                              "refine_steps (--refine-steps N) or refine_seconds "
                              "(--refine-seconds S) too, or leave it out")
     if refining:
-        check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR,
+        check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR["words"],
                        batch_size=DEFAULT_BATCH_SIZE, max_length=DEFAULT_MAX_LENGTH,
                        trainable="new", precision="auto", layers=(-1,), seed=seed)
     if refine_plot is not None:
