@@ -226,16 +226,24 @@ def main() -> None:
 def plot(results, path: Path) -> None:
     plt = common.pyplot()
     names = list(dict.fromkeys(row["corpus"] for row in results))
-    figure, axes = plt.subplots(1, len(names), figsize=(6 * len(names), 3.6), squeeze=False)
-    for axis, name in zip(axes[0], names):
+    figure, axes = plt.subplots(len(names), 1, figsize=(9, 2.8 * len(names)), squeeze=False)
+    for axis, name in zip(axes[:, 0], names):
         rows = [row for row in results if row["corpus"] == name]
-        axis.barh([row["label"] for row in rows], [row["ratio"] for row in rows],
-                  color="#1f4e99")
+        ratios = [row["ratio"] for row in rows]
+        bars = axis.barh([row["label"] for row in rows], ratios,
+                         color=["#1f4e99" if row["label"].startswith("fvt") else "#bbbbbb"
+                                for row in rows])
+        for bar, ratio in zip(bars, ratios):
+            axis.text(ratio + 0.003, bar.get_y() + bar.get_height() / 2, f"{ratio:.3f}x",
+                      va="center", fontsize=8)
         axis.axvline(1.0, color="black", linewidth=0.8)
-        axis.axvline(1.05, color="#b03030", linewidth=0.8, linestyle="--")
-        axis.set_xlabel("BPB / source model's BPB")
-        axis.set_title(name, fontsize=10)
+        axis.axvline(1.05, color="#b03030", linewidth=0.8, linestyle="--",
+                     label="goal: 1.05x after 10 minutes")
+        axis.set_xlim(min(ratios) - 0.05, max(ratios) + 0.05)
+        axis.set_xlabel("bits per byte / the source model's (held-out passages)")
+        axis.set_title(f"SmolLM2-135M moved to a 16k BPE: {name}", fontsize=10)
         axis.invert_yaxis()
+        axis.legend(fontsize=8, loc="lower right")
     common.save_figure(figure, path)
 
 

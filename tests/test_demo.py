@@ -2,6 +2,7 @@
 documentation corpus, extracted and written once, safely."""
 
 import importlib.util
+import json
 import stat
 import zipfile
 
@@ -86,9 +87,14 @@ def test_demo_on_real_weights(tmp_path, capsys):
     from vocabxfer.cli import main
 
     out = tmp_path / "out"
-    assert main(["demo", "--out", str(out), "--vocab-size", "2000"]) == 0
+    assert main(["demo", "--out", str(out), "--vocab-size", "2000",
+                 "--refine-seconds", "3"]) == 0
     printed = capsys.readouterr().out
     assert "matched" in printed and f"wrote {out}" in printed
+    assert "refined" in printed and "fidelity on" in printed
+    report = json.loads((out / "vocabxfer_fidelity.json").read_text())
+    assert report["measure"] == "word cosine" and 0.5 < report["zero_shot"] < 1
+    assert report["refined"] is not None
     model = AutoModel.from_pretrained(str(out))
     tokenizer = AutoTokenizer.from_pretrained(str(out))
     assert model.config.vocab_size == len(tokenizer) <= 2000

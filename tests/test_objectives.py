@@ -60,8 +60,9 @@ def test_next_token_loss_is_the_models_own_loss():
                       output_rows=model.lm_head.weight.detach()[ids].clone(),
                       output_bias=model.lm_head.bias.detach()[ids].clone())
     with torch.no_grad():
-        ours = next_token_loss(batch, model.model, weight.detach(), trained, model.lm_head,
-                               tied=False)
+        total, count = next_token_loss(batch, model.model, weight.detach(), trained,
+                                       model.lm_head, tied=False)
+        ours = total / count
         labels = batch.target_ids.masked_fill(batch.target_mask == 0, -100)
         theirs = model(input_ids=batch.target_ids, attention_mask=batch.target_mask,
                        labels=labels).loss
@@ -126,3 +127,20 @@ def test_objective_choices_are_checked():
     result = refine(student, teacher, source, target, TEXTS, objective="words", steps=3,
                     batch_size=8, show_progress=False)
     assert result.objective == "words" and result.steps == 3
+
+
+@pytest.mark.parametrize("precision", ["float32", "bfloat16"])
+def test_a_bfloat16_model_refines_in_its_dtype(precision):
+    """The trained rows are float32 copies; the model stays bfloat16, read
+    and written back in its own dtype."""
+    source, target = tokenizers()
+    teacher = causal_lm(len(SOURCE), tied=False, bias=True).to(torch.bfloat16)
+    student = copy.deepcopy(teacher)
+    transfer_model(student, source, target)
+    before = student.lm_head.weight.detach().clone()
+    result = refine(student, teacher, source, target, TEXTS, steps=3, batch_size=8,
+                    precision=precision, show_progress=False)
+    assert result.steps == 3
+    assert student.lm_head.weight.dtype == student.model.embed_tokens.weight.dtype == \
+        torch.bfloat16
+    assert not torch.equal(student.lm_head.weight, before)

@@ -8,6 +8,7 @@ knows, and write a ready model folder.
 from .checkpoint import CheckpointTransfer, transfer_checkpoint
 from .checkup import doctor
 from .errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
+from .fidelity import Fidelity, FidelityProbe
 from .initialise import InitPlan, plan_initialisation, transfer_embeddings
 from .loading import load_model
 from .matching import MatchReport, TokenMap, match_vocab
@@ -21,7 +22,8 @@ from .vocab import Vocab
 from .workflow import FolderTransfer, transfer_to_folder
 
 __all__ = [
-    "CheckpointTransfer", "CorpusError", "FolderTransfer", "InitPlan", "MatchReport", "ModelError",
+    "CheckpointTransfer", "CorpusError", "Fidelity", "FidelityProbe", "FolderTransfer",
+    "InitPlan", "MatchReport", "ModelError",
     "ModelTransfer", "OutputError", "Refinement", "TokenMap", "Vocab", "VocabError",
     "VocabxferError", "doctor", "has_compiled_ops", "load_model", "load_vocab", "match_vocab",
     "plan_initialisation", "refine", "save", "save_tokenizer", "segment_mean_", "train_tokenizer",

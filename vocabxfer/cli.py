@@ -110,6 +110,9 @@ def build_parser() -> argparse.ArgumentParser:
                       help="folder to write the model to (default: out/minilm-python-docs)")
     demo.add_argument("--vocab-size", type=int, default=8000,
                       help="target vocabulary size (default: 8000)")
+    demo.add_argument("--refine-seconds", type=float, default=60.0, metavar="S",
+                      help="refine for S seconds and report fidelity on held-out passages "
+                           "(default: 60; 0: transfer only, streamed)")
 
     commands.add_parser("doctor", help="check the install: compiled ops, C++ runtime, "
                                        "bit-exact rows on every device, clean errors, CUDA "
@@ -136,8 +139,15 @@ def command_match(args) -> int:
 
 
 def command_transfer(args) -> int:
+    import torch
+
+    from . import distributed
+    from .devices import resolve_device
     from .workflow import transfer_to_folder
 
+    if args.refine_steps or args.refine_seconds is not None:
+        # Under torchrun --nproc-per-node N: refine on N ranks, rank 0 writes.
+        distributed.join_launched_job(resolve_device(args.device) or torch.device("cpu"))
     print(transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer, corpus=args.corpus,
                              init=args.init, mode=args.match, piece_weights=args.piece_weights,
                              output_piece_weights=args.output_piece_weights,
@@ -156,7 +166,8 @@ def command_transfer(args) -> int:
 def command_demo(args) -> int:
     from . import demo
 
-    print(demo.run_demo(args.out or demo.OUT_DIR, args.vocab_size))
+    print(demo.run_demo(args.out or demo.OUT_DIR, args.vocab_size,
+                        refine_seconds=args.refine_seconds))
     return 0
 
 

@@ -9,11 +9,13 @@
 
 Only the trained rows are parameters; every other row is read from the
 model's own tables, and nothing the size of the vocabulary by the width is
-copied per step.
+copied per step. Each loss is returned as (sum, count): the step divides
+by the count of the whole global batch, so that data-parallel ranks
+(distributed.py) sum to the gradient of one process.
 """
 
 from dataclasses import dataclass
-from typing import Any, Optional, Sequence
+from typing import Any, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -60,16 +62,17 @@ def student_embeddings(ids: torch.Tensor, table: torch.Tensor, trained: Trained)
     """The student's input vectors: the trained rows (differentiable) where
     the token is trained, the table's rows elsewhere."""
     token_slot = trained.slot[ids]
-    rows = F.embedding(token_slot.clamp(min=0), trained.rows)
+    rows = F.embedding(token_slot.clamp(min=0), trained.rows).to(table.dtype)
     return torch.where((token_slot >= 0)[..., None], rows, F.embedding(ids, table))
 
 
 def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
               is_trained: torch.Tensor, teacher_table: torch.Tensor,
-              layers: Sequence[int]) -> torch.Tensor:
+              layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cosine distance between the student's and the teacher's word vectors,
     over words both sides read (words holding a trained row's token weigh
-    1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`."""
+    1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`: (the weighted
+    sum of distances, the sum of the weights)."""
     with torch.no_grad():
         teacher = body(inputs_embeds=F.embedding(batch.source_ids, teacher_table),
                        attention_mask=batch.source_mask, output_hidden_states=True).hidden_states
@@ -82,27 +85,32 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
                                batch.source_words, width)[1]
     both = (source_counts > 0) & (target_counts > 0)
     weights = both * torch.where(trained_tokens[..., 0] > 0, 1.0, UNTRAINED_WORD_WEIGHT)
-    losses = []
+    sums = []
     for layer in layers:
         teacher_words, _ = pool_words(teacher[layer].float(), batch.source_words, width)
         student_words, _ = pool_words(student[layer].float(), batch.target_words, width)
         distance = 1 - F.cosine_similarity(student_words, teacher_words, dim=-1, eps=1e-6)
-        losses.append((distance * weights).sum() / weights.sum().clamp(min=1e-6))
-    return torch.stack(losses).mean()
+        sums.append((distance * weights).sum())
+    return torch.stack(sums).mean(), weights.sum()
 
 
 def next_token_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
-                    output: torch.nn.Linear, tied: bool) -> torch.Tensor:
-    """The student's mean next-token cross-entropy (nats per token) over the
-    batch's target tokens. Logits of the trained ids come from the trained
-    rows; the others from the model's head as it is."""
+                    output: torch.nn.Linear,
+                    tied: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The student's next-token cross-entropy (nats) over the batch's target
+    tokens: (its sum, the number of tokens predicted). Logits of the trained
+    ids come from the trained rows; the others from the model's head as it
+    is."""
     hidden = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
                   attention_mask=batch.target_mask).last_hidden_state[:, :-1]
     logits = F.linear(hidden, output.weight.detach(),
                       None if output.bias is None else output.bias.detach())
     trained_rows = trained.rows if tied else trained.output_rows
-    trained_logits = F.linear(hidden, trained_rows, trained.output_bias)
+    bias = None if trained.output_bias is None else trained.output_bias.to(hidden.dtype)
+    trained_logits = F.linear(hidden, trained_rows.to(hidden.dtype), bias)
     index = trained.ids.view(1, 1, -1).expand(*hidden.shape[:2], -1)
     logits = logits.scatter(-1, index, trained_logits.to(logits.dtype))
     labels = batch.target_ids[:, 1:].masked_fill(batch.target_mask[:, 1:] == 0, -100)
-    return F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100)
+    total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                            reduction="sum")
+    return total, (labels != -100).sum().float()

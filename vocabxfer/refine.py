@@ -35,6 +35,7 @@ from .errors import CorpusError, ModelError, VocabxferError
 from .initialise import special_by_role
 from .matching import match_vocab
 from .model import check_fits, check_seed
+from . import distributed
 from .budget import Horizon
 from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, word_loss)
 from .passage_pool import PassagePool
@@ -175,6 +176,14 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     output layer follows. The loss shows on a tqdm bar; `plot` writes its
     curve to a PNG (matplotlib). ``seed`` fixes which passages are drawn.
 
+    Inside a torch.distributed job (torchrun, accelerate launch: a process
+    group initialised before the call) every rank draws the same global
+    batch of `batch_size` passages and reads its share; the gradients are
+    summed across ranks (distributed.py), so the ranks end with the rows one
+    process would train from the same batch and seed. Only rank 0 writes the
+    plot; a rank that loses the others stops with one error, the weights as
+    they were.
+
     Raises VocabxferError before any weight changes for bad settings
     (``steps < 1``, ...), CorpusError for too few passages or none holding a
     trained row's token, ModelError for a teacher of another architecture
@@ -188,6 +197,11 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                    max_length=max_length, trainable=trainable, precision=precision,
                    layers=layers, seed=seed, objective=objective, optimizer=optimizer)
     plot_path = check_plot_path(plot) if plot is not None else None
+    ranks = distributed.current()
+    if batch_size < ranks.world:
+        raise VocabxferError(f"refine: batch_size {batch_size} is smaller than the "
+                             f"{ranks.world} ranks of the job; expected at least one passage "
+                             "per rank (batch_size is the global batch)")
     passages = read_texts(texts)
     if len(passages) < MIN_PASSAGES:
         raise CorpusError(f"refine: the corpus has {len(passages)} passage(s) with text; "
@@ -243,22 +257,29 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         with attention_for_training(device):
             while True:
                 progress = horizon.progress(result.steps)
+                if seconds is not None:  # the clocks differ: rank 0 decides
+                    progress = distributed.agree(ranks, progress, device)
                 if progress >= 1:
                     break
                 for group in optimizer.param_groups:
                     group["lr"] = lr * (1 - progress)
-                batch = pool.batch(pool.draw(batch_size))
+                # Every rank draws the same global batch and reads its share.
+                batch = pool.batch(ranks.share(pool.draw(batch_size)))
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     if objective == "words":
-                        loss = word_loss(batch, body, embedding.weight.detach(), trained,
-                                         is_trained, teacher_rows, layers)
+                        total, count = word_loss(batch, body, embedding.weight.detach(),
+                                                 trained, is_trained, teacher_rows, layers)
                     else:
-                        loss = next_token_loss(batch, body, embedding.weight.detach(), trained,
-                                               output, tied)
+                        total, count = next_token_loss(batch, body, embedding.weight.detach(),
+                                                       trained, output, tied)
+                both = distributed.sum_across(
+                    ranks, torch.stack([total.detach().float(), count.detach().float()]))
+                loss = total / both[1].clamp(min=1e-6)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
+                distributed.sum_gradients(ranks, trained.parameters())
                 optimizer.step()
-                result.losses.append(loss.item())
+                result.losses.append(float(both[0] / both[1].clamp(min=1e-6)))
                 stop_if_diverged(result.losses[-1], trained, result.steps, lr)
                 result.steps += 1
                 bar.update()
@@ -269,15 +290,15 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
             parameter.requires_grad_(requires_grad[name])
         model.train(was_training)
     result.seconds = time.perf_counter() - started
-    if plot_path is not None:
+    if plot_path is not None and ranks.writes:
         result.plot = plot_losses(result.losses, plot_path, objective)
     # The weights last: whatever failed before left the model as it was.
     with torch.no_grad():
-        embedding.weight.index_copy_(0, trained.ids, trained.rows.detach())
-        if trained.output_rows is not None:
-            output.weight.index_copy_(0, trained.ids, trained.output_rows.detach())
-        if trained.output_bias is not None:
-            output.bias.index_copy_(0, trained.ids, trained.output_bias.detach())
+        for table, rows in ((embedding.weight, trained.rows), (
+                output.weight if output is not None else None, trained.output_rows), (
+                output.bias if output is not None else None, trained.output_bias)):
+            if rows is not None:
+                table.index_copy_(0, trained.ids, rows.detach().to(table.dtype))
     return result
 
 

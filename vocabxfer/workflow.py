@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from .atomic import check_apart, check_output_folder
 from .checkpoint import has_safetensors, transfer_checkpoint
 from .devices import DeviceLike, resolve_device
+from . import distributed
 from .errors import VocabxferError
 from .fidelity import REPORT_FILE, Fidelity, FidelityProbe, hold_out
 from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
@@ -136,6 +137,10 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     """
     if (tokenizer is None) == (corpus is None):
         raise VocabxferError("give either the target tokenizer or a corpus to train it on")
+    if tokenizer is None and distributed.current().world > 1:
+        raise VocabxferError("in a distributed job every rank must read the same target "
+                             "tokenizer, and training one is not bit-for-bit repeatable: train "
+                             "it first (vocabxfer train-tokenizer) and pass it (--tokenizer)")
     check_seed(seed)
     refining = bool(refine_steps) or refine_seconds is not None
     if not refining and (refine_corpus is not None or refine_plot is not None):
@@ -224,7 +229,9 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                     measured.refined = probe.measure(loaded, load_vocab(target))[0]
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
-            path = save(result.model, target, out_path, overwrite=overwrite, extra_files=extra)
+            # In a distributed job every rank holds the same model; rank 0 writes it.
+            path = save(result.model, target, out_path, overwrite=overwrite,
+                        extra_files=extra) if distributed.current().writes else out_path
     finally:
         steps.close()
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,

@@ -1,0 +1,130 @@
+"""refine on torch.distributed, tested on the CPU with the gloo backend:
+two processes give the rows one process gives from the same global batch
+and seed; a rank that dies ends the job with one clear error on the
+survivor, not a hang; under torchrun, rank 0 alone writes the folder."""
+
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+import torch
+
+from vocabxfer import refine, transfer_model
+
+from .conftest import save_bert_folder, tiny_bert, wordpiece_tokenizer
+from .test_refine import SOURCE, TARGET, TEXTS
+
+ROOT = Path(__file__).resolve().parents[1]
+SETTINGS = dict(steps=6, batch_size=8, precision="float32", show_progress=False)
+
+RANK_PROGRAM = textwrap.dedent("""
+    import copy, datetime, os, sys
+    import torch, torch.distributed as dist
+    sys.path.insert(0, {root!r})
+    from tests.conftest import tiny_bert, wordpiece_tokenizer
+    from tests.test_refine import SOURCE, TARGET, TEXTS
+    from vocabxfer import VocabxferError, refine, transfer_model
+    refine_module = sys.modules["vocabxfer.refine"]
+    rank = int(os.environ["RANK"])
+    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    student = copy.deepcopy(teacher)
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    transfer_model(student, source, target)
+    if rank == 1 and os.environ.get("DIE_AT"):
+        real, calls = refine_module.word_loss, []
+        def dying(*args, **kwargs):
+            calls.append(1)
+            if len(calls) == int(os.environ["DIE_AT"]):
+                os._exit(1)
+            return real(*args, **kwargs)
+        refine_module.word_loss = dying
+    before = student.get_input_embeddings().weight.detach().clone()
+    try:
+        refine(student, teacher, source, target, TEXTS, **{settings!r})
+    except VocabxferError as error:
+        unchanged = torch.equal(student.get_input_embeddings().weight, before)
+        print("ERROR", error, "| unchanged:", unchanged, flush=True)
+        sys.exit(3)
+    torch.save(student.get_input_embeddings().weight.detach(), {out!r} + f"/rows-{{rank}}.pt")
+""")
+
+
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return probe.getsockname()[1]
+
+
+def run_ranks(tmp_path, extra_env=None, world=2):
+    program = tmp_path / "rank.py"
+    program.write_text(RANK_PROGRAM.format(root=str(ROOT), settings=SETTINGS,
+                                           out=str(tmp_path)))
+    port = free_port()
+    processes = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1",
+                   **(extra_env or {}))
+        processes.append(subprocess.Popen([sys.executable, str(program)], env=env,
+                                          stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                          text=True))
+    return [(process.wait(timeout=240), process.stdout.read()) for process in processes]
+
+
+def test_two_ranks_train_the_rows_one_process_trains(tmp_path):
+    outcomes = run_ranks(tmp_path)
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    student = tiny_bert(len(SOURCE), seed=3)
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    transfer_model(student, source, target)
+    start = student.get_input_embeddings().weight.detach().clone()
+    refine(student, teacher, source, target, TEXTS, **SETTINGS)
+    alone = student.get_input_embeddings().weight.detach()
+    first, second = (torch.load(tmp_path / f"rows-{rank}.pt") for rank in (0, 1))
+    assert torch.equal(first, second)
+    assert not torch.equal(alone, start)
+    assert torch.allclose(first, alone, rtol=0, atol=1e-5), (first - alone).abs().max()
+
+
+def test_a_rank_that_dies_ends_the_job_with_one_error(tmp_path):
+    outcomes = run_ranks(tmp_path, {"DIE_AT": "3"})
+    (survivor_code, survivor_output), (dead_code, _) = outcomes
+    assert dead_code == 1
+    assert survivor_code == 3, survivor_output
+    assert "refine: rank 0 of 2 lost contact with the other ranks" in survivor_output
+    assert "| unchanged: True" in survivor_output
+    assert not list(tmp_path.glob("rows-*.pt"))
+
+
+def test_under_torchrun_rank_0_alone_writes_the_folder(tmp_path, corpus_file):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
+    out = tmp_path / "out"
+    command = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2",
+               "--master-port", str(free_port()), "-m", "vocabxfer", "transfer",
+               "--model", str(tmp_path / "source"), "--tokenizer", str(tmp_path / "target.json"),
+               "--refine-corpus", str(corpus_file), "--refine-steps", "3", "--out", str(out)]
+    finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
+                              env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
+    assert finished.returncode == 0, finished.stderr[-3000:]
+    assert finished.stdout.count(f"wrote {out}") == 2  # each rank reports the one folder
+    assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
+    assert sorted(path.name for path in tmp_path.iterdir()) == \
+        sorted(["source", "target.json", "out", "corpus.txt"])
+
+
+def test_a_multi_rank_job_needs_a_given_tokenizer(monkeypatch, tmp_path, corpus_file):
+    from vocabxfer import VocabxferError, distributed
+    from vocabxfer.workflow import transfer_to_folder
+
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Ranks(0, 2))
+    with pytest.raises(VocabxferError, match="every rank must read the same target tokenizer"):
+        transfer_to_folder(tmp_path / "model", tmp_path / "out", corpus=[corpus_file],
+                           refine_steps=2)
+    assert not (tmp_path / "out").exists()
