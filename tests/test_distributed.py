@@ -30,7 +30,12 @@ RANK_PROGRAM = textwrap.dedent("""
     from vocabxfer import VocabxferError, refine, transfer_model
     refine_module = sys.modules["vocabxfer.refine"]
     rank = int(os.environ["RANK"])
-    dist.init_process_group("gloo", timeout=datetime.timedelta(seconds=30))
+    backend, device = os.environ.get("BACKEND", "gloo"), os.environ.get("DEVICE", "cpu")
+    if device == "cuda" and backend == "nccl":
+        device = f"cuda:{{rank}}"  # NCCL refuses two ranks on one GPU
+    if device.startswith("cuda"):
+        torch.cuda.set_device(torch.device(device))
+    dist.init_process_group(backend, timeout=datetime.timedelta(seconds=30))
     teacher = tiny_bert(len(SOURCE), seed=3)
     student = copy.deepcopy(teacher)
     source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
@@ -45,12 +50,13 @@ RANK_PROGRAM = textwrap.dedent("""
         refine_module.word_loss = dying
     before = student.get_input_embeddings().weight.detach().clone()
     try:
-        refine(student, teacher, source, target, TEXTS, **{settings!r})
+        refine(student, teacher, source, target, TEXTS, device=device, **{settings!r})
     except VocabxferError as error:
         unchanged = torch.equal(student.get_input_embeddings().weight, before)
         print("ERROR", error, "| unchanged:", unchanged, flush=True)
         sys.exit(3)
-    torch.save(student.get_input_embeddings().weight.detach(), {out!r} + f"/rows-{{rank}}.pt")
+    torch.save(student.get_input_embeddings().weight.detach().cpu(),
+               {out!r} + f"/rows-{{rank}}.pt")
 """)
 
 
@@ -76,16 +82,27 @@ def run_ranks(tmp_path, extra_env=None, world=2):
     return [(process.wait(timeout=240), process.stdout.read()) for process in processes]
 
 
-def test_two_ranks_train_the_rows_one_process_trains(tmp_path):
-    outcomes = run_ranks(tmp_path)
+# (backend, device): gloo on the CPU everywhere; on a GPU host gloo with the
+# model on the GPU (gloo all-reduces CUDA tensors), and NCCL where there are
+# two GPUs (NCCL refuses two ranks on one GPU: "Duplicate GPU detected").
+BACKENDS = [("gloo", "cpu")]
+if torch.cuda.is_available():
+    BACKENDS.append(("gloo", "cuda"))
+    if torch.cuda.device_count() >= 2:
+        BACKENDS.append(("nccl", "cuda"))
+
+
+@pytest.mark.parametrize("backend,device", BACKENDS, ids=["-".join(b) for b in BACKENDS])
+def test_two_ranks_train_the_rows_one_process_trains(tmp_path, backend, device):
+    outcomes = run_ranks(tmp_path, {"BACKEND": backend, "DEVICE": device})
     assert [code for code, _ in outcomes] == [0, 0], outcomes
     teacher = tiny_bert(len(SOURCE), seed=3)
     student = tiny_bert(len(SOURCE), seed=3)
     source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
     transfer_model(student, source, target)
     start = student.get_input_embeddings().weight.detach().clone()
-    refine(student, teacher, source, target, TEXTS, **SETTINGS)
-    alone = student.get_input_embeddings().weight.detach()
+    refine(student, teacher, source, target, TEXTS, device=device, **SETTINGS)
+    alone = student.get_input_embeddings().weight.detach().cpu()
     first, second = (torch.load(tmp_path / f"rows-{rank}.pt") for rank in (0, 1))
     assert torch.equal(first, second)
     assert not torch.equal(alone, start)
