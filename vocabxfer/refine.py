@@ -349,12 +349,13 @@ def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
                    layers: Sequence[int], seed: int, objective: str = "auto",
                    optimizer: str = "auto") -> None:
     """Refuse bad settings before anything is read or changed."""
-    if optimizer not in OPTIMIZERS:
-        raise VocabxferError(f"refine: optimizer {optimizer!r} is not one of "
-                             f"{', '.join(OPTIMIZERS)}")
-    if objective not in OBJECTIVES:
-        raise VocabxferError(f"refine: objective {objective!r} is not one of "
-                             f"{', '.join(OBJECTIVES)}")
+    for name, value, choices in (("optimizer", optimizer, OPTIMIZERS),
+                                 ("objective", objective, OBJECTIVES),
+                                 ("trainable", trainable, TRAINABLE),
+                                 ("precision", precision, PRECISIONS)):
+        if value not in choices:
+            raise VocabxferError(f"refine: {name} {value!r} is not one of "
+                                 f"{', '.join(choices)}")
     for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length)):
         if name == "steps" and value is None:
             continue
@@ -369,12 +370,6 @@ def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
             and 0 < lr <= MAX_LR):
         raise VocabxferError(f"refine: lr must be a finite number in (0, {MAX_LR:g}], got "
                              f"{lr!r}")
-    if trainable not in TRAINABLE:
-        raise VocabxferError(f"refine: trainable {trainable!r} is not one of "
-                             f"{', '.join(TRAINABLE)}")
-    if precision not in PRECISIONS:
-        raise VocabxferError(f"refine: precision {precision!r} is not one of "
-                             f"{', '.join(PRECISIONS)}")
     if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers or
             not all(isinstance(layer, int) and not isinstance(layer, bool) for layer in layers)):
         raise VocabxferError(f"refine: layers must be a non-empty sequence of layer numbers "

@@ -126,8 +126,9 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     ``--force``).
 
     With ``fidelity`` (the default), whenever the model is loaded and text
-    was given (`refine_corpus`, else `corpus`), 200 passages of it are held
-    out from tokenizer training and refinement, and the moved model is
+    was given (`refine_corpus`, else `corpus`), up to 200 passages of it (at
+    most a tenth) are held out from tokenizer training and refinement, and
+    the moved model is
     measured against the source on them, zero-shot and after refinement
     (see ``fidelity.py``); the figures are printed and written to
     vocabxfer_fidelity.json in the output folder.
