@@ -67,7 +67,7 @@ def student_embeddings(ids: torch.Tensor, table: torch.Tensor, trained: Trained)
 
 
 def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
-              is_trained: torch.Tensor, teacher_table: torch.Tensor,
+              teacher_table: torch.Tensor,
               layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
     """Cosine distance between the student's and the teacher's word vectors,
     over words both sides read (words holding a trained row's token weigh
@@ -79,7 +79,7 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
     student = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
                    attention_mask=batch.target_mask, output_hidden_states=True).hidden_states
     width = batch.width
-    holds = is_trained[batch.target_ids].to(torch.float32)[..., None]
+    holds = (trained.slot[batch.target_ids] >= 0).to(torch.float32)[..., None]
     trained_tokens, target_counts = pool_words(holds, batch.target_words, width)
     source_counts = pool_words(holds.new_zeros(batch.source_ids.shape + (1,)),
                                batch.source_words, width)[1]

@@ -11,7 +11,7 @@ word w of the source side and word w of the target side are the same text.
 
 import re
 from dataclasses import dataclass
-from typing import Any, List, Sequence, Tuple
+from typing import Any, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -114,11 +114,12 @@ def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
 class Batch:
     """A batch as the loss reads it: each side's ids, attention mask and
     words, cut to the batch's longest passage, and the number of word
-    slots (the most words either side reaches)."""
+    slots (the most words either side reaches). A pool without a source
+    side gives None for the source's three."""
 
-    source_ids: torch.Tensor
-    source_mask: torch.Tensor
-    source_words: torch.Tensor
+    source_ids: Optional[torch.Tensor]
+    source_mask: Optional[torch.Tensor]
+    source_words: Optional[torch.Tensor]
     target_ids: torch.Tensor
     target_mask: torch.Tensor
     target_words: torch.Tensor
@@ -178,18 +179,24 @@ class PassagePool:
     def batch(self, picks: torch.Tensor) -> Batch:
         """The batch of passages `picks`: gathers on the pool's device; the
         sizes come from CPU tensors, so nothing waits for the device."""
-        sides = []
-        for side in (self.source or self.target, self.target):
-            length = int(side.lengths[picks].max())
-            rows = picks.to(side.ids.device, non_blocking=True)
-            mask = (torch.arange(length, device=side.ids.device)[None, :] <
-                    side.lengths[picks].to(side.ids.device, non_blocking=True)[:, None])
-            sides.append((side.ids[rows, :length], mask.long(), side.words[rows, :length]))
-        width = int(max((self.source or self.target).word_counts[picks].max(),
-                        self.target.word_counts[picks].max(), 1))
-        (source_ids, source_mask, source_words), (target_ids, target_mask, target_words) = sides
-        return Batch(source_ids, source_mask, source_words, target_ids, target_mask,
-                     target_words, width)
+        target_ids, target_mask, target_words = gather(self.target, picks)
+        width = int(self.target.word_counts[picks].max())
+        source = (None, None, None)
+        if self.source is not None:
+            source = gather(self.source, picks)
+            width = max(width, int(self.source.word_counts[picks].max()))
+        return Batch(*source, target_ids, target_mask, target_words, max(width, 1))
+
+
+def gather(side: Side, picks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(ids, attention mask, words) of the passages `picks` of one side, cut
+    to the longest of them."""
+    device = side.ids.device
+    length = int(side.lengths[picks].max())
+    rows = picks.to(device, non_blocking=True)
+    mask = (torch.arange(length, device=device)[None, :] <
+            side.lengths[picks].to(device, non_blocking=True)[:, None])
+    return side.ids[rows, :length], mask.long(), side.words[rows, :length]
 
 
 def pool_words(hidden: torch.Tensor, words: torch.Tensor,

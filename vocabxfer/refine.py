@@ -224,8 +224,8 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     if not trained_ids.numel():
         raise VocabxferError("refine: every target row was copied from the source, so no row "
                              "is left to refine; pass trainable='all' to refine them all")
-    # Which token ids are trained rows: the pool counts them per passage,
-    # the loss weighs the words that hold them.
+    # Which token ids are trained rows: the pool counts them per passage
+    # (the loss reads the same from the trained rows' slots).
     is_trained = torch.zeros(len(target_vocab), dtype=torch.bool)
     is_trained[trained_ids] = True
     pool_size = max(POOL_PER_DRAW * steps * batch_size, MIN_POOL) if steps else BUDGET_POOL
@@ -240,7 +240,6 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     output = model.get_output_embeddings() if objective == "next-token" else None
     tied = output is not None and output.weight is embedding.weight
     trained = trained_parameters(embedding, None if tied else output, trained_ids, device)
-    is_trained = is_trained.to(device)
     body = body_of(model)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
@@ -268,7 +267,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                 with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
                     if objective == "words":
                         total, count = word_loss(batch, body, embedding.weight.detach(),
-                                                 trained, is_trained, teacher_rows, layers)
+                                                 trained, teacher_rows, layers)
                     else:
                         total, count = next_token_loss(batch, body, embedding.weight.detach(),
                                                        trained, output, tied)
@@ -294,9 +293,10 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         result.plot = plot_losses(result.losses, plot_path, objective)
     # The weights last: whatever failed before left the model as it was.
     with torch.no_grad():
-        for table, rows in ((embedding.weight, trained.rows), (
-                output.weight if output is not None else None, trained.output_rows), (
-                output.bias if output is not None else None, trained.output_bias)):
+        written = [(embedding.weight, trained.rows)]
+        if output is not None:
+            written += [(output.weight, trained.output_rows), (output.bias, trained.output_bias)]
+        for table, rows in written:
             if rows is not None:
                 table.index_copy_(0, trained.ids, rows.detach().to(table.dtype))
     return result
