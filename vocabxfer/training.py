@@ -271,12 +271,12 @@ def special_roles(source: Any, model: str) -> Dict[str, str]:
     return roles
 
 
-def model_like(source: Any) -> str:
+def model_like(source: Any, document: Optional[Dict[str, Any]]) -> str:
     """The kind of tokenizer to train so that it is the source's kind: read
-    from its tokenizers model where it has one, else from its family."""
+    from its tokenizers model (its JSON `document`) where it has one, else
+    from its family."""
     if source is None:
         return "wordpiece"
-    document = backend_document(source)
     kind = (document or {}).get("model", {}).get("type")
     by_backend = {backend: model for model, backend in BACKEND_MODEL.items()}
     if kind in by_backend:
@@ -285,10 +285,12 @@ def model_like(source: Any) -> str:
                                                                           "wordpiece")
 
 
-def build_pipeline(source: Any, model: str, lowercase: Optional[bool],
-                   strip_accents: Optional[bool]) -> Pipeline:
+def build_pipeline(source: Any, document: Optional[Dict[str, Any]], model: str,
+                   lowercase: Optional[bool], strip_accents: Optional[bool]) -> Pipeline:
+    """The untrained tokenizer: `source`'s own pipeline (from its JSON
+    `document`) when it is of the `model` kind and no casing is overridden,
+    else the kind's standard one with `source`'s casing and specials."""
     roles = special_roles(source, model)
-    document = backend_document(source) if source is not None else None
     if (document is not None and lowercase is None and strip_accents is None
             and document.get("model", {}).get("type") == BACKEND_MODEL[model]):
         special_tokens = [token for token in source.tokens if token in source.all_special_tokens]
@@ -355,9 +357,10 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
 
     ``model``: "wordpiece" (BERT-style), "bpe" (byte-level, as GPT-2) or
     "unigram" (SentencePiece-style); by default the kind of ``like`` (an
-    LLM's byte-level BPE trains a byte-level BPE), WordPiece without it. With ``like`` (the source
-    tokenizer) of the same model type, its normaliser, pre-tokenizer,
-    decoder, post-processor and special tokens are kept, as transformers'
+    LLM's byte-level BPE trains a byte-level BPE), WordPiece without it.
+    With ``like`` (the source tokenizer) of the same model type, its
+    normaliser, pre-tokenizer, decoder, post-processor and special tokens
+    are kept, as transformers'
     ``train_new_from_iterator`` keeps them (a Llama-3 byte-level BPE stays
     one); casing overrides (``lowercase``, ``strip_accents``) or another
     model type give the family's standard pipeline with ``like``'s casing
@@ -377,9 +380,10 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
         raise VocabxferError(f"model {model!r} is not one of {', '.join(MODELS)}")
     paths = corpus_paths(files)
     source = load_vocab(like) if like is not None else None
+    document = backend_document(source) if source is not None else None
     if model is None:
-        model = model_like(source)
-    pipeline = build_pipeline(source, model, lowercase, strip_accents)
+        model = model_like(source, document)
+    pipeline = build_pipeline(source, document, model, lowercase, strip_accents)
     check_sizes(vocab_size, min_frequency, limit_alphabet, len(pipeline.special_tokens))
     check_corpus(paths)
 
