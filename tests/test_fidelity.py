@@ -112,3 +112,26 @@ def test_no_fidelity_when_asked_or_without_text(tmp_path):
     result = transfer_to_folder(tmp_path / "source", tmp_path / "out2",
                                 tokenizer=tmp_path / "target.json", show_progress=False)
     assert result.fidelity is None and not (tmp_path / "out2" / REPORT_FILE).exists()
+
+
+def test_passages_the_target_tokenizer_cuts_are_left_out():
+    """A passage the target reads only in part would count bytes it never
+    predicted: the figure is the one over the passages both read whole."""
+    from vocabxfer.fidelity import MAX_TOKENS, WORDS_PER_PASSAGE
+
+    from .test_objectives import SOURCE as LETTERS_AND_THE, TARGET as WITH_CAT
+
+    # The probe's source merges " cat" into one token; its target spells it
+    # in four, so 48 words of " cat" overflow the target's token limit only.
+    short, long = tokenizers()[1], tokenizers()[0]
+    assert len(load_vocab(long)) <= len(load_vocab(short))
+    model = causal_lm(len(WITH_CAT), tied=True)
+    cut = " cat" * WORDS_PER_PASSAGE
+    assert len(long.encode(cut).ids) >= MAX_TOKENS > len(short.encode(cut).ids)
+    whole = ["the dog sat on the mat", "a cat and a dog", "the red log was there"] * 10
+    everything = FidelityProbe(model, load_vocab(short), whole + [cut])
+    assert len(everything.texts) == len(whole) + 1
+    only_whole = FidelityProbe(model, load_vocab(short), whole)
+    assert everything.measure(model, load_vocab(long)) == \
+        pytest.approx(only_whole.measure(model, load_vocab(long)), rel=1e-9)
+    assert LETTERS_AND_THE == WITH_CAT[:len(LETTERS_AND_THE)]

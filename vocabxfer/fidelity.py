@@ -94,18 +94,26 @@ class FidelityProbe:
         self.texts = [text for text, keep in zip(texts, fits.tolist()) if keep]
         self.source = source_side.select(fits.nonzero().squeeze(1))
         self.causal = is_causal_lm(model)
-        self.source_tokens = int(self.source.lengths.sum())
+        self.bytes = torch.tensor([len(text.encode("utf-8")) for text in self.texts],
+                                  dtype=torch.float64)
         if self.causal:
-            self.source_bpb = bits_per_byte(model, self.source, source, self.texts)
+            self.source_nats = passage_nats(model, self.source, source)
+            self.source_bpb = bits_per_byte(self.source_nats, self.bytes)
         else:
             self.teacher = word_vectors(model, self.source)
 
     def measure(self, model: Any, target: Vocab) -> Tuple[float, float]:
-        """(the figure, the token ratio) of the moved model."""
+        """(the figure, the token ratio) of the moved model, over the
+        passages the target tokenizer also reads whole (a cut passage would
+        count bytes it never predicted)."""
         target_side = encode(target, self.texts, "target")
-        ratio = int(target_side.lengths.sum()) / max(self.source_tokens, 1)
+        whole = target_side.lengths < MAX_TOKENS
+        ratio = (int(target_side.lengths[whole].sum()) /
+                 max(int(self.source.lengths[whole].sum()), 1))
         if self.causal:
-            return bits_per_byte(model, target_side, target, self.texts) / self.source_bpb, ratio
+            nats = passage_nats(model, target_side, target)
+            return (bits_per_byte(nats[whole], self.bytes[whole]) /
+                    bits_per_byte(self.source_nats[whole], self.bytes[whole])), ratio
         student = word_vectors(model, target_side)
         sums, count = 0.0, 0
         for (teacher, teacher_counts), (moved, moved_counts) in zip(self.teacher, student):
@@ -152,18 +160,17 @@ def word_vectors(model: Any, side: Side) -> List[Tuple[torch.Tensor, torch.Tenso
 
 
 @torch.no_grad()
-def bits_per_byte(model: Any, side: Side, vocab: Vocab, texts: List[str]) -> float:
-    """Next-token losses over every token of the passages, in bits, over
-    their UTF-8 bytes; each passage is read after the tokenizer's
-    start-of-text (or end-of-text) token, whose own prediction is not
-    counted."""
+def passage_nats(model: Any, side: Side, vocab: Vocab) -> torch.Tensor:
+    """Each passage's next-token losses summed over every one of its tokens
+    (nats, float64); each is read after the tokenizer's start-of-text (or
+    end-of-text) token, whose own prediction is not counted."""
     start_id = vocab.id_of_role("bos")
     if start_id is None:
         start_id = vocab.id_of_role("eos")
     device = model.get_input_embeddings().weight.device
     was_training = model.training
     model.eval()
-    total = 0.0
+    totals = []
     try:
         for _, ids, mask, _ in batches(side):
             if start_id is not None and not bool((ids[:, 0] == start_id).all()):
@@ -171,9 +178,13 @@ def bits_per_byte(model: Any, side: Side, vocab: Vocab, texts: List[str]) -> flo
                 mask = torch.cat([torch.ones(len(mask), 1, dtype=mask.dtype), mask], 1)
             logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits
             labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100).to(device)
-            total += float(F.cross_entropy(logits[:, :-1].float().flatten(0, 1),
-                                           labels.flatten(), ignore_index=-100,
-                                           reduction="sum"))
+            losses = F.cross_entropy(logits[:, :-1].float().flatten(0, 1), labels.flatten(),
+                                     ignore_index=-100, reduction="none")
+            totals.append(losses.view(len(ids), -1).double().sum(1).cpu())
     finally:
         model.train(was_training)
-    return total / math.log(2) / max(sum(len(text.encode("utf-8")) for text in texts), 1)
+    return torch.cat(totals)
+
+
+def bits_per_byte(nats: torch.Tensor, byte_counts: torch.Tensor) -> float:
+    return float(nats.sum()) / math.log(2) / max(float(byte_counts.sum()), 1.0)
