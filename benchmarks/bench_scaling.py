@@ -49,10 +49,14 @@ def run_case(rows, width, dtypes, device, repeats, flush):
     target = torch.zeros(rows, width, dtype=target_dtype, device=device)
     target_ids = common.random_ids(pairs, rows, device, seed=rows)
     source_ids = common.random_ids(pairs, rows, device, seed=width)
+    host_ids = target_ids.cpu(), source_ids.cpu()
     ceiling_source = source[:pairs].clone()
     ceiling_target = torch.zeros(pairs, width, dtype=target_dtype, device=device)
     calls = {
-        "transfer_rows_": lambda: vocabxfer.transfer_rows_(target, target_ids, source, source_ids),
+        # Host indices, as every token map holds them (checked on the host,
+        # one asynchronous copy); index_copy_ gets them on the device.
+        "transfer_rows_": lambda: vocabxfer.transfer_rows_(target, host_ids[0], source,
+                                                           host_ids[1]),
         "index_copy_": lambda: target.index_copy_(
             0, target_ids, source.index_select(0, source_ids).to(target_dtype)),
         "copy ceiling": lambda: ceiling_target.copy_(ceiling_source),

@@ -32,8 +32,11 @@ QUICK_CASES = {
     "klue": CASES["klue"],
     "llm-small": (32_000, 32_000, 4_096, 25_000, torch.bfloat16, torch.bfloat16),
 }
+# On a GPU the op reads its indices from the host (the common case: every
+# token map holds them there) and, as a second method, from the device.
 METHODS = ("vocabxfer.transfer_rows_", "target[ti] = source[si]", "index_copy_(index_select)",
            "copy of same bytes (ceiling)")
+OP_DEVICE_INDICES = "vocabxfer.transfer_rows_ (device indices)"
 
 
 def build_case(target_rows, source_rows, width, pairs, source_dtype, target_dtype, device):
@@ -45,7 +48,12 @@ def build_case(target_rows, source_rows, width, pairs, source_dtype, target_dtyp
 
 
 def methods(target, target_ids, source, source_ids, ceiling_source, ceiling_target):
+    host_ids = target_ids.cpu(), source_ids.cpu()
+
     def op():
+        vocabxfer.transfer_rows_(target, host_ids[0], source, host_ids[1])
+
+    def op_device_indices():
         vocabxfer.transfer_rows_(target, target_ids, source, source_ids)
 
     def assign():
@@ -57,7 +65,10 @@ def methods(target, target_ids, source, source_ids, ceiling_source, ceiling_targ
     def copy_ceiling():
         ceiling_target.copy_(ceiling_source)
 
-    return dict(zip(METHODS, (op, assign, index_copy, copy_ceiling)))
+    runs = dict(zip(METHODS, (op, assign, index_copy, copy_ceiling)))
+    if target.is_cuda:
+        runs[OP_DEVICE_INDICES] = op_device_indices
+    return runs
 
 
 def run_case(name, spec, device, repeats):
@@ -114,15 +125,33 @@ def host_costs(device):
     segments = 2_000
     offsets = torch.arange(0, 3 * segments + 1, 3, device=device)
     piece_ids = common.random_ids(3 * segments, source.shape[0], device, seed=5)
+    host = [ids.cpu() for ids in (target_ids, piece_ids, offsets)]
     calls = {
-        "transfer_rows_ (klue)": lambda: vocabxfer.transfer_rows_(target, target_ids, source,
-                                                                  source_ids),
+        "transfer_rows_ (klue)": lambda: vocabxfer.transfer_rows_(target, host[0], source,
+                                                                  source_ids.cpu()),
+        "transfer_rows_ (klue, device indices)": lambda: vocabxfer.transfer_rows_(
+            target, target_ids, source, source_ids),
         "segment_mean_ (2,000 segments of 3)": lambda: vocabxfer.segment_mean_(
+            target, host[0][:segments], source, host[1], host[2]),
+        "segment_mean_ (2,000 segments of 3, device indices)": lambda: vocabxfer.segment_mean_(
             target, target_ids[:segments], source, piece_ids, offsets),
         "index_copy_(index_select) (klue)": lambda: target.index_copy_(
             0, target_ids, source.index_select(0, source_ids)),
     }
     return {name: common.count_cuda_calls(call) for name, call in calls.items()}
+
+
+def synchronisation_seconds(device, repeats=200):
+    """What one synchronisation with an idle GPU costs the host (median):
+    the allowance of a device-index call over index_copy_."""
+    import time
+
+    samples = []
+    for _ in range(repeats):
+        started = time.perf_counter()
+        torch.cuda.synchronize(device)
+        samples.append(time.perf_counter() - started)
+    return common.median(samples)
 
 
 def main(argv=None):
@@ -151,6 +180,10 @@ def main(argv=None):
         if on_gpu:
             torch.cuda.empty_cache()
     header = ["case", "method", "µs (median)", "GB/s", "% of copy ceiling", "vs index_copy_"]
+    if on_gpu:
+        descriptions.append("\nvocabxfer.transfer_rows_ reads its indices from the host (as "
+                            "every token map holds them) unless marked; the torch methods "
+                            "read them from the device.")
     body = ("\n".join(descriptions) + f"\n\nMedian of {repeats} timed calls per method, "
             "methods taking turns; before every call a 256 MB buffer is written so that "
             "each call starts with cold caches, as a one-shot initialisation does. Each time "
@@ -158,6 +191,7 @@ def main(argv=None):
             "bytes written.\n\n" + common.markdown_table(header, rows))
     if on_gpu:
         raw["host_costs"] = host_costs(args.device)
+        raw["synchronisation_seconds"] = synchronisation_seconds(args.device)
         body += "\n\n## What one call costs the host\n\n" + common.markdown_table(
             ["call", "kernel launches", "memsets", "copies", "synchronisations"],
             [[name, *(str(count) for count in costs.values())]

@@ -3,13 +3,17 @@ goal of the GPU work, in summary.md there. Exits 1 if any goal failed or
 could not be measured.
 
 Goals (transfer_rows_ on an H100 or H200, measured side by side in one run):
-- a valid call costs at most two launches (memsets included) besides its
-  kernel, and one synchronisation; segment_mean_ likewise;
-- the klue case takes at most 0.8x index_copy_ and at most the copy
-  ceiling + 15 us;
-- at least 85% of the same-run copy ceiling in every scaling case that moves
+- indices on the host: a valid call makes no synchronisation and one
+  launch (its kernel), segment_mean_ likewise; the klue case takes at most
+  0.8x index_copy_ and at most the copy ceiling + 10 us;
+- indices on the device: one synchronisation and at most two launches
+  (memsets included) besides the kernel, segment_mean_ likewise; the klue
+  case takes at most index_copy_'s time + one synchronisation (measured in
+  the same run);
+- at least 90% of the same-run copy ceiling in every scaling case that moves
   100 MB or more, converting cases included;
-- never slower than index_copy_, in any case of any benchmark;
+- never slower than index_copy_, in any case of any benchmark, for both
+  index placements;
 - on the CPU, at least 85% of the copy ceiling in the klue case;
 - refine, 500 steps (random weights of the real shapes): MiniLM-sized at
   most 4 s, BERT-base-sized at most 8 s, SmolLM2-135M-sized at most 15 s.
@@ -22,6 +26,7 @@ from pathlib import Path
 CEILING = "copy of same bytes (ceiling)"
 INDEX_COPY = "index_copy_(index_select)"
 OP = "vocabxfer.transfer_rows_"
+OP_DEVICE = "vocabxfer.transfer_rows_ (device indices)"
 
 
 def load(folder: Path, name: str):
@@ -69,11 +74,19 @@ def goals(folder: Path):
                         f"exit status {code}" if code is not None else "did not run"))
 
     if rows and "host_costs" in rows:
-        for call in ("transfer_rows_ (klue)", "segment_mean_ (2,000 segments of 3)"):
-            cost = rows["host_costs"][call]
+        for call, syncs in (("transfer_rows_ (klue)", 0),
+                            ("segment_mean_ (2,000 segments of 3)", 0),
+                            ("transfer_rows_ (klue, device indices)", 1),
+                            ("segment_mean_ (2,000 segments of 3, device indices)", 1)):
+            cost = rows["host_costs"].get(call)
+            allowed = 2 if syncs else 0
+            goal = (f"{call}: at most {allowed} launches besides its kernel, {syncs} "
+                    "synchronisation" + ("" if syncs == 1 else "s"))
+            if cost is None:
+                results.append((goal, None, "not in transfer_rows_cuda.json"))
+                continue
             extra = cost["launches"] + cost["memsets"] - 1
-            results.append((f"{call}: at most 2 launches besides its kernel, 1 synchronisation",
-                            extra <= 2 and cost["synchronisations"] <= 1,
+            results.append((goal, extra <= allowed and cost["synchronisations"] == syncs,
                             f"{cost['launches']} kernel launches, {cost['memsets']} memsets, "
                             f"{cost['copies']} copies, {cost['synchronisations']} "
                             "synchronisations"))
@@ -83,30 +96,40 @@ def goals(folder: Path):
     if rows:
         klue = rows["cases"]["klue"]["seconds"]
         op, baseline, ceiling = klue[OP], klue[INDEX_COPY], klue[CEILING]
-        results.append(("klue: at most 0.8x index_copy_", op <= 0.8 * baseline,
+        results.append(("klue, host indices: at most 0.8x index_copy_", op <= 0.8 * baseline,
                         f"{op * 1e6:.0f} us against {baseline * 1e6:.0f} us "
                         f"({op / baseline:.2f}x)"))
-        results.append(("klue: at most the copy ceiling + 15 us", op <= ceiling + 15e-6,
+        results.append(("klue, host indices: at most the copy ceiling + 10 us",
+                        op <= ceiling + 10e-6,
                         f"{op * 1e6:.0f} us against a ceiling of {ceiling * 1e6:.0f} us"))
+        device_op, sync = klue.get(OP_DEVICE), rows.get("synchronisation_seconds")
+        goal = "klue, device indices: at most index_copy_ + one synchronisation"
+        if device_op is None or sync is None:
+            results.append((goal, None, "not in transfer_rows_cuda.json"))
+        else:
+            results.append((goal, device_op <= baseline + sync,
+                            f"{device_op * 1e6:.0f} us against {baseline * 1e6:.0f} + "
+                            f"{sync * 1e6:.0f} us"))
     else:
         results.append(("klue case", None, "transfer_rows_cuda.json is missing"))
 
     slower = []
     if rows:
-        slower += [name for name, case in rows["cases"].items()
-                   if case["seconds"][OP] > case["seconds"][INDEX_COPY]]
+        slower += [f"{name} ({method})" for name, case in rows["cases"].items()
+                   for method in (OP, OP_DEVICE) if method in case["seconds"]
+                   and case["seconds"][method] > case["seconds"][INDEX_COPY]]
     if scaling:
         low = []
         for case in scaling["cases"]:
             seconds = case["seconds"]
             name = f"{case['rows']:,}x{case['width']:,} {case['dtype']}"
             share = seconds["copy ceiling"] / seconds["transfer_rows_"]
-            if case["bytes"] >= 100e6 and share < 0.85:
+            if case["bytes"] >= 100e6 and share < 0.90:
                 low.append(f"{name} ({100 * share:.0f}%)")
             if seconds["transfer_rows_"] > seconds["index_copy_"]:
                 slower.append(name)
         big = sum(case["bytes"] >= 100e6 for case in scaling["cases"])
-        results.append(("scaling: at least 85% of the copy ceiling from 100 MB up", not low,
+        results.append(("scaling: at least 90% of the copy ceiling from 100 MB up", not low,
                          f"{big - len(low)} of {big} cases" + (": below in " + ", ".join(low)
                                                                if low else "")))
     else:

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -38,7 +39,8 @@ void check_same_device(const char* op, const char* name, const at::Tensor& tenso
       target.device(), "; all tensors must be on one device");
 }
 
-// A 1-D int32 or int64 index on the target's device.
+// A 1-D int32 or int64 index on the target's device, or on the CPU (a GPU
+// target then reads it through one asynchronous copy).
 void check_index(const char* op, const char* name, const at::Tensor& index,
                  const at::Tensor& target) {
   TORCH_CHECK_TYPE(
@@ -48,7 +50,24 @@ void check_index(const char* op, const char* name, const at::Tensor& index,
       index.dim() == 1,
       op, ": ", name, " must be 1-D, got ", index.dim(), "-D with shape ",
       index.sizes());
-  check_same_device(op, name, index, target);
+  TORCH_CHECK_VALUE(
+      index.device() == target.device() || index.is_cpu(),
+      op, ": ", name, " is on ", index.device(), " but target is on ", target.device(),
+      "; indices must be on the target's device or on the CPU");
+}
+
+// Every index argument on one device: all on the CPU, or all on the target's.
+void check_index_devices(const char* op, std::initializer_list<const at::Tensor*> indices,
+                         std::initializer_list<const char*> names) {
+  const at::Tensor* first = *indices.begin();
+  auto name = names.begin();
+  for (const at::Tensor* index : indices) {
+    TORCH_CHECK_VALUE(
+        index->device() == first->device(),
+        op, ": ", *names.begin(), " is on ", first->device(), " but ", *name, " is on ",
+        index->device(), "; pass every index on one device (the CPU, or the target's)");
+    ++name;
+  }
 }
 
 // True when two elements of `tensor` may share memory. Dimensions sorted by
@@ -122,6 +141,7 @@ void check_rows(const char* op, const at::Tensor& target, const at::Tensor& targ
   check_same_device(op, "source", source, target);
   check_index(op, "target_index", target_index, target);
   check_index(op, "source_index", source_index, target);
+  check_index_devices(op, {&target_index, &source_index}, {"target_index", "source_index"});
 }
 
 void check_width(const char* op, const at::Tensor& target, const at::Tensor& source) {
@@ -231,6 +251,7 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
   constexpr const char* op = "segment_mean_";
   check_rows(op, target, target_index, source, source_index);
   check_index(op, "offsets", offsets, target);
+  check_index_devices(op, {&target_index, &offsets}, {"target_index", "offsets"});
   TORCH_CHECK_VALUE(
       offsets.numel() == target_index.numel() + 1,
       op, ": offsets has ", offsets.numel(), " entries but target_index has ",
@@ -245,7 +266,10 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
         w.dim() == 1 && w.numel() == source_index.numel(),
         op, ": weights must be 1-D with one weight per source_index entry (",
         source_index.numel(), "), got shape ", w.sizes());
-    check_same_device(op, "weights", w, target);
+    TORCH_CHECK_VALUE(
+        w.device() == target_index.device(),
+        op, ": weights are on ", w.device(), " but the indices on ", target_index.device(),
+        "; pass the weights where the indices are");
   }
   check_target_writable(op, target);
   check_no_overlap(op, target, source);

@@ -19,13 +19,15 @@ logger = logging.getLogger(__name__)
 SCHEMAS = {
     # target[target_index[i]] = source[source_index[i]] for every i,
     # converting dtype on the way.
+    # indices_checked: the caller built and checked the indices (a token
+    # map's own), so no value check runs; see ops.transfer_rows_.
     "transfer_rows_": "transfer_rows_(Tensor(a!) target, Tensor target_index, "
-                      "Tensor source, Tensor source_index) -> ()",
+                      "Tensor source, Tensor source_index, bool indices_checked=False) -> ()",
     # target[target_index[s]] = (weighted) mean of
     # source[source_index[offsets[s] : offsets[s + 1]]] for every segment s.
     "segment_mean_": "segment_mean_(Tensor(a!) target, Tensor target_index, "
                      "Tensor source, Tensor source_index, Tensor offsets, "
-                     "Tensor? weights) -> ()",
+                     "Tensor? weights, bool indices_checked=False) -> ()",
 }
 
 # Kept referenced: the definitions live as long as this object.
@@ -57,11 +59,12 @@ if not COMPILED:
 
 
 @torch.library.register_fake("vocabxfer::transfer_rows_")
-def _transfer_rows_fake(target, target_index, source, source_index):
+def _transfer_rows_fake(target, target_index, source, source_index, indices_checked=False):
     _op_checks.check_transfer_rows_args(target, target_index, source, source_index)
 
 
 @torch.library.register_fake("vocabxfer::segment_mean_")
-def _segment_mean_fake(target, target_index, source, source_index, offsets, weights):
+def _segment_mean_fake(target, target_index, source, source_index, offsets, weights,
+                       indices_checked=False):
     _op_checks.check_segment_mean_args(
         target, target_index, source, source_index, offsets, weights)

@@ -10,15 +10,18 @@ from . import _op_checks as checks
 
 
 def transfer_rows_(target: torch.Tensor, target_index: torch.Tensor,
-                   source: torch.Tensor, source_index: torch.Tensor) -> None:
+                   source: torch.Tensor, source_index: torch.Tensor,
+                   indices_checked: bool = False) -> None:
     op = "transfer_rows_"
     checks.check_transfer_rows_args(target, target_index, source, source_index)
     checks.check_memory(op, target, source)
-    checks.check_range(op, "target_index", target_index, target.shape[0], "target")
-    checks.check_range(op, "source_index", source_index, source.shape[0], "source")
-    checks.check_unique(op, "target_index", target_index)
+    if not indices_checked:
+        checks.check_range(op, "target_index", target_index, target.shape[0], "target")
+        checks.check_range(op, "source_index", source_index, source.shape[0], "source")
+        checks.check_unique(op, "target_index", target_index)
     if target_index.numel() == 0:
         return
+    target_index, source_index = target_index.to(target.device), source_index.to(target.device)
     rows = source.index_select(0, source_index.long()).to(target.dtype)
     target.index_copy_(0, target_index.long(), rows)
 
@@ -29,20 +32,24 @@ def accumulation_dtype(source: torch.Tensor) -> torch.dtype:
 
 def segment_mean_(target: torch.Tensor, target_index: torch.Tensor, source: torch.Tensor,
                   source_index: torch.Tensor, offsets: torch.Tensor,
-                  weights: Optional[torch.Tensor]) -> None:
+                  weights: Optional[torch.Tensor], indices_checked: bool = False) -> None:
     op = "segment_mean_"
     checks.check_segment_mean_args(target, target_index, source, source_index, offsets, weights)
     checks.check_memory(op, target, source)
-    checks.check_offsets(op, offsets, source_index.numel())
-    checks.check_range(op, "target_index", target_index, target.shape[0], "target")
-    checks.check_unique(op, "target_index", target_index)
-    checks.check_range(op, "source_index", source_index, source.shape[0], "source")
     acc_dtype = accumulation_dtype(source)
     acc_weights = None if weights is None else weights.to(acc_dtype)
-    checks.check_weights(op, acc_weights)
+    if not indices_checked:
+        checks.check_offsets(op, offsets, source_index.numel())
+        checks.check_range(op, "target_index", target_index, target.shape[0], "target")
+        checks.check_unique(op, "target_index", target_index)
+        checks.check_range(op, "source_index", source_index, source.shape[0], "source")
+        checks.check_weights(op, acc_weights)
     segments = target_index.numel()
     if segments == 0:
         return
+    target_index, source_index, offsets = (tensor.to(source.device) for tensor in
+                                           (target_index, source_index, offsets))
+    acc_weights = None if acc_weights is None else acc_weights.to(source.device)
     device = source.device
     segment_of_piece = torch.repeat_interleave(torch.arange(segments, device=device),
                                                offsets.long().diff())

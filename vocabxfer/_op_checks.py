@@ -38,12 +38,25 @@ def _check_device(op: str, name: str, tensor: torch.Tensor, target: torch.Tensor
 
 
 def _check_index(op: str, name: str, index: torch.Tensor, target: torch.Tensor) -> None:
+    """A 1-D int index on the target's device or on the CPU (a GPU target
+    then reads it through one asynchronous copy)."""
     if index.dtype not in INDEX_DTYPES:
         raise TypeError(f"{op}: {name} must be int64 or int32, got {dtype_name(index.dtype)}")
     if index.dim() != 1:
         raise ValueError(f"{op}: {name} must be 1-D, got {index.dim()}-D with shape "
                          f"{_shape(index)}")
-    _check_device(op, name, index, target)
+    if index.device != target.device and index.device.type != "cpu":
+        raise ValueError(f"{op}: {name} is on {index.device} but target is on "
+                         f"{target.device}; indices must be on the target's device or on "
+                         "the CPU")
+
+
+def _check_same_index_device(op: str, first_name: str, first: torch.Tensor, name: str,
+                             index: torch.Tensor) -> None:
+    if index.device != first.device:
+        raise ValueError(f"{op}: {first_name} is on {first.device} but {name} is on "
+                         f"{index.device}; pass every index on one device (the CPU, or the "
+                         "target's)")
 
 
 def may_have_internal_overlap(tensor: torch.Tensor) -> bool:
@@ -100,6 +113,7 @@ def _check_rows(op: str, target, target_index, source, source_index) -> None:
     _check_device(op, "source", source, target)
     _check_index(op, "target_index", target_index, target)
     _check_index(op, "source_index", source_index, target)
+    _check_same_index_device(op, "target_index", target_index, "source_index", source_index)
 
 
 def _check_width(op: str, target, source) -> None:
@@ -126,6 +140,7 @@ def check_segment_mean_args(target, target_index, source, source_index, offsets,
     op = "segment_mean_"
     _check_rows(op, target, target_index, source, source_index)
     _check_index(op, "offsets", offsets, target)
+    _check_same_index_device(op, "target_index", target_index, "offsets", offsets)
     if offsets.numel() != target_index.numel() + 1:
         raise ValueError(f"{op}: offsets has {offsets.numel()} entries but target_index has "
                          f"{target_index.numel()}; offsets must have one entry per segment "
@@ -138,7 +153,9 @@ def check_segment_mean_args(target, target_index, source, source_index, offsets,
         if weights.dim() != 1 or weights.numel() != source_index.numel():
             raise ValueError(f"{op}: weights must be 1-D with one weight per source_index "
                              f"entry ({source_index.numel()}), got shape {_shape(weights)}")
-        _check_device(op, "weights", weights, target)
+        if weights.device != target_index.device:
+            raise ValueError(f"{op}: weights are on {weights.device} but the indices on "
+                             f"{target_index.device}; pass the weights where the indices are")
     _check_target_layout(op, target)
 
 

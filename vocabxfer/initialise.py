@@ -6,7 +6,7 @@ from typing import Dict, Iterable, Iterator, List, Optional, Union
 
 import torch
 
-from . import families, fvt
+from . import _op_checks, families, fvt
 from .errors import VocabxferError
 from .matching import TokenMap
 from .ops import segment_mean_, transfer_rows_
@@ -46,6 +46,9 @@ class InitPlan:
     mean_ids: torch.Tensor
     sampled_ids: torch.Tensor
     counts: Dict[str, int] = field(default_factory=dict)
+    # The (id, version) of each index tensor when they were last found valid
+    # (indices_valid): an in-place change bumps a tensor's version.
+    _checked: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
 
     def __str__(self) -> str:
         parts = [f"{rule} {count:,}" for rule, count in self.counts.items() if count]
@@ -58,6 +61,42 @@ class InitPlan:
         if self.segments is not None:
             used.append(self.segments.source_ids)
         return torch.unique(torch.cat(used))
+
+    def index_tensors(self) -> List[torch.Tensor]:
+        tensors = [self.copy_target_ids, self.copy_source_ids]
+        if self.segments is not None:
+            tensors += [self.segments.target_ids, self.segments.source_ids, self.segments.offsets]
+        return tensors + [w for w in (self.input_weights, self.output_weights) if w is not None]
+
+    def indices_valid(self) -> bool:
+        """Whether the plan's indices hold for a target of ``target_size``
+        rows and the whole source vocabulary: checked once, on the host, so
+        that every apply can pass them to the ops as checked (no check per
+        call, none on the device); checked again if one was changed in
+        place. Raises as the ops would for a plan whose indices are wrong."""
+        versions = tuple((id(t), t._version) for t in self.index_tensors())
+        if versions == self._checked:
+            return True
+        for op, target_ids in (("transfer_rows_", self.copy_target_ids),
+                               ("segment_mean_", None if self.segments is None
+                                else self.segments.target_ids)):
+            if target_ids is None:
+                continue
+            _op_checks.check_range(op, "target_index", target_ids, self.target_size, "target")
+            _op_checks.check_unique(op, "target_index", target_ids)
+        source_rows = len(self.token_map.source)
+        _op_checks.check_range("transfer_rows_", "source_index", self.copy_source_ids,
+                               source_rows, "source")
+        if self.segments is not None:
+            _op_checks.check_offsets("segment_mean_", self.segments.offsets,
+                                     self.segments.source_ids.numel())
+            _op_checks.check_range("segment_mean_", "source_index", self.segments.source_ids,
+                                   source_rows, "source")
+            for weights in (self.input_weights, self.output_weights):
+                if weights is not None:
+                    _op_checks.check_weights("segment_mean_", weights)
+        self._checked = versions
+        return True
 
     def needs_statistics(self) -> bool:
         return bool(self.mean_ids.numel()) or self.needs_std()
@@ -98,19 +137,22 @@ class InitPlan:
         dtype = dtype or source.dtype
         target = torch.empty(self.target_size, source.shape[1], dtype=dtype, device=device)
 
-        def on(ids: torch.Tensor) -> torch.Tensor:
-            """Source ids as positions in `source`, on the device."""
-            if rows_held is not None:
-                ids = torch.searchsorted(rows_held, ids)
-            return ids.to(device)
+        # The indices stay on the host: the ops check host indices there and
+        # copy them to a GPU without waiting for it. The plan's own indices
+        # are checked once (indices_valid); positions in a partial source
+        # (rows_held) are checked by the ops on every call.
+        checked = rows_held is None and self.indices_valid()
 
-        transfer_rows_(target, self.copy_target_ids.to(device), source,
-                       on(self.copy_source_ids))
+        def on(ids: torch.Tensor) -> torch.Tensor:
+            """Source ids as positions in `source`."""
+            return ids if rows_held is None else torch.searchsorted(rows_held, ids)
+
+        transfer_rows_(target, self.copy_target_ids, source, on(self.copy_source_ids),
+                       indices_checked=checked)
         if self.segments is not None and len(self.segments):
             weights = self.output_weights if output_layer else self.input_weights
-            segment_mean_(target, self.segments.target_ids.to(device), source,
-                          on(self.segments.source_ids), self.segments.offsets.to(device),
-                          None if weights is None else weights.to(device))
+            segment_mean_(target, self.segments.target_ids, source, on(self.segments.source_ids),
+                          self.segments.offsets, weights, indices_checked=checked)
         if statistics is None and self.needs_statistics():
             statistics = row_statistics(chunks_of(source[:source_vocab]), self.needs_std())
         if self.mean_ids.numel():

@@ -20,10 +20,11 @@ def _check_tensor(op: str, name: str, value: object) -> None:
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
 
 
-def _as_index(op: str, name: str, index: IndexLike, device: torch.device) -> torch.Tensor:
-    """A tensor as it is (the op checks its dtype); anything else (a list, a
-    tuple, a numpy array) must hold integers, never floats or bools, which
-    a cast would silently truncate."""
+def _as_index(op: str, name: str, index: IndexLike) -> torch.Tensor:
+    """A tensor as it is (the op checks its dtype and device); anything else
+    (a list, a tuple, a numpy array) becomes a CPU tensor, the host path,
+    and must hold integers, never floats or bools, which a cast would
+    silently truncate."""
     if isinstance(index, torch.Tensor):
         return index
     if isinstance(index, (str, bytes)):
@@ -39,7 +40,7 @@ def _as_index(op: str, name: str, index: IndexLike, device: torch.device) -> tor
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         raise TypeError(f"{op}: {name} must hold integers, got values of type "
                         f"{str(tensor.dtype).replace('torch.', '')}; convert them explicitly")
-    return tensor.to(device=device, dtype=torch.int64)
+    return tensor.to(dtype=torch.int64)
 
 
 def _mark_modified(target: torch.Tensor) -> None:
@@ -49,7 +50,8 @@ def _mark_modified(target: torch.Tensor) -> None:
 
 
 def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
-                   source: torch.Tensor, source_index: IndexLike) -> torch.Tensor:
+                   source: torch.Tensor, source_index: IndexLike, *,
+                   indices_checked: bool = False) -> torch.Tensor:
     """Write ``source[source_index[i]]`` into ``target[target_index[i]]`` for
     every ``i`` in one fused pass, converting dtype exactly as
     ``source[source_index].to(target.dtype)`` does, NaN payloads included,
@@ -63,8 +65,18 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
     ints) of equal length; each target row may appear once. ``target`` may be
     a leaf that requires grad, such as an ``nn.Embedding`` weight: the write
     is an initialisation and is not recorded by autograd. An inference
-    tensor can be written only inside ``torch.inference_mode()``. On a GPU
-    the call synchronises once with the host, to report a bad index.
+    tensor can be written only inside ``torch.inference_mode()``.
+
+    On a GPU the indices may be on the CPU or on the target's device (both
+    on one). Indices on the CPU, the common case, are checked on the host
+    and reach the GPU by one asynchronous copy from pinned memory: the call
+    returns without waiting for the device, as ``index_copy_`` does. Indices
+    on the GPU are checked there, and the call synchronises once to report
+    a bad one. ``indices_checked=True`` is the caller's promise that it
+    built the indices and checked them against these tensors (ranges,
+    repeats): no check of their values runs, on any device. A false
+    promise writes out of bounds; vocabxfer passes it only for indices its
+    own plans built and validated.
 
     Raises TypeError for a wrong type or dtype, IndexError for an index out
     of range and ValueError for every other bad argument, before any row is
@@ -73,17 +85,19 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
     op = "transfer_rows_"
     _check_tensor(op, "target", target)
     _check_tensor(op, "source", source)
-    target_index = _as_index(op, "target_index", target_index, target.device)
-    source_index = _as_index(op, "source_index", source_index, target.device)
+    target_index = _as_index(op, "target_index", target_index)
+    source_index = _as_index(op, "source_index", source_index)
     with torch.no_grad():
-        torch.ops.vocabxfer.transfer_rows_.default(target, target_index, source, source_index)
+        torch.ops.vocabxfer.transfer_rows_.default(target, target_index, source, source_index,
+                                                   bool(indices_checked))
     _mark_modified(target)
     return target
 
 
 def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.Tensor,
                   source_index: IndexLike, offsets: IndexLike,
-                  weights: Optional[torch.Tensor] = None) -> torch.Tensor:
+                  weights: Optional[torch.Tensor] = None, *,
+                  indices_checked: bool = False) -> torch.Tensor:
     """For every segment ``s``, write the mean of the source rows
     ``source_index[offsets[s]:offsets[s + 1]]`` into ``target[target_index[s]]``
     and return ``target``.
@@ -94,19 +108,21 @@ def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.T
     share of the segment's weight (computed in float64) before the sum, which
     runs in float32 (float64 for a float64 source), so neither huge weights
     nor huge values overflow it; the result is converted to ``target``'s
-    dtype at the end. Source ids may repeat; target ids may not. Raises as
-    ``transfer_rows_``.
+    dtype at the end. Source ids may repeat; target ids may not. The
+    indices, offsets and weights are on the CPU or on the target's device
+    (all on one), with the paths and ``indices_checked`` of
+    ``transfer_rows_``. Raises as ``transfer_rows_``.
     """
     op = "segment_mean_"
     _check_tensor(op, "target", target)
     _check_tensor(op, "source", source)
     if weights is not None:
         _check_tensor(op, "weights", weights)
-    target_index = _as_index(op, "target_index", target_index, target.device)
-    source_index = _as_index(op, "source_index", source_index, target.device)
-    offsets = _as_index(op, "offsets", offsets, target.device)
+    target_index = _as_index(op, "target_index", target_index)
+    source_index = _as_index(op, "source_index", source_index)
+    offsets = _as_index(op, "offsets", offsets)
     with torch.no_grad():
         torch.ops.vocabxfer.segment_mean_.default(
-            target, target_index, source, source_index, offsets, weights)
+            target, target_index, source, source_index, offsets, weights, bool(indices_checked))
     _mark_modified(target)
     return target

@@ -63,10 +63,13 @@ void mean_rows(const at::Tensor& target, const at::Tensor& target_index,
 
 void segment_mean_cpu(at::Tensor& target, const at::Tensor& target_index,
                       const at::Tensor& source, const at::Tensor& source_index,
-                      const at::Tensor& offsets, const c10::optional<at::Tensor>& weights) {
+                      const at::Tensor& offsets, const c10::optional<at::Tensor>& weights,
+                      bool indices_checked) {
   const Segments segments =
       prepare_segment_mean(target, target_index, source, source_index, offsets, weights);
-  check_segment_mean_values(segments, target.size(0), source.size(0));
+  if (!indices_checked) {
+    check_segment_mean_values(segments, target.size(0), source.size(0));
+  }
   if (segments.ids.target_ids.numel() == 0 || target.size(1) == 0) {
     return;
   }

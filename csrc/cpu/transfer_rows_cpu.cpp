@@ -147,9 +147,12 @@ void copy_converting(const at::Tensor& target, const at::Tensor& target_index,
 }
 
 void transfer_rows_cpu(at::Tensor& target, const at::Tensor& target_index,
-                       const at::Tensor& source, const at::Tensor& source_index) {
+                       const at::Tensor& source, const at::Tensor& source_index,
+                       bool indices_checked) {
   const RowPairs pairs = prepare_transfer_rows(target, target_index, source, source_index);
-  check_transfer_rows_values(pairs, target.size(0), source.size(0));
+  if (!indices_checked) {
+    check_transfer_rows_values(pairs, target.size(0), source.size(0));
+  }
   if (pairs.target_ids.numel() == 0 || target.size(1) == 0) {
     return;
   }

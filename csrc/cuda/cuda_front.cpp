@@ -2,6 +2,9 @@
 
 #include <ATen/ATen.h>
 #include <c10/cuda/CUDAException.h>
+#include <c10/cuda/CUDAFunctions.h>
+
+#include <cstring>
 
 namespace vocabxfer {
 namespace cuda {
@@ -23,6 +26,33 @@ int sm_count(const at::Tensor& on_device) {
   return count;
 }
 
+std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
+                                        const at::Device& device) {
+  // Each part starts on a 16-byte boundary, so that every view keeps its
+  // dtype's alignment.
+  constexpr int64_t kAlign = 16;
+  std::vector<int64_t> starts;
+  int64_t bytes = 0;
+  for (const auto& part : host) {
+    starts.push_back(bytes);
+    bytes += (part.numel() * part.element_size() + kAlign - 1) / kAlign * kAlign;
+  }
+  const at::Tensor pinned =
+      at::empty({bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  for (size_t i = 0; i < host.size(); ++i) {
+    const at::Tensor dense = host[i].contiguous();
+    std::memcpy(pinned.data_ptr<uint8_t>() + starts[i], dense.const_data_ptr(),
+                dense.numel() * dense.element_size());
+  }
+  const at::Tensor on_device = pinned.to(device, /*non_blocking=*/true);
+  std::vector<at::Tensor> parts;
+  for (size_t i = 0; i < host.size(); ++i) {
+    const int64_t size = host[i].numel() * host[i].element_size();
+    parts.push_back(on_device.narrow(0, starts[i], size).view(host[i].scalar_type()));
+  }
+  return parts;
+}
+
 DeviceValidation::DeviceValidation(const at::Tensor& target, cudaStream_t stream)
     : stream_(stream) {
   const int64_t words = 1 + (target.size(0) + 31) / 32;
@@ -39,12 +69,10 @@ uint32_t* DeviceValidation::seen() const {
 }
 
 uint32_t DeviceValidation::wait() const {
-  const at::Tensor host =
-      at::empty({1}, at::TensorOptions().dtype(at::kInt).pinned_memory(true));
-  C10_CUDA_CHECK(cudaMemcpyAsync(host.data_ptr(), status(), sizeof(uint32_t),
-                                 cudaMemcpyDeviceToHost, stream_));
-  C10_CUDA_CHECK(cudaStreamSynchronize(stream_));
-  return static_cast<uint32_t>(*host.const_data_ptr<int32_t>());
+  uint32_t verdict = 0;
+  c10::cuda::memcpy_and_sync(&verdict, status(), sizeof(uint32_t), cudaMemcpyDeviceToHost,
+                             stream_);
+  return verdict;
 }
 
 } // namespace cuda

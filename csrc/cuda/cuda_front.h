@@ -6,6 +6,7 @@
 #include <cuda_runtime_api.h>
 
 #include <cstdint>
+#include <vector>
 
 #include "launchers.h"
 
@@ -16,10 +17,19 @@ MatrixView matrix_view(const at::Tensor& matrix);
 IndexView index_view(const at::Tensor& index);
 int sm_count(const at::Tensor& on_device);
 
+// Host tensors (checked on the host) copied to `device` with one
+// asynchronous copy from pinned memory, packed into one buffer; returns the
+// device copies, in order. Nothing waits: torch's host allocator keeps the
+// pinned buffer until the copy has run, and the device buffer is freed in
+// stream order.
+std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
+                                        const at::Device& device);
+
 // A status word and a bit per target row, zeroed on `stream` (one memset).
-// wait() copies the status into pinned host memory and synchronises the
-// stream once: a valid call costs the memset, the validation kernel, the
-// op's kernel and this one synchronisation.
+// wait() copies the status to the host and synchronises the stream once
+// (through c10, so torch.cuda.set_sync_debug_mode sees it): a valid call
+// costs the memset, the validation kernel, the op's kernel and this one
+// synchronisation.
 class DeviceValidation {
  public:
   DeviceValidation(const at::Tensor& target, cudaStream_t stream);

@@ -1,9 +1,14 @@
-// CUDA front of vocabxfer::segment_mean_: host checks, then the validation
-// kernel (offsets, ranges, repeats, weights) and the mean kernel on the
-// current stream, then one synchronisation that reads the verdict.
+// CUDA front of vocabxfer::segment_mean_, on the three paths of
+// transfer_rows_cuda.cpp: host arguments are checked on the host and staged
+// with one asynchronous copy (no synchronisation); device arguments are
+// checked by the validation kernel (offsets, ranges, repeats, weights) before
+// the mean kernel, with one synchronisation to read the verdict; arguments
+// the caller already checked go straight to the mean kernel.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <vector>
 
 #include "../checks.h"
 #include "cuda_front.h"
@@ -13,19 +18,42 @@ namespace {
 
 void segment_mean_cuda(at::Tensor& target, const at::Tensor& target_index,
                        const at::Tensor& source, const at::Tensor& source_index,
-                       const at::Tensor& offsets, const c10::optional<at::Tensor>& weights) {
+                       const at::Tensor& offsets, const c10::optional<at::Tensor>& weights,
+                       bool indices_checked) {
   const c10::cuda::CUDAGuard device_guard(target.device());
   const Segments segments =
       prepare_segment_mean(target, target_index, source, source_index, offsets, weights);
+  const bool on_host = segments.ids.target_ids.is_cpu();
+  if (on_host && !indices_checked) {
+    check_segment_mean_values(segments, target.size(0), source.size(0));
+  }
+  if ((on_host || indices_checked) && segments.ids.target_ids.numel() == 0) {
+    return;
+  }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(target.get_device()).stream();
   const int sms = cuda::sm_count(target);
-  const auto target_ids = cuda::index_view(segments.ids.target_ids);
-  const auto source_ids = cuda::index_view(segments.ids.source_ids);
-  const void* weight_data =
-      segments.weights.has_value() ? segments.weights->const_data_ptr() : nullptr;
-  const auto weight_type =
-      segments.weights.has_value() ? segments.weights->scalar_type() : at::kFloat;
-  const int64_t* bounds = segments.offsets.const_data_ptr<int64_t>();
+  std::vector<at::Tensor> parts = {segments.ids.target_ids, segments.ids.source_ids,
+                                   segments.offsets};
+  if (segments.weights.has_value()) {
+    parts.push_back(*segments.weights);
+  }
+  if (on_host) {
+    parts = cuda::stage_on_device(parts, target.device());
+  }
+  const auto target_ids = cuda::index_view(parts[0]);
+  const auto source_ids = cuda::index_view(parts[1]);
+  const int64_t* bounds = parts[2].const_data_ptr<int64_t>();
+  const void* weight_data = parts.size() > 3 ? parts[3].const_data_ptr() : nullptr;
+  const auto weight_type = parts.size() > 3 ? parts[3].scalar_type() : at::kFloat;
+  if (on_host || indices_checked) {
+    // Checked already: one kernel, no synchronisation (see transfer_rows_cuda.cpp).
+    if (target.size(1) > 0) {
+      cuda::launch_segment_mean(cuda::matrix_view(target), target_ids,
+                                cuda::matrix_view(source), source_ids, bounds, weight_data,
+                                nullptr, sms, stream);
+    }
+    return;
+  }
   const cuda::DeviceValidation validation(target, stream);
   cuda::launch_validate(target_ids, target.size(0), source_ids, source.size(0), bounds,
                         weight_data, weight_type, validation.seen(), validation.status(), sms,

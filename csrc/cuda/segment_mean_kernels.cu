@@ -34,7 +34,7 @@ __global__ void __launch_bounds__(kThreads) segment_mean_kernel(
     int64_t source_row_stride,
     int64_t source_col_stride,
     const uint32_t* __restrict__ status) {
-  if (*status != 0) {
+  if (status != nullptr && *status != 0) {
     return;
   }
   __shared__ acc_t shares[kSharedPieces];

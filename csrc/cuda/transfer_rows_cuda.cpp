@@ -1,10 +1,16 @@
-// CUDA front of vocabxfer::transfer_rows_: host checks, then the validation
-// kernel and the copy kernel on the current stream, then one synchronisation
-// that reads the validation's verdict. The copy kernel writes nothing when a
-// check failed, and the error is then named by the host checks.
+// CUDA front of vocabxfer::transfer_rows_. Indices on the host (the common
+// case: every token map holds its own there) are checked on the host, copied
+// with one asynchronous copy, and read by one kernel: no synchronisation.
+// Indices on the device are checked by a validation kernel on the current
+// stream before the copy kernel, then one synchronisation reads the verdict;
+// the copy kernel writes nothing when a check failed, and the error is then
+// named by the host checks. Indices the caller already checked
+// (indices_checked) go straight to the copy kernel.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
+
+#include <vector>
 
 #include "../checks.h"
 #include "cuda_front.h"
@@ -13,14 +19,32 @@ namespace vocabxfer {
 namespace {
 
 void transfer_rows_cuda(at::Tensor& target, const at::Tensor& target_index,
-                        const at::Tensor& source, const at::Tensor& source_index) {
+                        const at::Tensor& source, const at::Tensor& source_index,
+                        bool indices_checked) {
   const c10::cuda::CUDAGuard device_guard(target.device());
   const RowPairs pairs = prepare_transfer_rows(target, target_index, source, source_index);
+  const bool on_host = pairs.target_ids.is_cpu();
+  if (on_host && !indices_checked) {
+    check_transfer_rows_values(pairs, target.size(0), source.size(0));
+  }
   if (pairs.target_ids.numel() == 0) {
     return;
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(target.get_device()).stream();
   const int sms = cuda::sm_count(target);
+  if (on_host || indices_checked) {
+    // Nothing left to check on the device: one copy (host indices), one
+    // kernel, and no synchronisation, as index_copy_.
+    const auto ids = on_host
+        ? cuda::stage_on_device({pairs.target_ids, pairs.source_ids}, target.device())
+        : std::vector<at::Tensor>{pairs.target_ids, pairs.source_ids};
+    if (target.size(1) > 0) {
+      cuda::launch_transfer_rows(cuda::matrix_view(target), cuda::index_view(ids[0]),
+                                 cuda::matrix_view(source), cuda::index_view(ids[1]), nullptr,
+                                 sms, stream);
+    }
+    return;
+  }
   const auto target_ids = cuda::index_view(pairs.target_ids);
   const auto source_ids = cuda::index_view(pairs.source_ids);
   const cuda::DeviceValidation validation(target, stream);

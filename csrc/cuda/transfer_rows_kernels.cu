@@ -2,7 +2,8 @@
 // at once: its threads are (threads per row) x (rows), each thread loading up
 // to kUnroll vectors of its row before storing them, so that several loads
 // are in flight per thread. Every kernel first reads the validation status
-// and writes nothing if a check failed.
+// (when the indices were checked on the device) and writes nothing if a check
+// failed.
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/TypeCast.h>
 
@@ -26,7 +27,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) copy_rows_kernel(
     int64_t target_row_bytes,
     int64_t source_row_bytes,
     const uint32_t* __restrict__ status) {
-  if (*status != 0) {
+  if (status != nullptr && *status != 0) {
     return;
   }
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
@@ -74,7 +75,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) convert_packed_kernel(
     int64_t target_row_stride,
     int64_t source_row_stride,
     const uint32_t* __restrict__ status) {
-  if (*status != 0) {
+  if (status != nullptr && *status != 0) {
     return;
   }
   using source_pack = Pack<source_t, kPack>;
@@ -125,7 +126,7 @@ __global__ void __launch_bounds__(kThreadsPerBlock) convert_strided_kernel(
     int64_t source_row_stride,
     int64_t source_col_stride,
     const uint32_t* __restrict__ status) {
-  if (*status != 0) {
+  if (status != nullptr && *status != 0) {
     return;
   }
   const int64_t step = static_cast<int64_t>(gridDim.x) * blockDim.y;
