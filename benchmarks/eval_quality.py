@@ -55,7 +55,8 @@ HELD_OUT, VALIDATION = 1000, 300
 MERGEKIT = "real mergekit 0.1.5, subword"
 BUDGET = 180.0  # seconds: the default refinement budget on this CPU
 # Refinement settings compared with --tune, on validation passages.
-TUNING = [{"optimizer": "adam"}, {"optimizer": "row-adam"}]
+TUNING = [{"align": "spans"}, {"align": "spans+specials"},
+          {"align": "spans", "untrained_weight": 1.0}, {"align": "spans", "lr": 1e-2}]
 WEIGHTINGS = ("uniform", "first", "last", "length")
 
 
@@ -239,16 +240,27 @@ def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False):
     return results
 
 
-def tune(corpus, teacher, model_dir, best, seed):
-    """Refinement settings for the 3-minute budget, on validation passages."""
+def tune(corpus, teacher, model_dir, best, seed, steps=None):
+    """Refinement settings for the 3-minute budget (or `steps` steps), on
+    validation passages. A setting "untrained_weight" sets the objective's
+    weight of words without a trained token (objectives.UNTRAINED_WORD_WEIGHT)."""
+    from vocabxfer import objectives
+
     results = []
+    length = dict(steps=steps) if steps else dict(seconds=BUDGET)
+    default_weight = objectives.UNTRAINED_WORD_WEIGHT
     for options in TUNING:
         model = copy.deepcopy(teacher)
         vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed, init="fvt",
                                  piece_weights=best)
-        refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
-                                      corpus.training, seed=seed, seconds=BUDGET,
-                                      show_progress=False, **options)
+        settings = {key: value for key, value in options.items() if key != "untrained_weight"}
+        objectives.UNTRAINED_WORD_WEIGHT = options.get("untrained_weight", default_weight)
+        try:
+            refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
+                                          corpus.training, seed=seed, show_progress=False,
+                                          **length, **settings)
+        finally:
+            objectives.UNTRAINED_WORD_WEIGHT = default_weight
         validation, _ = fidelity(corpus.validation_reference,
                                  embed(model, corpus.target, corpus.validation))
         label = ", ".join(f"{key} {value}" for key, value in options.items())
@@ -314,6 +326,10 @@ def main(argv=None):
                         help="also refine fvt uniform and exact + mean for 3 minutes")
     parser.add_argument("--tune", action="store_true",
                         help="compare refinement settings on the validation passages only")
+    parser.add_argument("--tune-steps", type=int, default=None,
+                        help="with --tune: refine for this many steps instead of the "
+                             "3-minute budget (comparisons that other work on the machine "
+                             "cannot skew)")
     args = parser.parse_args(argv)
     held_out = 200 if args.quick else args.held_out
     try:
@@ -329,7 +345,8 @@ def main(argv=None):
         corpus = Corpus(name, corpora.CORPORA[name](), model_dir, teacher, source_tokenizer,
                         args.vocab_size, args.seed, held_out)
         if args.tune:
-            all_results += tune(corpus, teacher, model_dir, "length", args.seed)
+            all_results += tune(corpus, teacher, model_dir, "length", args.seed,
+                                args.tune_steps)
             continue
         results, best = zero_shot(corpus, teacher, model_dir, source_tokenizer, args.seed)
         bests[name] = best
@@ -347,7 +364,8 @@ def main(argv=None):
     if args.tune:
         rows = [[r["corpus"], r["label"], str(r["steps"]), f"{r['validation_cosine']:.4f}"]
                 for r in all_results]
-        body = (f"Refinement for {BUDGET:.0f} s from fvt (length), on the validation passages "
+        how = f"{args.tune_steps} steps" if args.tune_steps else f"{BUDGET:.0f} s"
+        body = (f"Refinement for {how} from fvt (length), on the validation passages "
                 "only (never the held-out ones).\n\n" + common.markdown_table(
                     ["corpus", "settings", "steps", "validation cosine"], rows))
         print(body)

@@ -87,7 +87,7 @@ def test_transfer_reports_fidelity_on_passages_it_never_trains_on(tmp_path, monk
         seen["excluded"] = set(kwargs["exclude"])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(training, "refine", spy_refine)
+    monkeypatch.setattr(training, "run_refine", spy_refine)
     monkeypatch.setattr(training, "train_tokenizer", spy_train)
     result = transfer_to_folder(tmp_path / "source", tmp_path / "out", corpus=[corpus],
                                 vocab_size=60, refine_steps=5, show_progress=False)

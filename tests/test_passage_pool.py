@@ -4,12 +4,14 @@ batches, and pooled word by word."""
 
 import random
 
+import numpy as np
+
 import pytest
 import torch
 
 from vocabxfer import load_vocab
 from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, first_words, pool_words,
-                                    rust_tokenizer, token_words)
+                                    rust_tokenizer, shared_cuts, token_words)
 from vocabxfer.refine import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
@@ -22,13 +24,13 @@ TARGET = BERT_SPECIALS + ["the", "cats", "sat", "on", "mat", "dogs", "running", 
 TEXTS = [line for line in CORPUS if line.isascii()]
 
 
-def pool_for(texts, max_length=32, pool_size=1000, source=SOURCE, target=TARGET):
+def pool_for(texts, max_length=32, pool_size=1000, source=SOURCE, target=TARGET, align="words"):
     source = load_vocab(wordpiece_tokenizer(source))
     target = load_vocab(wordpiece_tokenizer(target))
     is_trained = torch.zeros(len(target), dtype=torch.bool)
     is_trained[trainable_rows(source, target, "exact", "new")] = True
     return PassagePool(texts, source, target, is_trained, max_length, pool_size=pool_size,
-                       seed=0)
+                       seed=0, align=align)
 
 
 def loop_alignment(text, offsets, special):
@@ -151,3 +153,50 @@ def test_long_passages_are_cut_to_what_max_length_reaches():
     assert first_words("a  b ", 5) == "a  b "
     pool = pool_for([long_text] * 8, max_length=32)
     assert pool.passages[0] == cut and int(pool.target.word_counts.max()) <= 30
+
+
+# ---- pieces both tokenizations cut alike ------------------------------------
+
+def spans(*pairs):
+    return np.array(pairs, dtype=np.int64).reshape(-1, 2)
+
+
+def test_pieces_are_cut_where_both_sides_start_a_token():
+    # "cats sat": one side reads cat|s sat, the other cats sat; specials (-1) in none.
+    first = spans((-1, -1), (0, 3), (3, 4), (5, 8), (-1, -1))
+    second = spans((-1, -1), (0, 4), (5, 8), (-1, -1))
+    mine, theirs = shared_cuts(first, second)
+    assert mine.tolist() == [-1, 0, 0, 1, -1] and theirs.tolist() == [-1, 0, 1, -1]
+
+
+def test_a_piece_only_one_side_read_whole_is_dropped():
+    # Truncated: the first side stops inside "newreq" (new|re), the second reads it whole.
+    first = spans((0, 4), (5, 8), (8, 10))
+    second = spans((0, 4), (5, 11), (12, 15))
+    mine, theirs = shared_cuts(first, second)
+    assert mine.tolist() == [0, -1, -1] and theirs.tolist() == [0, -1, -1]
+    # Truncated between words: the last word the shorter side read is kept.
+    first = spans((0, 4), (5, 8), (8, 11))
+    mine, theirs = shared_cuts(first, second)
+    assert mine.tolist() == [0, 1, 1] and theirs.tolist() == [0, 1, -1]
+    # Nothing shared: no pieces.
+    assert [p.tolist() for p in shared_cuts(spans((-1, -1)), second)] == [[-1], [-1, -1, -1]]
+
+
+def test_the_pool_aligns_by_pieces_on_both_sides():
+    pool = pool_for(["the cats sat on the mat", "dogs running on a log"], align="spans")
+    source, target = pool.source, pool.target
+    for row in range(len(pool)):
+        # The same pieces on both sides, numbered alike.
+        assert set(source.words[row].tolist()) - {-1} == set(target.words[row].tolist()) - {-1}
+        assert int(source.word_counts[row]) == int(target.words[row].max()) + 1
+    # "cats" is one target token and two source tokens (cat ##s): one piece.
+    row = pool.passages.index("the cats sat on the mat")
+    assert target.words[row, :8].tolist() == [-1, 0, 1, 2, 3, 4, 5, -1]
+    assert source.words[row, :9].tolist() == [-1, 0, 1, 1, 2, 3, 4, 5, -1]
+
+
+def test_with_specials_the_first_and_last_special_tokens_pair_up():
+    pool = pool_for(["the cats sat on the mat"], align="spans+specials")
+    assert pool.target.words[0, :8].tolist() == [6, 0, 1, 2, 3, 4, 5, 7]
+    assert pool.source.words[0, :9].tolist() == [6, 0, 1, 1, 2, 3, 4, 5, 7]

@@ -14,7 +14,7 @@ from .errors import VocabxferError
 from .fvt import DEFAULT_PIECE_WEIGHTS, PIECE_WEIGHTS
 from .initialise import INITS
 from .matching import MODES
-from .refine import DEFAULT_STEPS
+from .refine import DEFAULT_SECONDS
 from .training import MODELS
 
 logger = logging.getLogger("vocabxfer")
@@ -75,12 +75,19 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--output-piece-weights", choices=PIECE_WEIGHTS, default=None,
                           help="the same for an untied output layer (default: as "
                                "--piece-weights)")
+    transfer.add_argument("--refine", action="store_true",
+                          help="refine the new embedding rows against the source model for "
+                               "the default time budget of the device ("
+                               f"{DEFAULT_SECONDS['words']['cpu']:.0f} s on a CPU, "
+                               f"{DEFAULT_SECONDS['words']['accelerator']:.0f} s on a GPU for "
+                               "an encoder; "
+                               f"{DEFAULT_SECONDS['next-token']['cpu']:.0f} s and "
+                               f"{DEFAULT_SECONDS['next-token']['accelerator']:.0f} s for a "
+                               "causal language model)")
     transfer.add_argument("--refine-steps", type=int, default=0, metavar="N",
-                          help="refine the new embedding rows for N steps of distillation "
-                               f"from the source model (about {DEFAULT_STEPS} take 3 minutes "
-                               "for a MiniLM-sized model on a 2-core CPU; default: 0)")
+                          help="refine for N steps instead (default: 0)")
     transfer.add_argument("--refine-seconds", type=float, default=None, metavar="S",
-                          help="refine for S seconds of wall time instead (or, with "
+                          help="refine for S seconds of wall time (or, with "
                                "--refine-steps, whichever ends first); the learning rate "
                                "decays over the budget")
     transfer.add_argument("--refine-corpus", nargs="+", metavar="FILE",
@@ -145,7 +152,7 @@ def command_transfer(args) -> int:
     from .devices import resolve_device
     from .workflow import transfer_to_folder
 
-    if args.refine_steps or args.refine_seconds is not None:
+    if args.refine or args.refine_steps or args.refine_seconds is not None:
         # Under torchrun --nproc-per-node N: refine on N ranks, rank 0 writes.
         distributed.join_launched_job(resolve_device(args.device) or torch.device("cpu"))
     print(transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer, corpus=args.corpus,
@@ -154,7 +161,7 @@ def command_transfer(args) -> int:
                              device=args.device, seed=args.seed, vocab_size=args.vocab_size,
                              min_frequency=args.min_frequency,
                              tokenizer_model=args.tokenizer_model,
-                             refine_steps=args.refine_steps,
+                             refine=args.refine, refine_steps=args.refine_steps,
                              refine_seconds=args.refine_seconds,
                              refine_corpus=args.refine_corpus,
                              refine_plot=args.plot, overwrite=args.force, link=args.link,

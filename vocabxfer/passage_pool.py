@@ -83,17 +83,23 @@ class Side:
     words: torch.Tensor
     lengths: torch.Tensor  # tokens per passage (on the CPU)
     word_counts: torch.Tensor  # words the tokens reach per passage (on the CPU)
+    # Each token's character span, (passages, max_length, 2), -1 for padding
+    # and special tokens: kept on the CPU until both sides are aligned.
+    spans: Optional[torch.Tensor] = None
 
     def to(self, device: torch.device) -> "Side":
-        return Side(self.ids.to(device), self.words.to(device), self.lengths, self.word_counts)
+        return Side(self.ids.to(device), self.words.to(device), self.lengths, self.word_counts,
+                    self.spans)
 
     def select(self, keep: torch.Tensor) -> "Side":
-        return Side(self.ids[keep], self.words[keep], self.lengths[keep], self.word_counts[keep])
+        return Side(self.ids[keep], self.words[keep], self.lengths[keep], self.word_counts[keep],
+                    None if self.spans is None else self.spans[keep])
 
 
 def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
     ids = np.zeros((len(texts), max_length), dtype=np.int64)
     words = np.full((len(texts), max_length), -1, dtype=np.int64)
+    spans = np.full((len(texts), max_length, 2), -1, dtype=np.int64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     word_counts = np.zeros(len(texts), dtype=np.int64)
     for start in range(0, len(texts), ENCODE_CHUNK):
@@ -104,10 +110,89 @@ def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
             ids[row, :count] = encoding.ids
             token_word, _ = token_words(text, encoding.offsets, encoding.special_tokens_mask)
             words[row, :count] = token_word
+            if count:
+                spans[row, :count] = np.where((token_word >= 0)[:, None],
+                                              np.asarray(encoding.offsets).reshape(-1, 2), -1)
             lengths[row] = count
             word_counts[row] = token_word.max() + 1 if count else 0
     return Side(torch.from_numpy(ids), torch.from_numpy(words), torch.from_numpy(lengths),
-                torch.from_numpy(word_counts))
+                torch.from_numpy(word_counts), torch.from_numpy(spans))
+
+
+def shared_cuts(first: np.ndarray, second: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """The finest alignment two tokenizations of one text share: the text is
+    cut where both start a token, and a piece of it is kept only if both
+    sides read all of it (one side may be truncated earlier). Takes each
+    side's token spans, (tokens, 2), -1 for tokens without text; gives each
+    token's piece number, or -1."""
+    real_first, real_second = first[:, 0] >= 0, second[:, 0] >= 0
+    if not real_first.any() or not real_second.any():
+        return np.full(len(first), -1), np.full(len(second), -1)
+    cuts = np.intersect1d(first[real_first, 0], second[real_second, 0])
+    closing = closing_cut(first[real_first], second[real_second])
+    if closing is not None:
+        cuts = np.append(cuts[cuts < closing], closing)
+
+    def piece(spans: np.ndarray, real: np.ndarray) -> np.ndarray:
+        number = np.searchsorted(cuts, spans[:, 0], side="right") - 1
+        return np.where(real & (number >= 0) & (number < len(cuts) - 1), number, -1)
+
+    return piece(first, real_first), piece(second, real_second)
+
+
+def closing_cut(first: np.ndarray, second: np.ndarray) -> Optional[int]:
+    """Where the text both sides read ends, as a cut: the common end if
+    they end together; else the next token start of the side that reads
+    further, if none of its tokens crosses the other side's end; else None
+    (the last piece is only partly read by one side)."""
+    ends = int(first[:, 1].max()), int(second[:, 1].max())
+    if ends[0] == ends[1]:
+        return ends[0]
+    longer, end = (first, ends[1]) if ends[0] > ends[1] else (second, ends[0])
+    later = longer[:, 0] >= end
+    if not later.any() or (longer[~later, 1] > end).any():
+        return None
+    return int(longer[later, 0].min())
+
+
+def align_by_shared_cuts(first: Side, second: Side, specials: bool = False) -> None:
+    """Renumber both sides' tokens from words to the pieces of text both
+    tokenizations cut alike (shared_cuts): a new token the other side
+    splits in three is one piece, its own target, not a third of a word.
+    With `specials`, a passage both sides read to the same end also pairs
+    its first and last special tokens ([CLS] and [SEP]), whose states a
+    mean-pooled sentence embedding counts too."""
+    for side in (first, second):
+        side.words.fill_(-1)
+    for row in range(len(first.ids)):
+        mine, theirs = shared_cuts(first.spans[row].numpy(), second.spans[row].numpy())
+        first.words[row] = torch.from_numpy(mine)
+        second.words[row] = torch.from_numpy(theirs)
+        if specials:
+            pair_specials(first, second, row, max(mine.max(), theirs.max()) + 1)
+    for side in (first, second):
+        side.word_counts = side.words.max(dim=1).values.clamp(min=-1) + 1
+
+
+def pair_specials(first: Side, second: Side, row: int, next_piece: int) -> None:
+    """Pieces for the first and last special tokens of a passage both sides
+    read to the same end (the special tokens then see the same text)."""
+    ends = []
+    for side in (first, second):
+        real = side.spans[row, :, 0] >= 0
+        if not bool(real.any()):
+            return
+        ends.append(int(side.spans[row, real, 1].max()))
+    if ends[0] != ends[1]:
+        return
+    for position in ("first", "last"):
+        where = [0 if position == "first" else int(side.lengths[row]) - 1
+                 for side in (first, second)]
+        if all(int(side.spans[row, at, 0]) < 0 and int(side.lengths[row]) > 1
+               for side, at in zip((first, second), where)):
+            first.words[row, where[0]] = next_piece
+            second.words[row, where[1]] = next_piece
+            next_piece += 1
 
 
 @dataclass
@@ -138,7 +223,7 @@ class PassagePool:
 
     def __init__(self, passages: List[str], source: Vocab, target: Vocab,
                  is_trained: torch.Tensor, max_length: int, pool_size: int, seed: int,
-                 with_source: bool = True):
+                 with_source: bool = True, align: str = "words"):
         self.generator = torch.Generator().manual_seed(seed)
         if len(passages) > pool_size:
             chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
@@ -160,6 +245,8 @@ class PassagePool:
         # word vectors); the next-token objective reads the target alone.
         self.source = encode_side(rust_tokenizer(source, max_length, "source"), texts,
                                   max_length) if with_source else None
+        if align in ("spans", "spans+specials") and self.source is not None:
+            align_by_shared_cuts(self.source, self.target, specials=align == "spans+specials")
         self.weights = counts[keep].float()
         self.passages = texts
 

@@ -56,12 +56,19 @@ logger = logging.getLogger(__name__)
 # 500 steps take under 3 minutes for a MiniLM-sized model on a 2-core CPU.
 # For the next-token objective the rate was chosen on the Unix manual pages'
 # validation passages with SmolLM2-135M (benchmarks/eval_lm.py --tune).
-DEFAULT_STEPS = 500
+# Without steps or seconds a run lasts a time budget fitted to the hardware
+# at hand: what the goals of this project were set for (an encoder: 3
+# minutes of a 2-core CPU, 30 s of a GPU; a causal LM: 10 minutes, 60 s).
+DEFAULT_SECONDS = {"words": {"cpu": 180.0, "accelerator": 30.0},
+                   "next-token": {"cpu": 600.0, "accelerator": 60.0}}
 DEFAULT_LR = {"words": 5e-3, "next-token": 1e-3}
 DEFAULT_BATCH_SIZE = 32
 DEFAULT_MAX_LENGTH = 32
 TRAINABLE = ("new", "all")
 OPTIMIZERS = ("auto", "row-adam", "adam")
+# What the word objective aligns: whole words, or the smallest pieces of
+# text both tokenizations cut alike (passage_pool.shared_cuts).
+ALIGNS = ("words", "spans", "spans+specials")
 # Chosen on validation splits (benchmarks/eval_lm.py --tune, eval_quality.py).
 DEFAULT_OPTIMIZER = {"words": "adam", "next-token": "row-adam"}
 # Adam moves a row by about lr per step: past 1, embedding rows of norm ~1
@@ -146,14 +153,17 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
            batch_size: int = DEFAULT_BATCH_SIZE, device: DeviceLike = None,
            trainable: str = "new", mode: str = "exact", layers: Sequence[int] = (-1,),
            max_length: int = DEFAULT_MAX_LENGTH, seed: int = 0, precision: str = "auto",
-           objective: str = "auto", optimizer: str = "auto", show_progress: bool = True,
+           objective: str = "auto", optimizer: str = "auto", align: str = "words",
+           show_progress: bool = True,
            plot: Optional[Union[str, os.PathLike]] = None) -> Refinement:
     """Refine the transferred `model` (changed in place) against the source
     model it came from, on `texts` (passages, or text files of one passage
-    per line), for `steps` steps (default 500) or `seconds` seconds of wall
-    time (counted from the call, tokenising included), or whichever ends
-    first when both are given; the learning rate decays to 0 over that
-    horizon.
+    per line), for `steps` steps or `seconds` seconds of wall time (counted
+    from the call, tokenising included), or whichever ends first when both
+    are given; the learning rate decays to 0 over that horizon. With
+    neither, the run lasts the default budget for the objective and the
+    device (``default_seconds``: an encoder 180 s on a CPU and 30 s on a
+    GPU, a causal LM 600 s and 60 s).
 
     `source_model` is the teacher: the source model itself (only its input
     embeddings are used: teacher and student share the body, held once), or
@@ -190,12 +200,11 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     or a tokenizer that does not fit its model.
     """
     started = time.perf_counter()
-    if steps is None and seconds is None:
-        steps = DEFAULT_STEPS
     check_settings(steps=steps, seconds=seconds,
                    lr=DEFAULT_LR["words"] if lr is None else lr, batch_size=batch_size,
                    max_length=max_length, trainable=trainable, precision=precision,
-                   layers=layers, seed=seed, objective=objective, optimizer=optimizer)
+                   layers=layers, seed=seed, objective=objective, optimizer=optimizer,
+                   align=align)
     plot_path = check_plot_path(plot) if plot is not None else None
     ranks = distributed.current()
     if batch_size < ranks.world:
@@ -230,11 +239,14 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     is_trained[trained_ids] = True
     pool_size = max(POOL_PER_DRAW * steps * batch_size, MIN_POOL) if steps else BUDGET_POOL
     pool = PassagePool(passages, source_vocab, target_vocab, is_trained, max_length,
-                       pool_size=pool_size, seed=seed, with_source=objective == "words")
+                       pool_size=pool_size, seed=seed, with_source=objective == "words",
+                       align=align)
 
     if device is not None:
         model.to(device)
     device = embedding.weight.device
+    if steps is None and seconds is None:
+        seconds = default_seconds(objective, device)
     pool.to(device)
     teacher_rows = teacher_rows.to(device=device, dtype=embedding.weight.dtype)
     output = model.get_output_embeddings() if objective == "next-token" else None
@@ -302,6 +314,11 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     return result
 
 
+def default_seconds(objective: str, device: torch.device) -> float:
+    """The time budget of a run given neither steps nor seconds."""
+    return DEFAULT_SECONDS[objective]["cpu" if device.type == "cpu" else "accelerator"]
+
+
 def make_optimizer(name: str, objective: str, trained: Trained, lr: float) -> Any:
     """``row-adam`` (lazy Adam: a row moves only when its token is read) or
     torch's ``adam``; ``auto`` picks by objective (see DEFAULT_OPTIMIZER)."""
@@ -347,9 +364,9 @@ def trained_parameters(embedding: Any, untied_output: Optional[torch.nn.Linear],
 def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
                    batch_size: int, max_length: int, trainable: str, precision: str,
                    layers: Sequence[int], seed: int, objective: str = "auto",
-                   optimizer: str = "auto") -> None:
+                   optimizer: str = "auto", align: str = "words") -> None:
     """Refuse bad settings before anything is read or changed."""
-    for name, value, choices in (("optimizer", optimizer, OPTIMIZERS),
+    for name, value, choices in (("optimizer", optimizer, OPTIMIZERS), ("align", align, ALIGNS),
                                  ("objective", objective, OBJECTIVES),
                                  ("trainable", trainable, TRAINABLE),
                                  ("precision", precision, PRECISIONS)):

@@ -24,7 +24,8 @@ from .matching import TokenMap
 from .model import check_seed, transfer_model
 from .readers import VocabSource, load_vocab
 from .refine import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_LENGTH, Refinement,
-                     check_plot_path, check_settings, refine)
+                     check_plot_path, check_settings)
+from .refine import refine as run_refine
 from .saving import save, save_tokenizer
 from .training import check_corpus, corpus_paths, iter_passages, train_tokenizer
 
@@ -103,7 +104,8 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        output_piece_weights: Optional[PieceWeighting] = None,
                        device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
                        min_frequency: int = 2, tokenizer_model: Optional[str] = None,
-                       refine_steps: int = 0, refine_seconds: Optional[float] = None,
+                       refine: bool = False, refine_steps: int = 0,
+                       refine_seconds: Optional[float] = None,
                        refine_corpus: Optional[Sequence[PathLike]] = None,
                        refine_plot: Optional[PathLike] = None, overwrite: bool = False,
                        link: bool = False, overwrite_flag: str = "overwrite=True",
@@ -117,9 +119,10 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     ``transfer_checkpoint``: only the vocabulary-sized tensors are loaded,
     ``link`` hard-links the shards that do not change); anything else (a hub
     id, pickle weights read with ``torch.load(weights_only=True)``) is
-    loaded whole, moved by ``transfer_model`` and saved. With
-    ``refine_steps`` or ``refine_seconds`` (a time budget; with both, whichever
-    ends first) the model is loaded whole and refined (see ``refine``)
+    loaded whole, moved by ``transfer_model`` and saved. With ``refine``
+    (the default time budget for the device: see ``refine``), or
+    ``refine_steps`` or ``refine_seconds`` (a time budget; with both,
+    whichever ends first) the model is loaded whole and refined
     on `refine_corpus` (default: `corpus`) before it is saved; ``refine_plot``
     writes the loss curve. ``overwrite_flag`` is how messages name the
     switch that allows replacing a non-empty folder (the command line's
@@ -143,13 +146,13 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                              "tokenizer, and training one is not bit-for-bit repeatable: train "
                              "it first (vocabxfer train-tokenizer) and pass it (--tokenizer)")
     check_seed(seed)
-    refining = bool(refine_steps) or refine_seconds is not None
+    refining = refine or bool(refine_steps) or refine_seconds is not None
     if not refining and (refine_corpus is not None or refine_plot is not None):
         given = "refine_corpus (--refine-corpus)" if refine_corpus is not None \
             else "refine_plot (--plot)"
         raise VocabxferError(f"{given} is given but no refinement is asked for; pass "
-                             "refine_steps (--refine-steps N) or refine_seconds "
-                             "(--refine-seconds S) too, or leave it out")
+                             "refine (--refine), refine_steps (--refine-steps N) or "
+                             "refine_seconds (--refine-seconds S) too, or leave it out")
     if refining:
         check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR["words"],
                        batch_size=DEFAULT_BATCH_SIZE, max_length=DEFAULT_MAX_LENGTH,
@@ -220,7 +223,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                 excluded = set(held_out)
                 passages = [passage for passage in iter_passages(corpus_paths(refine_texts))
                             if passage not in excluded]
-                refinement = refine(loaded, teacher_rows, location, target, passages,
+                refinement = run_refine(loaded, teacher_rows, location, target, passages,
                                     steps=refine_steps or None, seconds=refine_seconds,
                                     mode=mode, device=resolved_device, seed=seed,
                                     show_progress=show_progress, plot=refine_plot)
