@@ -48,6 +48,13 @@ RANK_PROGRAM = textwrap.dedent("""
                 os._exit(1)
             return real(*args, **kwargs)
         refine_module.word_loss = dying
+    if os.environ.get("SHARD"):
+        from vocabxfer.sharding import shard_body, is_sharded
+        shard_body(student, torch.device(device))
+        assert is_sharded(student)
+        layer = student.bert.encoder.layer[0].attention.self.query.weight
+        print("SHARD", tuple(layer.to_local().shape), tuple(layer.shape), flush=True)
+        device = None
     before = student.get_input_embeddings().weight.detach().clone()
     try:
         refine(student, teacher, source, target, TEXTS, device=device, **{settings!r})
@@ -107,6 +114,36 @@ def test_two_ranks_train_the_rows_one_process_trains(tmp_path, backend, device):
     assert torch.equal(first, second)
     assert not torch.equal(alone, start)
     assert torch.allclose(first, alone, rtol=0, atol=1e-5), (first - alone).abs().max()
+
+
+def test_a_body_sharded_across_two_ranks_trains_the_same_rows(tmp_path):
+    # FSDP2 shards each layer (half of its rows on each rank); the frozen
+    # body's outputs, and so the trained rows, are those of the whole body.
+    outcomes = run_ranks(tmp_path, {"SHARD": "1"})
+    assert [code for code, _ in outcomes] == [0, 0], outcomes
+    hidden = tiny_bert(len(SOURCE), seed=3).config.hidden_size
+    assert f"SHARD ({hidden // 2}, {hidden}) ({hidden}, {hidden})" in outcomes[0][1]
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    student = tiny_bert(len(SOURCE), seed=3)
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    transfer_model(student, source, target)
+    refine(student, teacher, source, target, TEXTS, device="cpu", **SETTINGS)
+    alone = student.get_input_embeddings().weight.detach()
+    first, second = (torch.load(tmp_path / f"rows-{rank}.pt") for rank in (0, 1))
+    assert torch.equal(first, second)
+    assert torch.allclose(first, alone, rtol=0, atol=1e-5), (first - alone).abs().max()
+
+
+def test_sharding_needs_a_process_group_and_refine_refuses_a_device_for_it():
+    from vocabxfer import ModelError, VocabxferError
+    from vocabxfer.sharding import shard_body, transformer_layers
+
+    model = tiny_bert(len(SOURCE), seed=3)
+    assert transformer_layers(model) is model.bert.encoder.layer
+    with pytest.raises(VocabxferError, match="shard_body: no torch.distributed process group"):
+        shard_body(model)
+    with pytest.raises(ModelError, match="found no stack of transformer layers"):
+        transformer_layers(torch.nn.Linear(2, 2))
 
 
 def test_a_rank_that_dies_ends_the_job_with_one_error(tmp_path):

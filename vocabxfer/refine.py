@@ -40,6 +40,7 @@ from .budget import Horizon
 from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, word_loss)
 from .passage_pool import PassagePool
 from .row_adam import RowAdam
+from .sharding import is_sharded
 from .readers import VocabSource, load_vocab
 from .training import corpus_paths, iter_passages
 
@@ -216,6 +217,9 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         raise CorpusError(f"refine: the corpus has {len(passages)} passage(s) with text; "
                           f"expected at least {MIN_PASSAGES}")
     device = resolve_device(device)
+    if device is not None and is_sharded(model):
+        raise ModelError("refine: the model's body is sharded (shard_body) and placed "
+                         "already; pass device=None")
     teacher_rows = teacher_embeddings(source_model, model)
     embedding = model.get_input_embeddings()
     check_model(model, embedding, teacher_rows, layers)
