@@ -242,25 +242,30 @@ def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False):
 
 def tune(corpus, teacher, model_dir, best, seed, steps=None):
     """Refinement settings for the 3-minute budget (or `steps` steps), on
-    validation passages. A setting "untrained_weight" sets the objective's
-    weight of words without a trained token (objectives.UNTRAINED_WORD_WEIGHT)."""
+    validation passages. The settings "untrained_weight" and
+    "sentence_weight" set objectives.UNTRAINED_WORD_WEIGHT and
+    SENTENCE_WEIGHT for the run."""
     from vocabxfer import objectives
 
     results = []
     length = dict(steps=steps) if steps else dict(seconds=BUDGET)
     default_weight = objectives.UNTRAINED_WORD_WEIGHT
+    default_sentence = objectives.SENTENCE_WEIGHT
     for options in TUNING:
         model = copy.deepcopy(teacher)
         vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed, init="fvt",
                                  piece_weights=best)
-        settings = {key: value for key, value in options.items() if key != "untrained_weight"}
+        settings = {key: value for key, value in options.items()
+                    if key not in ("untrained_weight", "sentence_weight")}
         objectives.UNTRAINED_WORD_WEIGHT = options.get("untrained_weight", default_weight)
+        objectives.SENTENCE_WEIGHT = options.get("sentence_weight", default_sentence)
         try:
             refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
                                           corpus.training, seed=seed, show_progress=False,
                                           **length, **settings)
         finally:
             objectives.UNTRAINED_WORD_WEIGHT = default_weight
+            objectives.SENTENCE_WEIGHT = default_sentence
         validation, _ = fidelity(corpus.validation_reference,
                                  embed(model, corpus.target, corpus.validation))
         label = ", ".join(f"{key} {value}" for key, value in options.items())

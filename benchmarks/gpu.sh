@@ -52,6 +52,15 @@ step "tests (the whole suite)"
 echo "tests $?" >> "$OUT/status.txt"
 tail -n 3 "$OUT/tests.log"
 
+step "the GPU paths of the ops and distributed refinement, on their own"
+# Host, device and checked indices with their synchronisation counts; two
+# ranks over gloo with the model on the GPU, and over NCCL where there are
+# two GPUs (NCCL refuses two ranks on one GPU).
+"$PYTHON" -m pytest -v -p no:cacheprovider tests/test_ops_index_paths.py \
+  tests/test_distributed.py > "$OUT/tests_gpu_paths.log" 2>&1
+echo "tests_gpu_paths $?" >> "$OUT/status.txt"
+tail -n 3 "$OUT/tests_gpu_paths.log"
+
 step "vocabxfer doctor"
 "$PYTHON" -m vocabxfer doctor 2>&1 | tee "$OUT/doctor.log"
 echo "doctor ${PIPESTATUS[0]}" >> "$OUT/status.txt"

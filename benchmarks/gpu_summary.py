@@ -68,7 +68,7 @@ def goals(folder: Path):
         step, _, code = line.partition(" ")
         status[step] = code
     results = []
-    for step in ("build", "tests", "doctor"):
+    for step in ("build", "tests", "tests_gpu_paths", "doctor"):
         code = status.get(step)
         results.append((f"{step} exits 0", None if code is None else code == "0",
                         f"exit status {code}" if code is not None else "did not run"))

@@ -29,6 +29,11 @@ OBJECTIVES = ("auto", "words", "next-token")
 # mean cosine in both settings tried; 0 (ignoring them) did not. Small, at
 # the size of the seed's noise, but never worse.
 UNTRAINED_WORD_WEIGHT = 0.3
+# Weight of a passage-level term: the cosine distance between the two
+# sides' token-weighted means over the words both read (what a mean-pooled
+# sentence embedding sees, where a word the source splits in three counts
+# three times), each passage weighing as much as its words together.
+SENTENCE_WEIGHT = 0.0
 
 
 def is_causal_lm(model: Any) -> bool:
@@ -90,7 +95,14 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
         teacher_words, _ = pool_words(teacher[layer].float(), batch.source_words, width)
         student_words, _ = pool_words(student[layer].float(), batch.target_words, width)
         distance = 1 - F.cosine_similarity(student_words, teacher_words, dim=-1, eps=1e-6)
-        sums.append((distance * weights).sum())
+        total = (distance * weights).sum()
+        if SENTENCE_WEIGHT:
+            read = both.float()
+            student_mean = (student_words * (target_counts * read)[..., None]).sum(1)
+            teacher_mean = (teacher_words * (source_counts * read)[..., None]).sum(1)
+            passage = 1 - F.cosine_similarity(student_mean, teacher_mean, dim=-1, eps=1e-6)
+            total = total + SENTENCE_WEIGHT * (passage * read.sum(1)).sum()
+        sums.append(total)
     return torch.stack(sums).mean(), weights.sum()
 
 
