@@ -110,14 +110,22 @@ def test_a_plan_checks_its_indices_once_and_again_after_a_change(generator):
     assert plan._checked is not None
     checked = plan._checked
     assert torch.equal(plan.apply(source), first)
-    assert plan._checked == checked  # not checked again
+    assert plan._checked is checked  # not checked again
+    first_target = plan.copy_target_ids[0].clone()
     plan.copy_target_ids[0] = 10_000  # in place: the version moves
     with pytest.raises(IndexError, match=r"transfer_rows_: target_index\[0\] = 10000 is out "
                                          r"of range for target with \d+ rows"):
         plan.apply(source)
+    original_offset, original_target = int(plan.segments.offsets[1]), int(first_target)
     plan.segments.offsets[1] = 0
-    plan.copy_target_ids[0] = 0
+    plan.copy_target_ids[0] = original_target
     with pytest.raises(ValueError, match="segment_mean_: segment 0 is empty"):
+        plan.apply(source)
+    plan.segments.offsets[1] = original_offset
+    assert torch.equal(plan.apply(source), first)  # whole again: checked again, and valid
+    plan.copy_source_ids = torch.full_like(plan.copy_source_ids, len(SOURCE))  # replaced
+    with pytest.raises(IndexError, match=r"transfer_rows_: source_index\[0\] = \d+ is out of "
+                                         r"range for source"):
         plan.apply(source)
 
 

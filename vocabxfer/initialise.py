@@ -31,7 +31,10 @@ def as_ids(values: List[int]) -> torch.Tensor:
 @dataclass
 class InitPlan:
     """Which rule fills each target row, decided once from the token map and
-    applied (``apply``) to every vocabulary-sized tensor of a model."""
+    applied (``apply``) to every vocabulary-sized tensor of a model. Its
+    index tensors are checked once and then passed to the ops as checked:
+    change them only through torch (a change through numpy, which torch
+    cannot see, is not checked again)."""
 
     token_map: TokenMap
     target_size: int
@@ -46,8 +49,9 @@ class InitPlan:
     mean_ids: torch.Tensor
     sampled_ids: torch.Tensor
     counts: Dict[str, int] = field(default_factory=dict)
-    # The (id, version) of each index tensor when they were last found valid
-    # (indices_valid): an in-place change bumps a tensor's version.
+    # Each index tensor and its version when they were last found valid
+    # (indices_valid): a tensor replaced is not the one held here, and an
+    # in-place change through torch bumps its version.
     _checked: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
 
     def __str__(self) -> str:
@@ -74,8 +78,10 @@ class InitPlan:
         that every apply can pass them to the ops as checked (no check per
         call, none on the device); checked again if one was changed in
         place. Raises as the ops would for a plan whose indices are wrong."""
-        versions = tuple((id(t), t._version) for t in self.index_tensors())
-        if versions == self._checked:
+        tensors = self.index_tensors()
+        if self._checked is not None and len(self._checked) == len(tensors) and all(
+                held is tensor and version == tensor._version
+                for (held, version), tensor in zip(self._checked, tensors)):
             return True
         for op, target_ids in (("transfer_rows_", self.copy_target_ids),
                                ("segment_mean_", None if self.segments is None
@@ -95,7 +101,7 @@ class InitPlan:
             for weights in (self.input_weights, self.output_weights):
                 if weights is not None:
                     _op_checks.check_weights("segment_mean_", weights)
-        self._checked = versions
+        self._checked = tuple((tensor, tensor._version) for tensor in tensors)
         return True
 
     def needs_statistics(self) -> bool:
