@@ -122,6 +122,11 @@ def main() -> None:
                         help="instead: refinement settings (lr, passage length) compared on "
                              "the validation passages, one budget each; writes lm_tuning.md")
     parser.add_argument("--quick", action="store_true", help="30 passages, a 30 s budget")
+    parser.add_argument("--zero-shot", action="store_true",
+                        help="instead: every zero-shot initialisation (fvt with each piece "
+                             "weighting, mean init, real mergekit) on the validation and the "
+                             "held-out passages, fvt's weighting chosen on validation; writes "
+                             "lm_zero_shot.md")
     args = parser.parse_args()
     if args.quick:
         args.held_out, args.seconds = 30, [30.0]
@@ -132,7 +137,7 @@ def main() -> None:
     from vocabxfer.loading import load_model
     source_model = load_model(model_dir).eval()
     source_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
-    results = []
+    results, zero_shot_rows = [], []
     for name in args.corpus:
         if name == "nsmc":
             if not (args.data / "nsmc").is_dir():
@@ -158,6 +163,10 @@ def main() -> None:
                   f"{row['token_ratio']:.3f}x  {seconds:6.1f} s", flush=True)
 
         report("source model, its own tokenizer", source_bpb, source_tokens, 0.0)
+        if args.zero_shot:
+            zero_shot_rows += zero_shot(name, source_model, source_tokenizer, model_dir, target,
+                                        validation[:args.held_out], held_out)
+            continue
         texts = [text for text in training]
         if args.tune:
             for weighting in WEIGHTINGS:
@@ -203,6 +212,9 @@ def main() -> None:
                    time.perf_counter() - started, refinement.steps)
             del model
 
+    if args.zero_shot:
+        write_zero_shot(zero_shot_rows, args)
+        return
     rows = [[row["corpus"], row["label"], f"{row['bpb']:.4f}", f"{row['ratio']:.3f}x",
              f"{row['token_ratio']:.3f}x", f"{row['seconds']:.0f}",
              "" if row["steps"] is None else str(row["steps"])] for row in results]
@@ -221,6 +233,61 @@ def main() -> None:
     common.write_json(f"{name}.json", {"results": results}, out_dir=args.out)
     if not args.tune:
         plot(results, (args.out or common.RESULTS) / "lm.png")
+
+
+def zero_shot(name, source_model, source_tokenizer, model_dir, target, validation, held_out):
+    """BPB over the source's, on both splits, of every zero-shot start."""
+    source = [bits_per_byte(source_model, source_tokenizer, texts)[0]
+              for texts in (validation, held_out)]
+    starts = [(f"fvt {weighting}", lambda weighting=weighting: transferred(
+        source_model, model_dir, target, init="fvt", piece_weights=weighting))
+        for weighting in WEIGHTINGS]
+    starts.append(("mean init", lambda: transferred(source_model, model_dir, target,
+                                                    init="mean")))
+    if peers.available():
+        starts += [(f"real mergekit 0.1.5, subword {method}",
+                    lambda method=method: peers.mergekit_model(source_model, str(model_dir),
+                                                               target, method))
+                   for method in ("mean", "weighted_mean")]
+    rows = []
+    for label, build in starts:
+        model = build().eval()
+        ratios = [bits_per_byte(model, target, texts)[0] / bpb
+                  for texts, bpb in zip((validation, held_out), source)]
+        rows.append({"corpus": name, "label": label, "validation": ratios[0],
+                     "held_out": ratios[1]})
+        print(f"  {label:<44} validation {ratios[0]:.4f}x  held-out {ratios[1]:.4f}x",
+              flush=True)
+    return rows
+
+
+def transferred(source_model, model_dir, target, **options):
+    model = copy.deepcopy(source_model)
+    vocabxfer.transfer_model(model, model_dir, target, **options)
+    return model
+
+
+def write_zero_shot(rows, args) -> None:
+    body = []
+    for name in dict.fromkeys(row["corpus"] for row in rows):
+        mine = [row for row in rows if row["corpus"] == name]
+        best = min((row for row in mine if row["label"].startswith("fvt")),
+                   key=lambda row: row["validation"])
+        body.append(f"## {name}\n\nfvt weighting with the lowest BPB on validation: "
+                    f"**{best['label']}** (held-out {best['held_out']:.4f}x).\n")
+        body.append(common.markdown_table(
+            ["start", "BPB vs source, validation", "BPB vs source, held-out"],
+            [[row["label"], f"{row['validation']:.4f}x", f"{row['held_out']:.4f}x"]
+             for row in mine]))
+        body.append("")
+    text = (f"SmolLM2-135M-Instruct moved to a {args.vocab_size:,}-token byte-level BPE trained "
+            f"on each corpus's training passages; zero-shot BPB over the source model's, on "
+            f"{args.held_out} validation passages (to choose fvt's piece weighting) and on "
+            f"{args.held_out} held-out passages.\n\n" + "\n".join(body))
+    print(text)
+    common.write_result("lm_zero_shot.md", "A language model moved, zero-shot: every start",
+                        text, out_dir=args.out)
+    common.write_json("lm_zero_shot.json", {"results": rows}, out_dir=args.out)
 
 
 def plot(results, path: Path) -> None:

@@ -54,9 +54,12 @@ from vocabxfer import demo  # noqa: E402
 HELD_OUT, VALIDATION = 1000, 300
 MERGEKIT = "real mergekit 0.1.5, subword"
 BUDGET = 180.0  # seconds: the default refinement budget on this CPU
-# Refinement settings compared with --tune, on validation passages.
-TUNING = [{"align": "spans"}, {"align": "spans+specials"},
-          {"align": "spans", "untrained_weight": 1.0}, {"align": "spans", "lr": 1e-2}]
+# Refinement settings compared with --tune, on validation passages. Tried
+# (results/quality_tuning.md): round 1 (3-minute budget) align words, spans,
+# spans with layers (3, -1); round 2 (500 steps) spans, spans+specials,
+# untrained-word weight 1.0, lr 1e-2; round 3 the sentence term below.
+TUNING = [{"align": "spans+specials", "sentence_weight": 1.0},
+          {"align": "spans+specials", "sentence_weight": 0.3}]
 WEIGHTINGS = ("uniform", "first", "last", "length")
 
 
