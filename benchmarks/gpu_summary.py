@@ -2,6 +2,9 @@
 goal of the GPU work, in summary.md there. Exits 1 if any goal failed or
 could not be measured.
 
+Steps that must exit 0: the build, the whole suite, the ops' index-path and
+distributed tests run on their own (tests_gpu_paths), vocabxfer doctor.
+
 Goals (transfer_rows_ on an H100 or H200, measured side by side in one run):
 - indices on the host: a valid call makes no synchronisation and one
   launch (its kernel), segment_mean_ likewise; the klue case takes at most
