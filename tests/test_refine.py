@@ -282,6 +282,38 @@ def test_a_budget_runs_steps_and_decays_the_rate(pair, monkeypatch):
     assert rates == pytest.approx([1e-2, 8e-3, 6e-3, 4e-3, 2e-3])
 
 
+def test_without_steps_or_seconds_the_default_budget_of_the_device_runs(pair, monkeypatch):
+    refine_module = sys.modules["vocabxfer.refine"]
+    assert refine_module.default_seconds("words", torch.device("cpu")) == 180.0
+    assert refine_module.default_seconds("words", torch.device("cuda")) == 30.0
+    assert refine_module.default_seconds("next-token", torch.device("cpu")) == 600.0
+    assert refine_module.default_seconds("next-token", torch.device("cuda")) == 60.0
+    clock = FakeClock()
+    monkeypatch.setattr(refine_module.time, "perf_counter", clock)
+    monkeypatch.setitem(refine_module.DEFAULT_SECONDS["words"], "cpu", 4.0)
+    real_step = torch.optim.Adam.step
+
+    def step_and_tick(self, *args, **kwargs):
+        clock.now += 1.0  # each step takes one (fake) second
+        return real_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", step_and_tick)
+    teacher, student, source, target = pair
+    result = refine(student, teacher, source, target, TEXTS, batch_size=8, show_progress=False)
+    assert result.steps == 4
+
+
+def test_cli_refine_runs_the_default_budget(tmp_path, corpus_file, capsys, monkeypatch):
+    monkeypatch.setitem(sys.modules["vocabxfer.refine"].DEFAULT_SECONDS["words"], "cpu", 1.0)
+    save_bert_folder(tmp_path / "source", SOURCE)
+    out = tmp_path / "out"
+    assert main(["transfer", "--model", str(tmp_path / "source"), "--corpus", str(corpus_file),
+                 "--out", str(out), "--vocab-size", "120", "--refine", "--plot",
+                 str(tmp_path / "loss.png")]) == 0
+    assert "refined" in capsys.readouterr().out and (tmp_path / "loss.png").is_file()
+    assert (out / "model.safetensors").is_file()
+
+
 def test_a_causal_lm_with_a_byte_level_tokenizer_without_pad_refines():
     from transformers import LlamaConfig, LlamaForCausalLM
 
