@@ -165,7 +165,7 @@ def main() -> None:
         report("source model, its own tokenizer", source_bpb, source_tokens, 0.0)
         if args.zero_shot:
             zero_shot_rows += zero_shot(name, source_model, source_tokenizer, model_dir, target,
-                                        validation[:args.held_out], held_out)
+                                        validation[:args.held_out], held_out, source_bpb)
             continue
         texts = [text for text in training]
         if args.tune:
@@ -235,10 +235,10 @@ def main() -> None:
         plot(results, (args.out or common.RESULTS) / "lm.png")
 
 
-def zero_shot(name, source_model, source_tokenizer, model_dir, target, validation, held_out):
+def zero_shot(name, source_model, source_tokenizer, model_dir, target, validation, held_out,
+              held_out_source_bpb):
     """BPB over the source's, on both splits, of every zero-shot start."""
-    source = [bits_per_byte(source_model, source_tokenizer, texts)[0]
-              for texts in (validation, held_out)]
+    source = [bits_per_byte(source_model, source_tokenizer, validation)[0], held_out_source_bpb]
     starts = [(f"fvt {weighting}", lambda weighting=weighting: transferred(
         source_model, model_dir, target, init="fvt", piece_weights=weighting))
         for weighting in WEIGHTINGS]

@@ -7,7 +7,6 @@
 
 #include <algorithm>
 #include <cmath>
-#include <initializer_list>
 #include <utility>
 #include <vector>
 
@@ -57,17 +56,12 @@ void check_index(const char* op, const char* name, const at::Tensor& index,
 }
 
 // Every index argument on one device: all on the CPU, or all on the target's.
-void check_index_devices(const char* op, std::initializer_list<const at::Tensor*> indices,
-                         std::initializer_list<const char*> names) {
-  const at::Tensor* first = *indices.begin();
-  auto name = names.begin();
-  for (const at::Tensor* index : indices) {
-    TORCH_CHECK_VALUE(
-        index->device() == first->device(),
-        op, ": ", *names.begin(), " is on ", first->device(), " but ", *name, " is on ",
-        index->device(), "; pass every index on one device (the CPU, or the target's)");
-    ++name;
-  }
+void check_same_index_device(const char* op, const char* first_name, const at::Tensor& first,
+                             const char* name, const at::Tensor& index) {
+  TORCH_CHECK_VALUE(
+      index.device() == first.device(),
+      op, ": ", first_name, " is on ", first.device(), " but ", name, " is on ",
+      index.device(), "; pass every index on one device (the CPU, or the target's)");
 }
 
 // True when two elements of `tensor` may share memory. Dimensions sorted by
@@ -141,7 +135,7 @@ void check_rows(const char* op, const at::Tensor& target, const at::Tensor& targ
   check_same_device(op, "source", source, target);
   check_index(op, "target_index", target_index, target);
   check_index(op, "source_index", source_index, target);
-  check_index_devices(op, {&target_index, &source_index}, {"target_index", "source_index"});
+  check_same_index_device(op, "target_index", target_index, "source_index", source_index);
 }
 
 void check_width(const char* op, const at::Tensor& target, const at::Tensor& source) {
@@ -251,7 +245,7 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
   constexpr const char* op = "segment_mean_";
   check_rows(op, target, target_index, source, source_index);
   check_index(op, "offsets", offsets, target);
-  check_index_devices(op, {&target_index, &offsets}, {"target_index", "offsets"});
+  check_same_index_device(op, "target_index", target_index, "offsets", offsets);
   TORCH_CHECK_VALUE(
       offsets.numel() == target_index.numel() + 1,
       op, ": offsets has ", offsets.numel(), " entries but target_index has ",

@@ -16,9 +16,8 @@ def transfer_rows_(target: torch.Tensor, target_index: torch.Tensor,
     checks.check_transfer_rows_args(target, target_index, source, source_index)
     checks.check_memory(op, target, source)
     if not indices_checked:
-        checks.check_range(op, "target_index", target_index, target.shape[0], "target")
-        checks.check_range(op, "source_index", source_index, source.shape[0], "source")
-        checks.check_unique(op, "target_index", target_index)
+        checks.check_transfer_rows_values(target_index, source_index, target.shape[0],
+                                          source.shape[0])
     if target_index.numel() == 0:
         return
     target_index, source_index = target_index.to(target.device), source_index.to(target.device)
@@ -39,11 +38,8 @@ def segment_mean_(target: torch.Tensor, target_index: torch.Tensor, source: torc
     acc_dtype = accumulation_dtype(source)
     acc_weights = None if weights is None else weights.to(acc_dtype)
     if not indices_checked:
-        checks.check_offsets(op, offsets, source_index.numel())
-        checks.check_range(op, "target_index", target_index, target.shape[0], "target")
-        checks.check_unique(op, "target_index", target_index)
-        checks.check_range(op, "source_index", source_index, source.shape[0], "source")
-        checks.check_weights(op, acc_weights)
+        checks.check_segment_mean_values(target_index, source_index, offsets, acc_weights,
+                                         target.shape[0], source.shape[0])
     segments = target_index.numel()
     if segments == 0:
         return

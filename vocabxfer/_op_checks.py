@@ -205,3 +205,26 @@ def check_weights(op: str, weights: Optional[torch.Tensor]) -> None:
         position = int(bad[0, 0])
         raise ValueError(f"{op}: weights[{position}] = {float(weights[position]):g} but "
                          "weights must be finite and greater than 0")
+
+
+def check_transfer_rows_values(target_index: torch.Tensor, source_index: torch.Tensor,
+                               target_rows: int, source_rows: int) -> None:
+    """transfer_rows_'s index values, in the compiled kernels' order: both
+    ranges, then each target row at most once."""
+    op = "transfer_rows_"
+    check_range(op, "target_index", target_index, target_rows, "target")
+    check_range(op, "source_index", source_index, source_rows, "source")
+    check_unique(op, "target_index", target_index)
+
+
+def check_segment_mean_values(target_index: torch.Tensor, source_index: torch.Tensor,
+                              offsets: torch.Tensor, weights: Optional[torch.Tensor],
+                              target_rows: int, source_rows: int) -> None:
+    """segment_mean_'s values, in the compiled kernels' order: offsets,
+    target range and repeats, source range, weights."""
+    op = "segment_mean_"
+    check_offsets(op, offsets, source_index.numel())
+    check_range(op, "target_index", target_index, target_rows, "target")
+    check_unique(op, "target_index", target_index)
+    check_range(op, "source_index", source_index, source_rows, "source")
+    check_weights(op, weights)

@@ -50,7 +50,7 @@ class InitPlan:
     sampled_ids: torch.Tensor
     counts: Dict[str, int] = field(default_factory=dict)
     # Each index tensor and its version when they were last found valid
-    # (indices_valid): a tensor replaced is not the one held here, and an
+    # (check_indices): a tensor replaced is not the one held here, and an
     # in-place change through torch bumps its version.
     _checked: Optional[tuple] = field(default=None, init=False, repr=False, compare=False)
 
@@ -72,37 +72,27 @@ class InitPlan:
             tensors += [self.segments.target_ids, self.segments.source_ids, self.segments.offsets]
         return tensors + [w for w in (self.input_weights, self.output_weights) if w is not None]
 
-    def indices_valid(self) -> bool:
-        """Whether the plan's indices hold for a target of ``target_size``
-        rows and the whole source vocabulary: checked once, on the host, so
-        that every apply can pass them to the ops as checked (no check per
-        call, none on the device); checked again if one was changed in
-        place. Raises as the ops would for a plan whose indices are wrong."""
+    def check_indices(self) -> None:
+        """Check the plan's indices for a target of ``target_size`` rows and
+        the whole source vocabulary, as the ops would (and raising as they
+        do): once, on the host, so that every apply can pass them to the ops
+        as checked (no check per call, none on the device); again only if one
+        was replaced or changed in place."""
         tensors = self.index_tensors()
         if self._checked is not None and len(self._checked) == len(tensors) and all(
                 held is tensor and version == tensor._version
                 for (held, version), tensor in zip(self._checked, tensors)):
-            return True
-        for op, target_ids in (("transfer_rows_", self.copy_target_ids),
-                               ("segment_mean_", None if self.segments is None
-                                else self.segments.target_ids)):
-            if target_ids is None:
-                continue
-            _op_checks.check_range(op, "target_index", target_ids, self.target_size, "target")
-            _op_checks.check_unique(op, "target_index", target_ids)
+            return
         source_rows = len(self.token_map.source)
-        _op_checks.check_range("transfer_rows_", "source_index", self.copy_source_ids,
-                               source_rows, "source")
+        _op_checks.check_transfer_rows_values(self.copy_target_ids, self.copy_source_ids,
+                                              self.target_size, source_rows)
         if self.segments is not None:
-            _op_checks.check_offsets("segment_mean_", self.segments.offsets,
-                                     self.segments.source_ids.numel())
-            _op_checks.check_range("segment_mean_", "source_index", self.segments.source_ids,
-                                   source_rows, "source")
+            _op_checks.check_segment_mean_values(
+                self.segments.target_ids, self.segments.source_ids, self.segments.offsets, None,
+                self.target_size, source_rows)
             for weights in (self.input_weights, self.output_weights):
-                if weights is not None:
-                    _op_checks.check_weights("segment_mean_", weights)
+                _op_checks.check_weights("segment_mean_", weights)
         self._checked = tuple((tensor, tensor._version) for tensor in tensors)
-        return True
 
     def needs_statistics(self) -> bool:
         return bool(self.mean_ids.numel()) or self.needs_std()
@@ -145,9 +135,11 @@ class InitPlan:
 
         # The indices stay on the host: the ops check host indices there and
         # copy them to a GPU without waiting for it. The plan's own indices
-        # are checked once (indices_valid); positions in a partial source
+        # are checked once (check_indices); positions in a partial source
         # (rows_held) are checked by the ops on every call.
-        checked = rows_held is None and self.indices_valid()
+        checked = rows_held is None
+        if checked:
+            self.check_indices()
 
         def on(ids: torch.Tensor) -> torch.Tensor:
             """Source ids as positions in `source`."""

@@ -247,6 +247,9 @@ class PassagePool:
                                   max_length) if with_source else None
         if align in ("spans", "spans+specials") and self.source is not None:
             align_by_shared_cuts(self.source, self.target, specials=align == "spans+specials")
+        for side in (self.source, self.target):  # the spans are needed no more
+            if side is not None:
+                side.spans = None
         self.weights = counts[keep].float()
         self.passages = texts
 

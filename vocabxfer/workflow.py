@@ -24,8 +24,7 @@ from .matching import TokenMap
 from .model import check_seed, transfer_model
 from .readers import VocabSource, load_vocab
 from .refine import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_LENGTH, Refinement,
-                     check_plot_path, check_settings)
-from .refine import refine as run_refine
+                     check_plot_path, check_settings, refine as run_refine)
 from .saving import save, save_tokenizer
 from .training import check_corpus, corpus_paths, iter_passages, train_tokenizer
 
