@@ -61,9 +61,13 @@ RANK_PROGRAM = textwrap.dedent("""
     except VocabxferError as error:
         unchanged = torch.equal(student.get_input_embeddings().weight, before)
         print("ERROR", error, "| unchanged:", unchanged, flush=True)
-        sys.exit(3)
+        # The group's gloo threads still wait on the dead peer; at interpreter
+        # teardown they can abort the process ("terminate called without an
+        # active exception") after refine has done its part. Leave at once.
+        os._exit(3)
     torch.save(student.get_input_embeddings().weight.detach().cpu(),
                {out!r} + f"/rows-{{rank}}.pt")
+    dist.destroy_process_group()
 """)
 
 
