@@ -57,9 +57,15 @@ BUDGET = 180.0  # seconds: the default refinement budget on this CPU
 # Refinement settings compared with --tune, on validation passages. Tried
 # (results/quality_tuning.md): round 1 (3-minute budget) align words, spans,
 # spans with layers (3, -1); round 2 (500 steps) spans, spans+specials,
-# untrained-word weight 1.0, lr 1e-2; round 3 the sentence term below.
-TUNING = [{"align": "spans+specials", "sentence_weight": 1.0},
-          {"align": "spans+specials", "sentence_weight": 0.3}]
+# untrained-word weight 1.0, lr 1e-2; round 3 the sentence term; round 4
+# (500 steps, Python's documentation) the attention term, longer windows,
+# passages cut into chunks of words, the norm term and every row trained.
+TUNING = [{}, {"attention_weight": 1.0}, {"attention_weight": 0.3},
+          {"max_length": 64, "batch_size": 16}, {"chunk_words": 12}, {"chunk_words": 20},
+          {"chunk_words": 30}, {"norm_weight": 1.0}, {"trainable": "all"}]
+# Settings of the objective (module constants) and of the corpus, not of refine.
+KNOBS = {"untrained_weight": "UNTRAINED_WORD_WEIGHT", "sentence_weight": "SENTENCE_WEIGHT",
+         "attention_weight": "ATTENTION_WEIGHT", "norm_weight": "NORM_WEIGHT"}
 WEIGHTINGS = ("uniform", "first", "last", "length")
 
 
@@ -213,12 +219,14 @@ def zero_shot(corpus, teacher, model_dir, source_tokenizer, seed):
     return results, best
 
 
-def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False):
+def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False, steps=None):
     """Refinement of fvt (best weighting) and of weaker starts: for a few
-    step counts and for the 3-minute budget."""
-    runs = [("fvt, " + best, dict(init="fvt", piece_weights=best),
-             [dict(steps=20), dict(steps=50)] if quick else
-             [dict(steps=100), dict(steps=300), dict(seconds=BUDGET)])]
+    step counts and for the 3-minute budget (or for the given `steps`
+    counts alone)."""
+    lengths = ([dict(steps=count) for count in steps] if steps else
+               [dict(steps=20), dict(steps=50)] if quick else
+               [dict(steps=100), dict(steps=300), dict(seconds=BUDGET)])
+    runs = [("fvt, " + best, dict(init="fvt", piece_weights=best), lengths)]
     if weaker_starts:
         runs += [("fvt, uniform", dict(init="fvt", piece_weights="uniform"),
                   [dict(seconds=BUDGET)]),
@@ -245,33 +253,37 @@ def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False):
 
 def tune(corpus, teacher, model_dir, best, seed, steps=None):
     """Refinement settings for the 3-minute budget (or `steps` steps), on
-    validation passages. The settings "untrained_weight" and
-    "sentence_weight" set objectives.UNTRAINED_WORD_WEIGHT and
-    SENTENCE_WEIGHT for the run."""
+    validation passages. The settings named in KNOBS set the objective's
+    constants for the run; "chunk_words" cuts the training passages into
+    pieces of that many words; the rest are refine's arguments."""
     from vocabxfer import objectives
 
     results = []
     length = dict(steps=steps) if steps else dict(seconds=BUDGET)
-    default_weight = objectives.UNTRAINED_WORD_WEIGHT
-    default_sentence = objectives.SENTENCE_WEIGHT
+    defaults = {name: getattr(objectives, name) for name in KNOBS.values()}
     for options in TUNING:
         model = copy.deepcopy(teacher)
         vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed, init="fvt",
                                  piece_weights=best)
         settings = {key: value for key, value in options.items()
-                    if key not in ("untrained_weight", "sentence_weight")}
-        objectives.UNTRAINED_WORD_WEIGHT = options.get("untrained_weight", default_weight)
-        objectives.SENTENCE_WEIGHT = options.get("sentence_weight", default_sentence)
+                    if key not in KNOBS and key != "chunk_words"}
+        texts = corpus.training
+        if "chunk_words" in options:
+            size = options["chunk_words"]
+            texts = [" ".join(words[start:start + size]) for words in
+                     (text.split() for text in texts) for start in range(0, len(words), size)]
+        for key, name in KNOBS.items():
+            setattr(objectives, name, options.get(key, defaults[name]))
         try:
-            refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
-                                          corpus.training, seed=seed, show_progress=False,
-                                          **length, **settings)
+            refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target, texts,
+                                          seed=seed, show_progress=False, **length,
+                                          **settings)
         finally:
-            objectives.UNTRAINED_WORD_WEIGHT = default_weight
-            objectives.SENTENCE_WEIGHT = default_sentence
+            for name, value in defaults.items():
+                setattr(objectives, name, value)
         validation, _ = fidelity(corpus.validation_reference,
                                  embed(model, corpus.target, corpus.validation))
-        label = ", ".join(f"{key} {value}" for key, value in options.items())
+        label = ", ".join(f"{key} {value}" for key, value in options.items()) or "defaults"
         results.append({"corpus": corpus.name, "label": label, "steps": refinement.steps,
                         "validation_cosine": float(validation.mean())})
         print(f"  tune {label:<30} validation cos {float(validation.mean()):.4f} "
@@ -338,6 +350,11 @@ def main(argv=None):
                         help="with --tune: refine for this many steps instead of the "
                              "3-minute budget (comparisons that other work on the machine "
                              "cannot skew)")
+    parser.add_argument("--steps", type=int, nargs="+", default=None,
+                        help="only refine fvt (length, the weighting chosen on validation) "
+                             "for these step counts, on the held-out passages "
+                             "(quality_steps.md): how far longer runs, such as a GPU's "
+                             "budget, go")
     args = parser.parse_args(argv)
     held_out = 200 if args.quick else args.held_out
     try:
@@ -352,6 +369,10 @@ def main(argv=None):
     for name in args.corpus or corpora.available():
         corpus = Corpus(name, corpora.CORPORA[name](), model_dir, teacher, source_tokenizer,
                         args.vocab_size, args.seed, held_out)
+        if args.steps:
+            all_results += refined(corpus, teacher, model_dir, "length", args.seed, False,
+                                   steps=args.steps)
+            continue
         if args.tune:
             all_results += tune(corpus, teacher, model_dir, "length", args.seed,
                                 args.tune_steps)
@@ -379,6 +400,18 @@ def main(argv=None):
         print(body)
         common.write_result("quality_tuning.md", "Refinement settings on validation passages",
                             body, out_dir=args.out)
+        return
+
+    if args.steps:
+        rows = [[r["corpus"], r["label"], f"{r['refine_seconds']:.0f}", f"{r['cosine']:.4f}",
+                 f"{r['accuracy']:.3f}"] for r in all_results]
+        body = ("Refinement of fvt (length) for the given step counts; mean cosine and "
+                "accuracy@1 on the held-out passages.\n\n" + common.markdown_table(
+                    ["corpus", "variant", "refine seconds (this CPU)", "mean cosine",
+                     "accuracy@1"], rows))
+        print(body)
+        common.write_result("quality_steps.md", "Fidelity after longer refinement", body,
+                            out_dir=args.out)
         return
 
     out_dir = args.out or common.RESULTS
