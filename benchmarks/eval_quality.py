@@ -59,13 +59,13 @@ BUDGET = 180.0  # seconds: the default refinement budget on this CPU
 # spans with layers (3, -1); round 2 (500 steps) spans, spans+specials,
 # untrained-word weight 1.0, lr 1e-2; round 3 the sentence term; round 4
 # (500 steps, Python's documentation) the attention term, longer windows,
-# passages cut into chunks of words, the norm term and every row trained.
-TUNING = [{}, {"attention_weight": 1.0}, {"attention_weight": 0.3},
-          {"max_length": 64, "batch_size": 16}, {"chunk_words": 12}, {"chunk_words": 20},
-          {"chunk_words": 30}, {"norm_weight": 1.0}, {"trainable": "all"}]
+# passages cut into chunks of words, the norm term and every row trained
+# (the objectives' terms were taken out again; their code is in the commit
+# that added round 4's results). Left to try on the manual pages: chunks of
+# 20 words, +0.0013 on Python's documentation, within the seed's noise.
+TUNING = [{}, {"chunk_words": 20}]
 # Settings of the objective (module constants) and of the corpus, not of refine.
-KNOBS = {"untrained_weight": "UNTRAINED_WORD_WEIGHT", "sentence_weight": "SENTENCE_WEIGHT",
-         "attention_weight": "ATTENTION_WEIGHT", "norm_weight": "NORM_WEIGHT"}
+KNOBS = {"untrained_weight": "UNTRAINED_WORD_WEIGHT", "sentence_weight": "SENTENCE_WEIGHT"}
 WEIGHTINGS = ("uniform", "first", "last", "length")
 
 

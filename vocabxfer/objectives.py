@@ -14,7 +14,6 @@ by the count of the whole global batch, so that data-parallel ranks
 (distributed.py) sum to the gradient of one process.
 """
 
-import math
 from dataclasses import dataclass
 from typing import Any, Optional, Sequence, Tuple
 
@@ -35,17 +34,6 @@ UNTRAINED_WORD_WEIGHT = 0.3
 # sentence embedding sees, where a word the source splits in three counts
 # three times), each passage weighing as much as its words together.
 SENTENCE_WEIGHT = 0.0
-# Weight of an attention term: in the lower third of the layers, the
-# attention each unit's tokens pay to each unit (keys summed over a unit,
-# queries averaged) for the student against the teacher, a KL divergence
-# per head, each query unit weighing 1. A new token must draw the
-# attention its pieces drew together; the word vectors alone leave the
-# words around it (most of the remaining error) to follow.
-ATTENTION_WEIGHT = 0.0
-# Weight of a norm term per word: the squared log ratio of the student's
-# word vector's length to the teacher's (the cosine ignores lengths, which
-# a mean-pooled sentence embedding does not).
-NORM_WEIGHT = 0.0
 
 
 def is_causal_lm(model: Any) -> bool:
@@ -90,15 +78,11 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
     over words both sides read (words holding a trained row's token weigh
     1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`: (the weighted
     sum of distances, the sum of the weights)."""
-    attentions = bool(ATTENTION_WEIGHT)
     with torch.no_grad():
-        teacher_out = body(inputs_embeds=F.embedding(batch.source_ids, teacher_table),
-                           attention_mask=batch.source_mask, output_hidden_states=True,
-                           output_attentions=attentions)
-    student_out = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
-                       attention_mask=batch.target_mask, output_hidden_states=True,
-                       output_attentions=attentions)
-    teacher, student = teacher_out.hidden_states, student_out.hidden_states
+        teacher = body(inputs_embeds=F.embedding(batch.source_ids, teacher_table),
+                       attention_mask=batch.source_mask, output_hidden_states=True).hidden_states
+    student = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
+                   attention_mask=batch.target_mask, output_hidden_states=True).hidden_states
     width = batch.width
     holds = (trained.slot[batch.target_ids] >= 0).to(torch.float32)[..., None]
     trained_tokens, target_counts = pool_words(holds, batch.target_words, width)
@@ -111,10 +95,6 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
         teacher_words, _ = pool_words(teacher[layer].float(), batch.source_words, width)
         student_words, _ = pool_words(student[layer].float(), batch.target_words, width)
         distance = 1 - F.cosine_similarity(student_words, teacher_words, dim=-1, eps=1e-6)
-        if NORM_WEIGHT:
-            ratio = ((student_words.norm(dim=-1) + 1e-6).log() -
-                     (teacher_words.norm(dim=-1) + 1e-6).log())
-            distance = distance + NORM_WEIGHT * ratio.square()
         total = (distance * weights).sum()
         if SENTENCE_WEIGHT:
             read = both.float()
@@ -123,39 +103,7 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
             passage = 1 - F.cosine_similarity(student_mean, teacher_mean, dim=-1, eps=1e-6)
             total = total + SENTENCE_WEIGHT * (passage * read.sum(1)).sum()
         sums.append(total)
-    total = torch.stack(sums).mean()
-    if attentions:
-        total = total + ATTENTION_WEIGHT * attention_loss(
-            teacher_out.attentions, student_out.attentions, batch, both)
-    return total, weights.sum()
-
-
-def unit_attention(attention: torch.Tensor, words: torch.Tensor, width: int) -> torch.Tensor:
-    """(B, heads, width, width): for each unit, the mean over its query
-    tokens of the attention mass on each unit's key tokens."""
-    member = F.one_hot(words.clamp(min=0), width).float() * (words >= 0)[..., None]
-    on_units = attention.float() @ member[:, None]
-    query_mean = member / member.sum(1, keepdim=True).clamp(min=1)
-    return query_mean.transpose(1, 2)[:, None] @ on_units
-
-
-def attention_loss(teacher: Sequence[torch.Tensor], student: Sequence[torch.Tensor],
-                   batch: Batch, both: torch.Tensor) -> torch.Tensor:
-    """Sum over the units both sides read of the KL divergence (teacher to
-    student) between the attention they pay to those units, averaged over
-    the heads and the lower third of the layers."""
-    layers = max(1, math.ceil(len(teacher) / 3))
-    read = both.float()
-    keys = read[:, None, None, :]
-    total = 0.0
-    for layer in range(layers):
-        expected = unit_attention(teacher[layer], batch.source_words, batch.width) * keys
-        actual = unit_attention(student[layer], batch.target_words, batch.width) * keys
-        expected = expected / expected.sum(-1, keepdim=True).clamp(min=1e-9)
-        actual = actual / actual.sum(-1, keepdim=True).clamp(min=1e-9)
-        divergence = (expected * ((expected + 1e-9).log() - (actual + 1e-9).log())).sum(-1)
-        total = total + (divergence.mean(1) * read).sum()
-    return total / layers
+    return torch.stack(sums).mean(), weights.sum()
 
 
 def next_token_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,

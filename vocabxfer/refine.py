@@ -37,7 +37,6 @@ from .matching import match_vocab
 from .model import check_fits, check_seed
 from . import distributed
 from .budget import Horizon
-from . import objectives
 from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, word_loss)
 from .passage_pool import PassagePool
 from .row_adam import RowAdam
@@ -279,8 +278,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
             parameter.requires_grad_(False)
         model.eval()  # no dropout: the student should match a deterministic teacher
         bar = tqdm(total=steps, desc="refine", unit="step", disable=not show_progress)
-        with attention_for_training(model, device, objective == "words" and
-                                    bool(objectives.ATTENTION_WEIGHT)):
+        with attention_for_training(device):
             while True:
                 progress = horizon.progress(result.steps)
                 if seconds is not None:  # the clocks differ: rank 0 decides
@@ -481,25 +479,13 @@ def check_plot_path(plot: Union[str, os.PathLike]) -> Path:
     return path
 
 
-@contextlib.contextmanager
-def attention_for_training(model: Any, device: torch.device, weights_needed: bool):
+def attention_for_training(device: torch.device):
     """On a CPU, SDPA's math backend: its backward is plain matmuls, while
     the fused CPU kernel's backward took 27% of a step (a step is 20% faster
-    without it). GPUs keep their fused kernels. A loss that reads the
-    attention weights needs the eager implementation (SDPA returns none);
-    the model's own is restored after."""
-    implementation = getattr(getattr(model, "config", None), "_attn_implementation", None)
-    switch = weights_needed and implementation not in (None, "eager") and hasattr(
-        model, "set_attn_implementation")
-    if switch:
-        model.set_attn_implementation("eager")
-    try:
-        with sdpa_kernel([SDPBackend.MATH]) if device.type == "cpu" else \
-                contextlib.nullcontext():
-            yield
-    finally:
-        if switch:
-            model.set_attn_implementation(implementation)
+    without it). GPUs keep their fused kernels."""
+    if device.type == "cpu":
+        return sdpa_kernel([SDPBackend.MATH])
+    return contextlib.nullcontext()
 
 
 def fast_bf16(device: torch.device) -> bool:
