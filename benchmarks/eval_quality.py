@@ -29,7 +29,9 @@ refinement of fvt (best weighting) for 100 and 300 steps and for the
 default budget of 3 minutes (with --weaker-starts, of fvt uniform and of
 mean for 3 minutes too).
 With --tune, refinement settings are compared on the validation passages
-instead (quality_tuning.md).
+instead (quality_tuning.md); with --steps N [N ...], fvt (length) is only
+refined for those step counts and measured on the held-out passages
+(quality_steps.md: how far longer runs, such as a GPU's budget, go).
 
 Writes benchmarks/results/quality.md, quality.json and quality.png.
 """
