@@ -170,8 +170,7 @@ def main() -> None:
         texts = [text for text in training]
         if args.tune:
             for weighting in WEIGHTINGS:
-                model = copy.deepcopy(source_model)
-                vocabxfer.transfer_model(model, model_dir, target, piece_weights=weighting)
+                model = transferred(source_model, model_dir, target, piece_weights=weighting)
                 report(f"fvt {weighting}, zero-shot",
                        *bits_per_byte(model.eval(), target, held_out), 0.0)
             for seconds in [seconds for seconds in args.seconds if seconds > 0]:
