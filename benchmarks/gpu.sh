@@ -9,6 +9,12 @@
 # must travel with the tree: `python3 benchmarks/prepare_gpu_data.py` writes
 # them to .gpu-data/ (git-ignored; carry it), or set GPU_DATA.
 #
+# GPU_PARTS picks what runs after the build, to split the work over two
+# short leases (default: all of them): paths (the ops' index paths and the
+# distributed tests), doctor, suite (the whole test suite), transfer
+# (bench_transfer_rows on GPU and CPU), sweep (kernel_sweep), scaling
+# (bench_scaling), refine. summary.md covers what the folder holds.
+#
 # Environment: TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), PYTHON (python3),
 # MAX_JOBS (default: the number of cores). Needs torch with CUDA and the
 # package's dependencies already installed; no network is used. The build
@@ -26,6 +32,8 @@ export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export FORCE_CUDA=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 started=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - started )) s)"; }
+GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine}
+want() { [[ " $GPU_PARTS " == *" $1 "* ]]; }
 
 {
   nvidia-smi || true
@@ -47,36 +55,66 @@ fi
 echo "build $build" >> "$OUT/status.txt"
 tail -n 3 "$OUT/build.log"
 
-step "tests (the whole suite)"
-"$PYTHON" -m pytest -q -p no:cacheprovider > "$OUT/tests.log" 2>&1
-echo "tests $?" >> "$OUT/status.txt"
-tail -n 3 "$OUT/tests.log"
+# The kernel variants compile (CPU only) while the tests run.
+sweep_build=
+if want sweep; then
+  "$PYTHON" -c "import sys; sys.path.insert(0, 'benchmarks'); import kernel_sweep; \
+kernel_sweep.compile_variants()" > "$OUT/kernel_sweep_build.log" 2>&1 &
+  sweep_build=$!
+fi
 
+if want paths; then
 step "the GPU paths of the ops and distributed refinement, on their own"
 # Host, device and checked indices with their synchronisation counts; two
 # ranks over gloo with the model on the GPU, and over NCCL where there are
 # two GPUs (NCCL refuses two ranks on one GPU).
-"$PYTHON" -m pytest -v -p no:cacheprovider tests/test_ops_index_paths.py \
+timeout 300 "$PYTHON" -m pytest -v -p no:cacheprovider tests/test_ops_index_paths.py \
   tests/test_distributed.py > "$OUT/tests_gpu_paths.log" 2>&1
 echo "tests_gpu_paths $?" >> "$OUT/status.txt"
 tail -n 3 "$OUT/tests_gpu_paths.log"
+fi
 
+if want doctor; then
 step "vocabxfer doctor"
-"$PYTHON" -m vocabxfer doctor 2>&1 | tee "$OUT/doctor.log"
+timeout 120 "$PYTHON" -m vocabxfer doctor 2>&1 | tee "$OUT/doctor.log"
 echo "doctor ${PIPESTATUS[0]}" >> "$OUT/status.txt"
+fi
+
+if want suite; then
+step "tests (the whole suite)"
+# Spread over 8 workers where pytest-xdist is installed (it is on the lent
+# machines' image).
+workers=$("$PYTHON" -c "import xdist" 2>/dev/null && echo "-n 8")
+timeout 600 "$PYTHON" -m pytest -q -p no:cacheprovider $workers > "$OUT/tests.log" 2>&1
+echo "tests $?" >> "$OUT/status.txt"
+tail -n 3 "$OUT/tests.log"
+fi
+if [ -n "$sweep_build" ]; then
+  wait "$sweep_build"
+  echo "kernel_sweep_build $?" >> "$OUT/status.txt"
+fi
 
 step "benchmarks"
-"$PYTHON" benchmarks/bench_transfer_rows.py --device cuda --out "$OUT" > "$OUT/bench_transfer_rows_cuda.log" 2>&1
-echo "bench_transfer_rows_cuda $?" >> "$OUT/status.txt"
-"$PYTHON" benchmarks/bench_scaling.py --device cuda --out "$OUT" > "$OUT/bench_scaling_cuda.log" 2>&1
-echo "bench_scaling_cuda $?" >> "$OUT/status.txt"
-"$PYTHON" benchmarks/bench_transfer_rows.py --device cpu --quick --out "$OUT" > "$OUT/bench_transfer_rows_cpu.log" 2>&1
-echo "bench_transfer_rows_cpu $?" >> "$OUT/status.txt"
+if want transfer; then
+  timeout 300 "$PYTHON" benchmarks/bench_transfer_rows.py --device cuda --out "$OUT" > "$OUT/bench_transfer_rows_cuda.log" 2>&1
+  echo "bench_transfer_rows_cuda $?" >> "$OUT/status.txt"
+  timeout 300 "$PYTHON" benchmarks/bench_transfer_rows.py --device cpu --quick --out "$OUT" > "$OUT/bench_transfer_rows_cpu.log" 2>&1
+  echo "bench_transfer_rows_cpu $?" >> "$OUT/status.txt"
+fi
+if want sweep; then
+  timeout 300 "$PYTHON" benchmarks/kernel_sweep.py --out "$OUT" > "$OUT/kernel_sweep.log" 2>&1
+  echo "kernel_sweep $?" >> "$OUT/status.txt"
+  tail -n 12 "$OUT/kernel_sweep.log"
+fi
+if want scaling; then
+  timeout 300 "$PYTHON" benchmarks/bench_scaling.py --device cuda --out "$OUT" > "$OUT/bench_scaling_cuda.log" 2>&1
+  echo "bench_scaling_cuda $?" >> "$OUT/status.txt"
+fi
 
-step "refine (random weights of the real shapes, 500 steps)"
 GPU_DATA=${GPU_DATA:-.gpu-data}
-for shape in minilm-random bert-base smollm2; do
-  "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
+want refine && step "refine (random weights of the real shapes, 500 steps)"
+for shape in $(want refine && echo minilm-random bert-base smollm2); do
+  timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
     --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt" \
     --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
   echo "bench_refine_$shape $?" >> "$OUT/status.txt"
