@@ -55,12 +55,12 @@ inline dim3 row_block(int64_t units, int per_thread) {
   return dim3(threads_x, kThreadsPerBlock / threads_x);
 }
 
-// Blocks for `rows` rows taken `rows_per_block` at a time; a grid-stride loop
-// covers the rest beyond a few waves of resident blocks.
-inline unsigned int row_grid(int64_t rows, unsigned int rows_per_block, int sm_count) {
+// One block for every `rows_per_block` rows: on an H200 this beat a few
+// waves of resident blocks with a grid-stride loop (kernel_sweep.md). The
+// kernels keep the loop for grids past the 2^31 - 1 blocks a launch allows.
+inline unsigned int row_grid(int64_t rows, unsigned int rows_per_block) {
   const int64_t needed = (rows + rows_per_block - 1) / rows_per_block;
-  const int64_t waves = int64_t{sm_count} * (2048 / kThreadsPerBlock) * 4;
-  return static_cast<unsigned int>(std::max<int64_t>(1, std::min(needed, waves)));
+  return static_cast<unsigned int>(std::max<int64_t>(1, std::min<int64_t>(needed, INT32_MAX)));
 }
 
 } // namespace cuda

@@ -51,8 +51,7 @@ void launch_validate(IndexView target_ids, int64_t target_rows, IndexView source
 // Tensor.to does on the GPU. Does nothing if *status is not 0; a null
 // status means the indices were checked before the launch.
 void launch_transfer_rows(MatrixView target, IndexView target_ids, MatrixView source,
-                          IndexView source_ids, const uint32_t* status, int sm_count,
-                          cudaStream_t stream);
+                          IndexView source_ids, const uint32_t* status, cudaStream_t stream);
 
 // target[target_ids[s]] = weighted mean of source[source_ids[offsets[s]:offsets[s+1]]].
 // `weights` is null or one weight per source id, float64 for a float64

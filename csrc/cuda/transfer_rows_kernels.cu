@@ -1,9 +1,15 @@
 // CUDA kernels of vocabxfer::transfer_rows_. A block copies several row pairs
 // at once: its threads are (threads per row) x (rows), each thread loading up
-// to kUnroll vectors of its row before storing them, so that several loads
-// are in flight per thread. Every kernel first reads the validation status
-// (when the indices were checked on the device) and writes nothing if a check
-// failed.
+// to kUnroll vectors of its row before storing them. Every kernel first reads
+// the validation status (when the indices were checked on the device) and
+// writes nothing if a check failed.
+//
+// The unroll and the grid come from benchmarks/kernel_sweep.py on an H200
+// (results/kernel_sweep.md): one block per group of rows (no grid-stride
+// waves), unroll 4 for rows under kWideRowBytes and for converting copies,
+// unroll 1 (more blocks, one vector a thread per pass) for wider rows; this
+// took the worst of 44 cases of 100 MB or more from 87% of the copy ceiling
+// to 90%.
 #include <c10/cuda/CUDAException.h>
 #include <c10/util/TypeCast.h>
 
@@ -13,10 +19,11 @@ namespace vocabxfer {
 namespace cuda {
 namespace {
 
-constexpr int kUnroll = 4;
+constexpr int kDefaultUnroll = 4;
+constexpr int64_t kWideRowBytes = 6144;
 
 // Same dtype, dense rows: a row is `vectors_per_row` values of vector_t.
-template <typename vector_t, typename index_t>
+template <typename vector_t, typename index_t, int kUnroll>
 __global__ void __launch_bounds__(kThreadsPerBlock) copy_rows_kernel(
     char* __restrict__ target,
     const char* __restrict__ source,
@@ -87,17 +94,17 @@ __global__ void __launch_bounds__(kThreadsPerBlock) convert_packed_kernel(
         source + static_cast<int64_t>(source_ids[pair]) * source_row_stride);
     auto* out = reinterpret_cast<target_pack*>(
         target + static_cast<int64_t>(target_ids[pair]) * target_row_stride);
-    for (int64_t p = threadIdx.x; p < packs_per_row; p += kUnroll * blockDim.x) {
-      source_pack loaded[kUnroll];
+    for (int64_t p = threadIdx.x; p < packs_per_row; p += kDefaultUnroll * blockDim.x) {
+      source_pack loaded[kDefaultUnroll];
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kDefaultUnroll; ++u) {
         const int64_t j = p + u * blockDim.x;
         if (j < packs_per_row) {
           loaded[u] = in[j];
         }
       }
 #pragma unroll
-      for (int u = 0; u < kUnroll; ++u) {
+      for (int u = 0; u < kDefaultUnroll; ++u) {
         const int64_t j = p + u * blockDim.x;
         if (j < packs_per_row) {
           target_pack converted;
@@ -160,29 +167,41 @@ int vector_bytes_for(const MatrixView& target, const MatrixView& source, int64_t
   return 1;
 }
 
+template <typename vector_t, typename index_t, int kUnroll>
+void launch_copy_unrolled(const MatrixView& target, const index_t* target_ids,
+                          const MatrixView& source, const index_t* source_ids, int64_t pairs,
+                          int64_t element_bytes, const uint32_t* status, cudaStream_t stream) {
+  const int64_t vectors = target.width * element_bytes / static_cast<int64_t>(sizeof(vector_t));
+  const dim3 block = row_block(vectors, kUnroll);
+  copy_rows_kernel<vector_t, index_t, kUnroll><<<row_grid(pairs, block.y), block, 0, stream>>>(
+      static_cast<char*>(target.data), static_cast<const char*>(source.data), target_ids,
+      source_ids, pairs, vectors, target.row_stride * element_bytes,
+      source.row_stride * element_bytes, status);
+  C10_CUDA_KERNEL_LAUNCH_CHECK();
+}
+
 template <typename vector_t, typename index_t>
 void launch_copy(const MatrixView& target, const index_t* target_ids, const MatrixView& source,
                  const index_t* source_ids, int64_t pairs, int64_t element_bytes,
-                 const uint32_t* status, int sm_count, cudaStream_t stream) {
-  const int64_t vectors = target.width * element_bytes / static_cast<int64_t>(sizeof(vector_t));
-  const dim3 block = row_block(vectors, kUnroll);
-  copy_rows_kernel<vector_t, index_t>
-      <<<row_grid(pairs, block.y, sm_count), block, 0, stream>>>(
-          static_cast<char*>(target.data), static_cast<const char*>(source.data), target_ids,
-          source_ids, pairs, vectors, target.row_stride * element_bytes,
-          source.row_stride * element_bytes, status);
-  C10_CUDA_KERNEL_LAUNCH_CHECK();
+                 const uint32_t* status, cudaStream_t stream) {
+  if (target.width * element_bytes >= kWideRowBytes) {
+    launch_copy_unrolled<vector_t, index_t, 1>(target, target_ids, source, source_ids, pairs,
+                                               element_bytes, status, stream);
+  } else {
+    launch_copy_unrolled<vector_t, index_t, kDefaultUnroll>(target, target_ids, source,
+                                                            source_ids, pairs, element_bytes,
+                                                            status, stream);
+  }
 }
 
 template <typename index_t>
 void copy_same_dtype(const MatrixView& target, const index_t* target_ids,
                      const MatrixView& source, const index_t* source_ids, int64_t pairs,
-                     int64_t element_bytes, const uint32_t* status, int sm_count,
-                     cudaStream_t stream) {
+                     int64_t element_bytes, const uint32_t* status, cudaStream_t stream) {
   const auto args = [&](auto vector_tag) {
     using vector_t = typename decltype(vector_tag)::type;
     launch_copy<vector_t, index_t>(target, target_ids, source, source_ids, pairs, element_bytes,
-                                   status, sm_count, stream);
+                                   status, stream);
   };
   switch (vector_bytes_for(target, source, element_bytes)) {
     case 16: args(TypeTag<uint4>{}); break;
@@ -210,22 +229,22 @@ bool packable(const MatrixView& target, const MatrixView& source, int pack) {
 
 template <typename target_t, typename source_t, typename index_t>
 void convert(const MatrixView& target, const index_t* target_ids, const MatrixView& source,
-             const index_t* source_ids, int64_t pairs, const uint32_t* status, int sm_count,
+             const index_t* source_ids, int64_t pairs, const uint32_t* status,
              cudaStream_t stream) {
   auto* out = static_cast<target_t*>(target.data);
   const auto* in = static_cast<const source_t*>(source.data);
   constexpr int kPack = max_pack<target_t, source_t>();
   if (packable<target_t, source_t>(target, source, kPack)) {
     const int64_t packs = target.width / kPack;
-    const dim3 block = row_block(packs, kUnroll);
+    const dim3 block = row_block(packs, kDefaultUnroll);
     convert_packed_kernel<target_t, source_t, index_t, kPack>
-        <<<row_grid(pairs, block.y, sm_count), block, 0, stream>>>(
+        <<<row_grid(pairs, block.y), block, 0, stream>>>(
             out, in, target_ids, source_ids, pairs, packs, target.row_stride,
             source.row_stride, status);
   } else {
     const dim3 block = row_block(target.width, 1);
     convert_strided_kernel<target_t, source_t, index_t>
-        <<<row_grid(pairs, block.y, sm_count), block, 0, stream>>>(
+        <<<row_grid(pairs, block.y), block, 0, stream>>>(
             out, in, target_ids, source_ids, pairs, target.width, target.row_stride,
             target.col_stride, source.row_stride, source.col_stride, status);
   }
@@ -235,8 +254,7 @@ void convert(const MatrixView& target, const index_t* target_ids, const MatrixVi
 } // namespace
 
 void launch_transfer_rows(MatrixView target, IndexView target_ids, MatrixView source,
-                          IndexView source_ids, const uint32_t* status, int sm_count,
-                          cudaStream_t stream) {
+                          IndexView source_ids, const uint32_t* status, cudaStream_t stream) {
   dispatch_index(target_ids, [&](auto index_tag) {
     using index_t = typename decltype(index_tag)::type;
     const auto* targets = static_cast<const index_t*>(target_ids.data);
@@ -244,7 +262,7 @@ void launch_transfer_rows(MatrixView target, IndexView target_ids, MatrixView so
     const int64_t pairs = target_ids.size;
     if (target.dtype == source.dtype && target.col_stride == 1 && source.col_stride == 1) {
       copy_same_dtype<index_t>(target, targets, source, sources, pairs,
-                               c10::elementSize(target.dtype), status, sm_count, stream);
+                               c10::elementSize(target.dtype), status, stream);
       return;
     }
     dispatch_float(target.dtype, [&](auto target_tag) {
@@ -252,7 +270,7 @@ void launch_transfer_rows(MatrixView target, IndexView target_ids, MatrixView so
       dispatch_float(source.dtype, [&](auto source_tag) {
         using source_t = typename decltype(source_tag)::type;
         convert<target_t, source_t, index_t>(target, targets, source, sources, pairs, status,
-                                             sm_count, stream);
+                                             stream);
       });
     });
   });
