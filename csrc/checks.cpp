@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 #include <utility>
 #include <vector>
 
@@ -218,6 +219,47 @@ void check_weights(const char* op, const at::Tensor& weights) {
   }
 }
 
+// transfer_rows_'s value checks in one pass, building no message: both
+// ranges, and each target row once (a bit per row). Writes the ids as
+// packed_t on the way when `packed_targets` is not null. False at the first
+// bad value; the detailed checks then name it.
+template <typename index_t, typename packed_t>
+bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64_t target_rows,
+                int64_t source_rows, packed_t* packed_targets, packed_t* packed_sources) {
+  std::vector<uint64_t> seen(static_cast<size_t>((target_rows + 63) / 64), 0);
+  for (int64_t i = 0; i < n; ++i) {
+    // A negative id becomes a huge unsigned one: one comparison per range.
+    const auto target = static_cast<uint64_t>(static_cast<int64_t>(targets[i]));
+    const auto source = static_cast<uint64_t>(static_cast<int64_t>(sources[i]));
+    if (target >= static_cast<uint64_t>(target_rows) ||
+        source >= static_cast<uint64_t>(source_rows)) {
+      return false;
+    }
+    uint64_t& word = seen[target >> 6];
+    const uint64_t bit = uint64_t{1} << (target & 63);
+    if (word & bit) {
+      return false;
+    }
+    word |= bit;
+    if (packed_targets != nullptr) {
+      packed_targets[i] = static_cast<packed_t>(target);
+      packed_sources[i] = static_cast<packed_t>(source);
+    }
+  }
+  return true;
+}
+
+// The checks one at a time, raising at the first bad value with its position.
+void name_bad_transfer_rows_value(const RowPairs& pairs, int64_t target_rows,
+                                  int64_t source_rows) {
+  constexpr const char* op = "transfer_rows_";
+  AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
+    check_range<index_t>(op, "target_index", pairs.target_ids, target_rows, "target");
+    check_range<index_t>(op, "source_index", pairs.source_ids, source_rows, "source");
+    check_unique<index_t>(op, "target_index", pairs.target_ids, target_rows);
+  });
+}
+
 RowPairs on_host(const RowPairs& pairs) {
   return {pairs.index_type, pairs.target_ids.cpu(), pairs.source_ids.cpu()};
 }
@@ -278,12 +320,50 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
 
 void check_transfer_rows_values(const RowPairs& pairs, int64_t target_rows,
                                 int64_t source_rows) {
-  constexpr const char* op = "transfer_rows_";
+  bool valid = false;
   AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
-    check_range<index_t>(op, "target_index", pairs.target_ids, target_rows, "target");
-    check_range<index_t>(op, "source_index", pairs.source_ids, source_rows, "source");
-    check_unique<index_t>(op, "target_index", pairs.target_ids, target_rows);
+    valid = scan_pairs<index_t, index_t>(
+        pairs.target_ids.const_data_ptr<index_t>(), pairs.source_ids.const_data_ptr<index_t>(),
+        pairs.target_ids.numel(), target_rows, source_rows, nullptr, nullptr);
   });
+  if (!valid) {
+    name_bad_transfer_rows_value(pairs, target_rows, source_rows);
+  }
+}
+
+at::ScalarType packed_index_type(int64_t target_rows, int64_t source_rows) {
+  constexpr int64_t kInt32Rows = int64_t{1} << 31;
+  return target_rows <= kInt32Rows && source_rows <= kInt32Rows ? at::kInt : at::kLong;
+}
+
+void pack_transfer_rows(const RowPairs& pairs, int64_t target_rows, int64_t source_rows,
+                        bool check, void* packed_targets, void* packed_sources) {
+  const int64_t n = pairs.target_ids.numel();
+  bool valid = true;
+  AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
+    const index_t* targets = pairs.target_ids.const_data_ptr<index_t>();
+    const index_t* sources = pairs.source_ids.const_data_ptr<index_t>();
+    const auto pack = [&](auto* out_targets, auto* out_sources) {
+      using packed_t = std::remove_pointer_t<decltype(out_targets)>;
+      if (check) {
+        valid = scan_pairs<index_t, packed_t>(targets, sources, n, target_rows, source_rows,
+                                              out_targets, out_sources);
+        return;
+      }
+      for (int64_t i = 0; i < n; ++i) {
+        out_targets[i] = static_cast<packed_t>(targets[i]);
+        out_sources[i] = static_cast<packed_t>(sources[i]);
+      }
+    };
+    if (packed_index_type(target_rows, source_rows) == at::kInt) {
+      pack(static_cast<int32_t*>(packed_targets), static_cast<int32_t*>(packed_sources));
+    } else {
+      pack(static_cast<int64_t*>(packed_targets), static_cast<int64_t*>(packed_sources));
+    }
+  });
+  if (!valid) {
+    name_bad_transfer_rows_value(pairs, target_rows, source_rows);
+  }
 }
 
 void check_segment_mean_values(const Segments& segments, int64_t target_rows,
@@ -307,7 +387,7 @@ void check_segment_mean_values(const Segments& segments, int64_t target_rows,
 
 void report_invalid_transfer_rows(const RowPairs& pairs, int64_t target_rows,
                                   int64_t source_rows) {
-  check_transfer_rows_values(on_host(pairs), target_rows, source_rows);
+  name_bad_transfer_rows_value(on_host(pairs), target_rows, source_rows);
   TORCH_CHECK(false, "transfer_rows_: the device found a bad index that the host check did "
               "not; please report this as a bug");
 }

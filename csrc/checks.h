@@ -47,6 +47,17 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
 void check_transfer_rows_values(const RowPairs& pairs, int64_t target_rows,
                                 int64_t source_rows);
 
+// The index type a GPU kernel reads host indices as: int32 when both row
+// counts allow it (half the bytes to copy), int64 otherwise.
+at::ScalarType packed_index_type(int64_t target_rows, int64_t source_rows);
+
+// Host indices on their way to a GPU: writes them as packed_index_type into
+// `packed_targets` and `packed_sources` (host memory, n entries each) and,
+// with `check`, checks them in the same pass, raising as
+// check_transfer_rows_values does.
+void pack_transfer_rows(const RowPairs& pairs, int64_t target_rows, int64_t source_rows,
+                        bool check, void* packed_targets, void* packed_sources);
+
 // Offsets (0, strictly growing, ending at the piece count), target range and
 // uniqueness, source range, then weights (finite, > 0).
 void check_segment_mean_values(const Segments& segments, int64_t target_rows,

@@ -53,6 +53,20 @@ std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
   return parts;
 }
 
+std::vector<at::Tensor> stage_transfer_rows(const RowPairs& pairs, int64_t target_rows,
+                                            int64_t source_rows, bool check,
+                                            const at::Device& device) {
+  const at::ScalarType type = packed_index_type(target_rows, source_rows);
+  const int64_t bytes = pairs.target_ids.numel() * static_cast<int64_t>(c10::elementSize(type));
+  const int64_t part = (bytes + 15) / 16 * 16;  // the source ids start 16-byte aligned
+  const at::Tensor pinned =
+      at::empty({2 * part}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
+  uint8_t* base = pinned.data_ptr<uint8_t>();
+  pack_transfer_rows(pairs, target_rows, source_rows, check, base, base + part);
+  const at::Tensor on_device = pinned.to(device, /*non_blocking=*/true);
+  return {on_device.narrow(0, 0, bytes).view(type), on_device.narrow(0, part, bytes).view(type)};
+}
+
 DeviceValidation::DeviceValidation(const at::Tensor& target, cudaStream_t stream)
     : stream_(stream) {
   const int64_t words = 1 + (target.size(0) + 31) / 32;

@@ -8,6 +8,7 @@
 #include <cstdint>
 #include <vector>
 
+#include "../checks.h"
 #include "launchers.h"
 
 namespace vocabxfer {
@@ -25,11 +26,20 @@ int sm_count(const at::Tensor& on_device);
 std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
                                         const at::Device& device);
 
+// transfer_rows_'s host indices on their way to `device`: one pass checks
+// them (with `check`) and packs both, as packed_index_type, into one pinned
+// buffer, which one asynchronous copy takes to the device. A bad index
+// raises before anything is copied. Returns the device's target and source
+// ids.
+std::vector<at::Tensor> stage_transfer_rows(const RowPairs& pairs, int64_t target_rows,
+                                            int64_t source_rows, bool check,
+                                            const at::Device& device);
+
 // A status word and a bit per target row, zeroed on `stream` (one memset).
-// wait() copies the status to the host and synchronises the stream once
-// (through c10, so torch.cuda.set_sync_debug_mode sees it): a valid call
-// costs the memset, the validation kernel, the op's kernel and this one
-// synchronisation.
+// wait() copies the status to the host and synchronises the stream once: a
+// valid call costs the memset, the validation kernel, the op's kernel and
+// this one synchronisation (torch's sync debug mode does not see it, made
+// as it is inside the extension; the profiler does).
 class DeviceValidation {
  public:
   DeviceValidation(const at::Tensor& target, cudaStream_t stream);

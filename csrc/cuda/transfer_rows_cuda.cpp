@@ -1,6 +1,7 @@
 // CUDA front of vocabxfer::transfer_rows_. Indices on the host (the common
-// case: every token map holds its own there) are checked on the host, copied
-// with one asynchronous copy, and read by one kernel: no synchronisation.
+// case: every token map holds its own there) are checked and packed on the
+// host in one pass, copied with one asynchronous copy, and read by one
+// kernel: no synchronisation.
 // Indices on the device are checked by a validation kernel on the current
 // stream before the copy kernel, then one synchronisation reads the verdict;
 // the copy kernel writes nothing when a check failed, and the error is then
@@ -24,24 +25,32 @@ void transfer_rows_cuda(at::Tensor& target, const at::Tensor& target_index,
   const c10::cuda::CUDAGuard device_guard(target.device());
   const RowPairs pairs = prepare_transfer_rows(target, target_index, source, source_index);
   const bool on_host = pairs.target_ids.is_cpu();
-  if (on_host && !indices_checked) {
-    check_transfer_rows_values(pairs, target.size(0), source.size(0));
-  }
   if (pairs.target_ids.numel() == 0) {
     return;
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(target.get_device()).stream();
-  const int sms = cuda::sm_count(target);
-  if (on_host || indices_checked) {
-    // Nothing left to check on the device: one copy (host indices), one
-    // kernel, and no synchronisation, as index_copy_.
-    const auto ids = on_host
-        ? cuda::stage_on_device({pairs.target_ids, pairs.source_ids}, target.device())
-        : std::vector<at::Tensor>{pairs.target_ids, pairs.source_ids};
+  if (on_host) {
+    if (target.size(1) == 0) {
+      if (!indices_checked) {
+        check_transfer_rows_values(pairs, target.size(0), source.size(0));
+      }
+      return;
+    }
+    // One pass checks and packs the ids (int32 where they fit: half the
+    // bytes to copy), one asynchronous copy, one kernel, no synchronisation,
+    // as index_copy_.
+    const auto ids = cuda::stage_transfer_rows(pairs, target.size(0), source.size(0),
+                                               !indices_checked, target.device());
+    cuda::launch_transfer_rows(cuda::matrix_view(target), cuda::index_view(ids[0]),
+                               cuda::matrix_view(source), cuda::index_view(ids[1]), nullptr,
+                               stream);
+    return;
+  }
+  if (indices_checked) {
     if (target.size(1) > 0) {
-      cuda::launch_transfer_rows(cuda::matrix_view(target), cuda::index_view(ids[0]),
-                                 cuda::matrix_view(source), cuda::index_view(ids[1]), nullptr,
-                                 sms, stream);
+      cuda::launch_transfer_rows(cuda::matrix_view(target), cuda::index_view(pairs.target_ids),
+                                 cuda::matrix_view(source), cuda::index_view(pairs.source_ids),
+                                 nullptr, stream);
     }
     return;
   }
@@ -49,11 +58,11 @@ void transfer_rows_cuda(at::Tensor& target, const at::Tensor& target_index,
   const auto source_ids = cuda::index_view(pairs.source_ids);
   const cuda::DeviceValidation validation(target, stream);
   cuda::launch_validate(target_ids, target.size(0), source_ids, source.size(0), nullptr,
-                        nullptr, at::kFloat, validation.seen(), validation.status(), sms,
-                        stream);
+                        nullptr, at::kFloat, validation.seen(), validation.status(),
+                        cuda::sm_count(target), stream);
   if (target.size(1) > 0) {
     cuda::launch_transfer_rows(cuda::matrix_view(target), target_ids, cuda::matrix_view(source),
-                               source_ids, validation.status(), sms, stream);
+                               source_ids, validation.status(), stream);
   }
   if (validation.wait() != 0) {
     report_invalid_transfer_rows(pairs, target.size(0), source.size(0));
