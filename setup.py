@@ -130,6 +130,10 @@ def extension():
     # Python's own CFLAGS carry -g; -g0 drops the symbols that would double
     # the build time. nvcc adds none unless asked.
     cxx_args = ["-O0", "-g"] if debug else ["-O3", "-g0"]
+    # No fused multiply-adds on either side (nvcc and aarch64 compilers fuse
+    # by default, x86-64 ones do not): segment_mean_ then gives the same bits
+    # on every CPU and GPU, as its tests check.
+    cxx_args.append("-ffp-contract=off")
     link_args = link_arguments()
     # at::parallel_for is inlined into our code: without -fopenmp its
     # OpenMP pragmas are ignored and every "parallel" loop runs on one thread.
@@ -139,7 +143,7 @@ def extension():
     else:
         warnings.warn("vocabxfer: the C++ compiler has no OpenMP; the CPU kernels will run "
                       "on one thread (install OpenMP, e.g. libomp, for parallel CPU kernels)")
-    nvcc_args = ["-O0", "-g", "-lineinfo"] if debug else ["-O3"]
+    nvcc_args = (["-O0", "-g", "-lineinfo"] if debug else ["-O3"]) + ["--fmad=false"]
 
     def sources(pattern):
         return [os.path.relpath(p, ROOT) for p in sorted(glob.glob(os.path.join(ROOT, pattern)))]
