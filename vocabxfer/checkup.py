@@ -112,8 +112,9 @@ def bit_exact_on(device: torch.device) -> Verdict:
     source = torch.randn(40, 16, generator=generator, dtype=torch.float64)
     target = torch.zeros(10, 16, dtype=torch.float64, device=device)
     weights = torch.rand(12, generator=generator, dtype=torch.float64) + 0.1
+    # The weights go with the indices (host lists here), as the op asks.
     segment_mean_(target, list(range(10)), source.to(device), list(range(12)),
-                  [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12], weights.to(device))
+                  [0, 1, 2, 3, 4, 5, 6, 7, 8, 10, 12], weights)
     expected = torch.cat([source[:8], torch.stack([
         (source[8:10] * weights[8:10, None]).sum(0) / weights[8:10].sum(),
         (source[10:12] * weights[10:12, None]).sum(0) / weights[10:12].sum()])])
