@@ -31,8 +31,9 @@ RANK_PROGRAM = textwrap.dedent("""
     refine_module = sys.modules["vocabxfer.refine"]
     rank = int(os.environ["RANK"])
     backend, device = os.environ.get("BACKEND", "gloo"), os.environ.get("DEVICE", "cpu")
-    if device == "cuda" and backend == "nccl":
-        device = f"cuda:{{rank}}"  # NCCL refuses two ranks on one GPU
+    if device == "cuda":
+        # NCCL refuses two ranks on one GPU; gloo shares the first.
+        device = f"cuda:{{rank}}" if backend == "nccl" else "cuda:0"
     if device.startswith("cuda"):
         torch.cuda.set_device(torch.device(device))
     dist.init_process_group(backend, timeout=datetime.timedelta(seconds=30))
@@ -186,3 +187,42 @@ def test_a_multi_rank_job_needs_a_given_tokenizer(monkeypatch, tmp_path, corpus_
         transfer_to_folder(tmp_path / "model", tmp_path / "out", corpus=[corpus_file],
                            refine_steps=2)
     assert not (tmp_path / "out").exists()
+
+
+def fake_gpus(monkeypatch, count):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: count)
+
+
+def test_under_torchrun_a_bare_cuda_is_the_process_own_gpu(monkeypatch):
+    from vocabxfer.devices import resolve_device
+
+    fake_gpus(monkeypatch, 2)
+    monkeypatch.delenv("LOCAL_RANK", raising=False)
+    assert resolve_device("cuda") == torch.device("cuda")  # one process: torch's current GPU
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+    assert resolve_device("cuda:0") == torch.device("cuda", 0)  # a named GPU stays named
+    monkeypatch.setenv("LOCAL_RANK", "3")  # four processes on two GPUs share them
+    assert resolve_device("cuda") == torch.device("cuda", 1)
+
+
+@pytest.mark.parametrize("local_world,expected", [("2", "nccl"), ("3", "gloo")])
+def test_torchrun_processes_join_with_nccl_only_when_each_has_its_own_gpu(
+        monkeypatch, local_world, expected):
+    from vocabxfer import distributed
+
+    fake_gpus(monkeypatch, 2)
+    joined, devices_set = [], []
+    monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
+    monkeypatch.setattr(torch.distributed, "init_process_group", joined.append)
+    monkeypatch.setattr(torch.cuda, "set_device", devices_set.append)
+    monkeypatch.setenv("WORLD_SIZE", local_world)
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
+    monkeypatch.setenv("MASTER_ADDR", "127.0.0.1")
+    distributed.join_launched_job(torch.device("cuda", 1))
+    assert joined == [expected]
+    assert devices_set == ([torch.device("cuda", 1)] if expected == "nccl" else [])
+    joined.clear()
+    distributed.join_launched_job(torch.device("cpu"))
+    assert joined == ["gloo"]

@@ -1,5 +1,6 @@
 """The device a step runs on, checked before any long step starts."""
 
+import os
 from typing import Optional, Union
 
 import torch
@@ -12,7 +13,9 @@ DeviceLike = Union[str, torch.device, None]
 def resolve_device(device: DeviceLike) -> Optional[torch.device]:
     """``device`` as a torch.device (None stays None), refusing what the ops
     cannot run on: an unknown name, ``meta`` (no data), a CUDA device that
-    is not there."""
+    is not there. A bare ``cuda`` in a process torchrun started means this
+    process's own GPU, ``cuda:LOCAL_RANK`` (shared round-robin when there
+    are more processes than GPUs)."""
     if device is None:
         return None
     try:
@@ -32,4 +35,7 @@ def resolve_device(device: DeviceLike) -> Optional[torch.device]:
         if resolved.index is not None and resolved.index >= torch.cuda.device_count():
             raise VocabxferError(f"device {device!r}: there are only "
                                  f"{torch.cuda.device_count()} CUDA devices here")
+        local_rank = os.environ.get("LOCAL_RANK")
+        if resolved.index is None and local_rank is not None:
+            resolved = torch.device("cuda", int(local_rank) % torch.cuda.device_count())
     return resolved

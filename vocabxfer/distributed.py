@@ -48,11 +48,17 @@ def launched_by_torchrun() -> bool:
 
 
 def join_launched_job(device: torch.device) -> None:
-    """Under torchrun, join its process group (NCCL on GPUs, gloo on the
-    CPU) if the caller has not already."""
+    """Under torchrun, join its process group if the caller has not already:
+    NCCL when every process has a GPU of its own, gloo otherwise (on the
+    CPU, or several processes sharing a GPU, which NCCL refuses)."""
     dist = torch.distributed
-    if launched_by_torchrun() and not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not launched_by_torchrun() or dist.is_initialized():
+        return
+    own_gpu = (device.type == "cuda"
+               and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= torch.cuda.device_count())
+    if own_gpu:
+        torch.cuda.set_device(device)
+    dist.init_process_group("nccl" if own_gpu else "gloo")
 
 
 def lost_contact(ranks: Ranks, error: BaseException) -> VocabxferError:
