@@ -10,8 +10,10 @@ with random weights stands in (speed only: on a GPU host, where real
 weights cannot travel): minilm-random (6 x 384), bert-base (12 x 768),
 both reading klue/bert-base's vocab.txt (--source-vocab) and moved to a
 WordPiece trained on --corpus-file (8,000 and 30,000 tokens), or smollm2
-(SmolLM2-135M's Llama shape, 30 x 576, tied, with a 49,152-token byte-level
-BPE trained on the corpus, moved to a 16,000-token one).
+(SmolLM2-135M's Llama shape, 30 x 576, tied, reading SmolLM2's own
+tokenizer from --source-tokenizer, or else a 49,152-token byte-level BPE
+trained on the corpus, moved to a 16,000-token one trained on it too; on
+NSMC the latter leaves no new token to refine, so pass SmolLM2's).
 
 Reported per implementation: the whole call's wall time (tokenising
 included), the steps' own time, seconds per step, and the largest
@@ -65,10 +67,22 @@ if case["device"] != "cpu":
     student.to(case["device"])
     if case["device"].startswith("cuda"):
         torch.cuda.synchronize()
+profiler = None
+if case.get("profile"):
+    import cProfile
+    profiler = cProfile.Profile()
+    profiler.enable()
 started = time.perf_counter()
 result = vocabxfer.refine(student, teacher_rows, model_dir, case["target"], texts, **options)
 if case["device"].startswith("cuda"):
     torch.cuda.synchronize()
+if profiler is not None:
+    import io, pstats
+    profiler.disable()
+    text = io.StringIO()
+    for order in ("tottime", "cumulative"):
+        pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(40)
+    open(case["profile"], "w").write(text.getvalue())
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "steps": result.steps,
                               "setup": getattr(result, "setup_seconds", 0.0),
                               "losses": result.losses}))
@@ -82,7 +96,8 @@ SHAPES = {"minilm-random": dict(hidden_size=384, num_hidden_layers=6, num_attent
 TARGET_SIZES = {"minilm": 8000, "minilm-random": 8000, "bert-base": 30000, "smollm2": 16000}
 
 
-def random_model_folder(shape: str, folder: Path, corpus: Path, source_vocab: Path) -> Path:
+def random_model_folder(shape: str, folder: Path, corpus: Path, source_vocab: Path,
+                        source_tokenizer=None) -> Path:
     """A folder with a config of the shape and its source tokenizer."""
     import transformers as tf
 
@@ -91,7 +106,8 @@ def random_model_folder(shape: str, folder: Path, corpus: Path, source_vocab: Pa
         tokenizer = tf.BertTokenizerFast(vocab_file=str(source_vocab), do_lower_case=False)
         config = tf.BertConfig(vocab_size=len(tokenizer), **SHAPES[shape])
     else:
-        tokenizer = vocabxfer.train_tokenizer(corpus, 49152, model="bpe", show_progress=False)
+        tokenizer = tf.AutoTokenizer.from_pretrained(str(source_tokenizer)) if source_tokenizer \
+            else vocabxfer.train_tokenizer(corpus, 49152, model="bpe", show_progress=False)
         config = tf.LlamaConfig(vocab_size=len(tokenizer), hidden_size=576,
                                 intermediate_size=1536, num_hidden_layers=30,
                                 num_attention_heads=9, num_key_value_heads=3,
@@ -126,6 +142,13 @@ def main() -> None:
     parser.add_argument("--source-vocab", type=Path,
                         default=common.SHARED_DATA / "vocab" / "klue-bert-base-vocab.txt",
                         help="the random BERT shapes' source vocab.txt (default: klue's)")
+    parser.add_argument("--source-tokenizer", type=Path, default=None,
+                        help="--shape smollm2: a folder with SmolLM2's tokenizer.json "
+                             "(prepare_gpu_data.py copies it beside the data)")
+    parser.add_argument("--profile", type=Path, default=None,
+                        help="write a cProfile of the refine call (top 40 functions by own "
+                             "and by cumulative time) to this file; its timing is then not "
+                             "comparable")
     parser.add_argument("--quick", action="store_true", help="20 steps, one round")
     args = parser.parse_args()
     if args.quick:
@@ -144,11 +167,12 @@ def main() -> None:
         (scratch / "corpus.txt").write_text("\n".join(training) + "\n", encoding="utf-8")
         model_dir = demo.minilm_folder() if args.shape == "minilm" else \
             random_model_folder(args.shape, scratch / "model", scratch / "corpus.txt",
-                                args.source_vocab)
+                                args.source_vocab, args.source_tokenizer)
         target = train_target(training, str(model_dir), TARGET_SIZES[args.shape])
         target.save_pretrained(str(scratch / "target"))
         case = dict(shape=args.shape, model_dir=str(model_dir), target=str(scratch / "target"),
-                    corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device)
+                    corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device,
+                    profile=str(args.profile.resolve()) if args.profile else None)
         checkouts = {"this checkout": ROOT}
         if args.baseline:
             checkouts = {"baseline": args.baseline.resolve(), **checkouts}

@@ -13,7 +13,9 @@
 # short leases (default: all of them): paths (the ops' index paths and the
 # distributed tests), doctor, suite (the whole test suite), transfer
 # (bench_transfer_rows on GPU and CPU), sweep (kernel_sweep), scaling
-# (bench_scaling), refine. summary.md covers what the folder holds.
+# (bench_scaling), refine (the shapes in GPU_REFINE_SHAPES, default all
+# three), profile (a cProfile of 100 MiniLM-sized refine steps, in
+# profile/). summary.md covers what the folder holds.
 #
 # Environment: TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), PYTHON (python3),
 # MAX_JOBS (default: the number of cores). Needs torch with CUDA and the
@@ -32,7 +34,7 @@ export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export FORCE_CUDA=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 started=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - started )) s)"; }
-GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine}
+GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine profile}
 want() { [[ " $GPU_PARTS " == *" $1 "* ]]; }
 
 {
@@ -113,13 +115,28 @@ fi
 
 GPU_DATA=${GPU_DATA:-.gpu-data}
 want refine && step "refine (random weights of the real shapes, 500 steps)"
-for shape in $(want refine && echo minilm-random bert-base smollm2); do
+for shape in $(want refine && echo "${GPU_REFINE_SHAPES:-minilm-random bert-base smollm2}"); do
+  source_tokenizer=()
+  if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
+    source_tokenizer=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
+  fi
   timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
     --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt" \
-    --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
+    "${source_tokenizer[@]}" --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
   echo "bench_refine_$shape $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_$shape.log"
 done
+
+if want profile; then
+  step "profile (cProfile of 100 MiniLM-sized refine steps)"
+  mkdir -p "$OUT/profile"
+  timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape minilm-random --steps 100 \
+    --rounds 1 --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" \
+    --corpus-file "$GPU_DATA/nsmc.txt" --profile "$OUT/profile/refine_minilm.txt" \
+    --out "$OUT/profile" > "$OUT/profile/bench_refine.log" 2>&1
+  echo "profile $?" >> "$OUT/status.txt"
+  head -n 45 "$OUT/profile/refine_minilm.txt"
+fi
 
 step "summary"
 "$PYTHON" benchmarks/gpu_summary.py "$OUT"
