@@ -166,8 +166,19 @@ def test_host_indices_never_wait_for_the_gpu_and_device_indices_once(generator):
                                          indices_checked=True)) == 0
     _, segment_ids, segment_source, piece_ids, offsets, weights = segment_case(generator)
     segment_target = torch.zeros(len(segment_ids) * 2, segment_source.shape[1], device="cuda")
+    segment_source = segment_source.cuda()  # outside the count: a pageable copy waits
     assert synchronisations(lambda: vocabxfer.segment_mean_(
-        segment_target, segment_ids, segment_source.cuda(), piece_ids, offsets, weights)) == 0
+        segment_target, segment_ids, segment_source, piece_ids, offsets, weights)) == 0
+
+
+def test_a_list_of_indices_joins_the_tensors_device():
+    from vocabxfer.ops import _as_index, _index_device
+
+    meta = torch.empty(3, dtype=torch.int64, device="meta")
+    assert _index_device([0, 1], meta) == torch.device("meta")
+    assert _index_device([0, 1], None, [2]) == torch.device("cpu")
+    assert _as_index("op", "offsets", [0, 2, 3], torch.device("meta")).device.type == "meta"
+    assert _as_index("op", "offsets", [0, 2, 3]).device.type == "cpu"
 
 
 @cuda_only

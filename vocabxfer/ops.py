@@ -20,11 +20,23 @@ def _check_tensor(op: str, name: str, value: object) -> None:
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
 
 
-def _as_index(op: str, name: str, index: IndexLike) -> torch.Tensor:
+def _index_device(*arguments) -> torch.device:
+    """Where a call's indices live: the device of the first one that is a
+    tensor (weights included), else the CPU. A list has no device of its
+    own and joins the tensors, so that ``offsets=[0, 2, 3]`` next to GPU
+    indices is not refused as a second device."""
+    for argument in arguments:
+        if isinstance(argument, torch.Tensor):
+            return argument.device
+    return torch.device("cpu")
+
+
+def _as_index(op: str, name: str, index: IndexLike,
+              device: Optional[torch.device] = None) -> torch.Tensor:
     """A tensor as it is (the op checks its dtype and device); anything else
-    (a list, a tuple, a numpy array) becomes a CPU tensor, the host path,
-    and must hold integers, never floats or bools, which a cast would
-    silently truncate."""
+    (a list, a tuple, a numpy array) becomes a tensor on `device` (the CPU
+    by default, the host path) and must hold integers, never floats or
+    bools, which a cast would silently truncate."""
     if isinstance(index, torch.Tensor):
         return index
     if isinstance(index, (str, bytes)):
@@ -40,7 +52,7 @@ def _as_index(op: str, name: str, index: IndexLike) -> torch.Tensor:
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         raise TypeError(f"{op}: {name} must hold integers, got values of type "
                         f"{str(tensor.dtype).replace('torch.', '')}; convert them explicitly")
-    return tensor.to(dtype=torch.int64)
+    return tensor.to(dtype=torch.int64, device=device)
 
 
 def _mark_modified(target: torch.Tensor) -> None:
@@ -68,7 +80,7 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
     tensor can be written only inside ``torch.inference_mode()``.
 
     On a GPU the indices may be on the CPU or on the target's device (both
-    on one). Indices on the CPU, the common case, are checked on the host
+    on one; a list joins the other index's device). Indices on the CPU, the common case, are checked on the host
     and reach the GPU by one asynchronous copy from pinned memory: the call
     returns without waiting for the device, as ``index_copy_`` does. Indices
     on the GPU are checked there, and the call synchronises once to report
@@ -85,8 +97,9 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
     op = "transfer_rows_"
     _check_tensor(op, "target", target)
     _check_tensor(op, "source", source)
-    target_index = _as_index(op, "target_index", target_index)
-    source_index = _as_index(op, "source_index", source_index)
+    device = _index_device(target_index, source_index)
+    target_index = _as_index(op, "target_index", target_index, device)
+    source_index = _as_index(op, "source_index", source_index, device)
     with torch.no_grad():
         torch.ops.vocabxfer.transfer_rows_.default(target, target_index, source, source_index,
                                                    bool(indices_checked))
@@ -110,17 +123,18 @@ def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.T
     nor huge values overflow it; the result is converted to ``target``'s
     dtype at the end. Source ids may repeat; target ids may not. The
     indices, offsets and weights are on the CPU or on the target's device
-    (all on one), with the paths and ``indices_checked`` of
-    ``transfer_rows_``. Raises as ``transfer_rows_``.
+    (all on one; a list joins the tensors' device), with the paths and
+    ``indices_checked`` of ``transfer_rows_``. Raises as ``transfer_rows_``.
     """
     op = "segment_mean_"
     _check_tensor(op, "target", target)
     _check_tensor(op, "source", source)
     if weights is not None:
         _check_tensor(op, "weights", weights)
-    target_index = _as_index(op, "target_index", target_index)
-    source_index = _as_index(op, "source_index", source_index)
-    offsets = _as_index(op, "offsets", offsets)
+    device = _index_device(target_index, source_index, offsets, weights)
+    target_index = _as_index(op, "target_index", target_index, device)
+    source_index = _as_index(op, "source_index", source_index, device)
+    offsets = _as_index(op, "offsets", offsets, device)
     with torch.no_grad():
         torch.ops.vocabxfer.segment_mean_.default(
             target, target_index, source, source_index, offsets, weights, bool(indices_checked))
