@@ -18,7 +18,8 @@ each read as "<|endoftext|>" + passage: the sum of the next-token losses of
 its tokens (in bits) over its UTF-8 bytes. Corpora: English prose (the Unix
 manual pages, benchmarks/corpora.py) and Korean (NSMC, ../shared/data).
 
-Writes benchmarks/results/lm.md, lm.json and lm.png.
+Writes benchmarks/results/lm.md, lm.json and lm.png (lm_steps.md and .json
+with --steps).
 """
 
 import copy
@@ -118,6 +119,10 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, nargs="+", default=[600.0],
                         help="refinement budgets to report (default: 600, ten minutes; with "
                              "--tune, 0 compares only the zero-shot weightings)")
+    parser.add_argument("--steps", type=int, nargs="+", default=[],
+                        help="instead of the budgets: refinement of this many steps each (as "
+                             "many as a GPU runs in a given time, measured by gpu.sh), the "
+                             "zero-shot rows left out; writes lm_steps.md")
     parser.add_argument("--tune", action="store_true",
                         help="instead: refinement settings (lr, passage length) compared on "
                              "the validation passages, one budget each; writes lm_tuning.md")
@@ -186,6 +191,18 @@ def main() -> None:
                            *bits_per_byte(model.eval(), target, held_out),
                            time.perf_counter() - started, refinement.steps)
             continue
+        if args.steps:
+            for steps in args.steps:
+                model = copy.deepcopy(source_model)
+                started = time.perf_counter()
+                vocabxfer.transfer_model(model, model_dir, target)
+                refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
+                                              steps=steps, show_progress=False)
+                report(f"fvt + refine, {steps} steps ({refinement.objective})",
+                       *bits_per_byte(model.eval(), target, held_out),
+                       time.perf_counter() - started, refinement.steps)
+                del model
+            continue
         for label, options in (("fvt (default), zero-shot", dict(init="fvt")),
                                ("mean init, zero-shot", dict(init="mean"))):
             model = copy.deepcopy(source_model)
@@ -223,14 +240,14 @@ def main() -> None:
             + common.markdown_table(["corpus", "model", "BPB", "vs source", "tokens vs source",
                                      "seconds", "refine steps"], rows))
     print(body)
-    name = "lm_tuning" if args.tune else "lm"
+    name = "lm_tuning" if args.tune else ("lm_steps" if args.steps else "lm")
     if args.tune:
         body = body.replace("held-out passages", "validation passages (tuning)")
     common.write_result(f"{name}.md", "A language model moved: bits per byte" +
                         (", settings on validation passages" if args.tune else ""), body,
                         out_dir=args.out)
     common.write_json(f"{name}.json", {"results": results}, out_dir=args.out)
-    if not args.tune:
+    if not args.tune and not args.steps:
         plot(results, (args.out or common.RESULTS) / "lm.png")
 
 
