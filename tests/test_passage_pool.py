@@ -11,7 +11,8 @@ import torch
 
 from vocabxfer import load_vocab
 from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, first_words, pool_words,
-                                    rust_tokenizer, shared_cuts, token_words)
+                                    rust_tokenizer, shared_cuts, shared_cuts_of_passages,
+                                    token_words)
 from vocabxfer.refine import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
@@ -181,6 +182,63 @@ def test_a_piece_only_one_side_read_whole_is_dropped():
     assert mine.tolist() == [0, 1, 1] and theirs.tolist() == [0, 1, -1]
     # Nothing shared: no pieces.
     assert [p.tolist() for p in shared_cuts(spans((-1, -1)), second)] == [[-1], [-1, -1, -1]]
+
+
+def loop_shared_cuts(first, second):
+    """The rule passage by passage (the previous implementation's), as the
+    reference the vectorised one must match."""
+    real_first, real_second = first[:, 0] >= 0, second[:, 0] >= 0
+    if not real_first.any() or not real_second.any():
+        return np.full(len(first), -1), np.full(len(second), -1)
+    cuts = np.intersect1d(first[real_first, 0], second[real_second, 0])
+    a, b = first[real_first], second[real_second]
+    ends = int(a[:, 1].max()), int(b[:, 1].max())
+    closing = None
+    if ends[0] == ends[1]:
+        closing = ends[0]
+    else:
+        longer, end = (a, ends[1]) if ends[0] > ends[1] else (b, ends[0])
+        later = longer[:, 0] >= end
+        if later.any() and not (longer[~later, 1] > end).any():
+            closing = int(longer[later, 0].min())
+    if closing is not None:
+        cuts = np.append(cuts[cuts < closing], closing)
+
+    def piece(spans, real):
+        number = np.searchsorted(cuts, spans[:, 0], side="right") - 1
+        return np.where(real & (number >= 0) & (number < len(cuts) - 1), number, -1)
+
+    return piece(first, real_first), piece(second, real_second)
+
+
+def random_tokenization(rng, text_length, tokens):
+    """Spans of a random tokenization of a text's prefix: token starts on
+    random cuts, a few tokens without text (-1), padding after `tokens`."""
+    starts = np.sort(rng.choice(np.arange(1, text_length), size=rng.integers(0, text_length - 1),
+                                replace=False))
+    bounds = np.concatenate([[0], starts, [text_length]])
+    pieces = np.stack([bounds[:-1], bounds[1:]], axis=1)[:rng.integers(0, len(bounds))]
+    pieces = pieces[rng.random(len(pieces)) > 0.1]  # gaps: whitespace no token covers
+    out = np.full((tokens, 2), -1, dtype=np.int64)
+    rows = rng.permutation(tokens)[:min(len(pieces), tokens - 2)]
+    out[np.sort(rows)] = pieces[:len(rows)]
+    return out
+
+
+def test_every_passage_at_once_cuts_as_one_passage_at_a_time():
+    rng = np.random.default_rng(0)
+    passages, tokens = 400, 12
+    first = np.stack([random_tokenization(rng, 20, tokens) for _ in range(passages)])
+    second = np.stack([random_tokenization(rng, 20, tokens + 3) for _ in range(passages)])
+    first[5], second[6] = -1, -1  # a side with no token that has text
+    mine, theirs = shared_cuts_of_passages(first, second)
+    kept = 0
+    for row in range(passages):
+        expected = loop_shared_cuts(first[row], second[row])
+        assert mine[row].tolist() == expected[0].tolist(), row
+        assert theirs[row].tolist() == expected[1].tolist(), row
+        kept += int((expected[0] >= 0).any())
+    assert kept > passages // 4  # the cases are not all empty (174 of 400 have pieces)
 
 
 def test_the_pool_aligns_by_pieces_on_both_sides():

@@ -125,34 +125,61 @@ def shared_cuts(first: np.ndarray, second: np.ndarray) -> Tuple[np.ndarray, np.n
     sides read all of it (one side may be truncated earlier). Takes each
     side's token spans, (tokens, 2), -1 for tokens without text; gives each
     token's piece number, or -1."""
-    real_first, real_second = first[:, 0] >= 0, second[:, 0] >= 0
-    if not real_first.any() or not real_second.any():
-        return np.full(len(first), -1), np.full(len(second), -1)
-    cuts = np.intersect1d(first[real_first, 0], second[real_second, 0])
-    closing = closing_cut(first[real_first], second[real_second])
-    if closing is not None:
-        cuts = np.append(cuts[cuts < closing], closing)
-
-    def piece(spans: np.ndarray, real: np.ndarray) -> np.ndarray:
-        number = np.searchsorted(cuts, spans[:, 0], side="right") - 1
-        return np.where(real & (number >= 0) & (number < len(cuts) - 1), number, -1)
-
-    return piece(first, real_first), piece(second, real_second)
+    mine, theirs = shared_cuts_of_passages(first[None], second[None])
+    return mine[0], theirs[0]
 
 
-def closing_cut(first: np.ndarray, second: np.ndarray) -> Optional[int]:
-    """Where the text both sides read ends, as a cut: the common end if
-    they end together; else the next token start of the side that reads
-    further, if none of its tokens crosses the other side's end; else None
-    (the last piece is only partly read by one side)."""
-    ends = int(first[:, 1].max()), int(second[:, 1].max())
-    if ends[0] == ends[1]:
-        return ends[0]
-    longer, end = (first, ends[1]) if ends[0] > ends[1] else (second, ends[0])
-    later = longer[:, 0] >= end
-    if not later.any() or (longer[~later, 1] > end).any():
-        return None
-    return int(longer[later, 0].min())
+def shared_cuts_of_passages(first: np.ndarray, second: np.ndarray
+                            ) -> Tuple[np.ndarray, np.ndarray]:
+    """shared_cuts for every passage at once, (passages, tokens, 2) spans a
+    side: no Python loop over passages. A cut is a (passage, offset) key,
+    passage * stride + offset, so that one sort serves every passage."""
+    passages = first.shape[0]
+    stride = int(max(first.max(initial=0), second.max(initial=0))) + 2
+    row = np.arange(passages, dtype=np.int64)[:, None]
+    real = [side[..., 0] >= 0 for side in (first, second)]
+    cuts = np.intersect1d((row * stride + first[..., 0])[real[0]],
+                          (row * stride + second[..., 0])[real[1]])
+    closing, has_closing = closing_cuts(first, second, real)
+    # Past the closing cut (where the text both sides read ends) nothing is
+    # a piece's start; the closing cut itself ends the last piece.
+    cut_row = cuts // stride
+    keep = ~has_closing[cut_row] | (cuts % stride < closing[cut_row])
+    ends = np.flatnonzero(has_closing) * stride + closing[has_closing]
+    cuts = np.sort(np.concatenate([cuts[keep], ends]))
+    first_cut = np.searchsorted(cuts, np.arange(passages + 1) * stride, side="left")
+    cut_count = np.diff(first_cut)
+
+    def pieces(spans: np.ndarray, is_real: np.ndarray) -> np.ndarray:
+        keys = row * stride + np.maximum(spans[..., 0], 0)
+        number = np.searchsorted(cuts, keys, side="right") - 1 - first_cut[:-1, None]
+        return np.where(is_real & (number >= 0) & (number < cut_count[:, None] - 1), number, -1)
+
+    return pieces(first, real[0]), pieces(second, real[1])
+
+
+def closing_cuts(first: np.ndarray, second: np.ndarray, real: List[np.ndarray]
+                 ) -> Tuple[np.ndarray, np.ndarray]:
+    """(cut, has one) per passage: where the text both sides read ends. The
+    common end if they end together; else the next token start of the side
+    that reads further, if none of its tokens crosses the other side's end;
+    else none (the last piece is only partly read by one side). Passages
+    where a side has no token with text have none."""
+    ends = [np.where(is_real, side[..., 1], -1).max(axis=1)
+            for side, is_real in zip((first, second), real)]
+    both = real[0].any(axis=1) & real[1].any(axis=1)
+    closing = np.where(ends[0] == ends[1], ends[0], 0)
+    has_closing = both & (ends[0] == ends[1])
+    for longer, is_real, mine, other in ((first, real[0], ends[0], ends[1]),
+                                         (second, real[1], ends[1], ends[0])):
+        end = other[:, None]
+        later = is_real & (longer[..., 0] >= end)
+        crossing = is_real & ~later & (longer[..., 1] > end)
+        ok = both & (mine > other) & later.any(axis=1) & ~crossing.any(axis=1)
+        first_later = np.where(later, longer[..., 0], np.iinfo(np.int64).max).min(axis=1)
+        closing = np.where(ok, first_later, closing)
+        has_closing |= ok
+    return closing, has_closing
 
 
 def align_by_shared_cuts(first: Side, second: Side, specials: bool = False) -> None:
@@ -162,37 +189,34 @@ def align_by_shared_cuts(first: Side, second: Side, specials: bool = False) -> N
     With `specials`, a passage both sides read to the same end also pairs
     its first and last special tokens ([CLS] and [SEP]), whose states a
     mean-pooled sentence embedding counts too."""
-    for side in (first, second):
-        side.words.fill_(-1)
-    for row in range(len(first.ids)):
-        mine, theirs = shared_cuts(first.spans[row].numpy(), second.spans[row].numpy())
-        first.words[row] = torch.from_numpy(mine)
-        second.words[row] = torch.from_numpy(theirs)
-        if specials:
-            pair_specials(first, second, row, max(mine.max(), theirs.max()) + 1)
+    mine, theirs = shared_cuts_of_passages(first.spans.numpy(), second.spans.numpy())
+    first.words = torch.from_numpy(mine)
+    second.words = torch.from_numpy(theirs)
+    if specials:
+        pair_specials(first, second)
     for side in (first, second):
         side.word_counts = side.words.max(dim=1).values.clamp(min=-1) + 1
 
 
-def pair_specials(first: Side, second: Side, row: int, next_piece: int) -> None:
-    """Pieces for the first and last special tokens of a passage both sides
-    read to the same end (the special tokens then see the same text)."""
-    ends = []
-    for side in (first, second):
-        real = side.spans[row, :, 0] >= 0
-        if not bool(real.any()):
-            return
-        ends.append(int(side.spans[row, real, 1].max()))
-    if ends[0] != ends[1]:
-        return
+def pair_specials(first: Side, second: Side) -> None:
+    """Pieces for the first and last special tokens of every passage both
+    sides read to the same end (the special tokens then see the same text),
+    numbered after the passage's other pieces."""
+    rows = torch.arange(len(first.ids))
+    real = [side.spans[:, :, 0] >= 0 for side in (first, second)]
+    ends = [torch.where(is_real, side.spans[:, :, 1], -1).max(dim=1).values
+            for side, is_real in zip((first, second), real)]
+    same_end = real[0].any(dim=1) & real[1].any(dim=1) & (ends[0] == ends[1])
+    next_piece = torch.maximum(first.words.max(dim=1).values, second.words.max(dim=1).values) + 1
     for position in ("first", "last"):
-        where = [0 if position == "first" else int(side.lengths[row]) - 1
-                 for side in (first, second)]
-        if all(int(side.spans[row, at, 0]) < 0 and int(side.lengths[row]) > 1
-               for side, at in zip((first, second), where)):
-            first.words[row, where[0]] = next_piece
-            second.words[row, where[1]] = next_piece
-            next_piece += 1
+        where = [torch.zeros_like(side.lengths) if position == "first"
+                 else (side.lengths - 1).clamp(min=0) for side in (first, second)]
+        pairs = same_end.clone()
+        for side, at in zip((first, second), where):
+            pairs &= (side.spans[rows, at, 0] < 0) & (side.lengths > 1)
+        for side, at in zip((first, second), where):
+            side.words[rows[pairs], at[pairs]] = next_piece[pairs]
+        next_piece = next_piece + pairs.long()
 
 
 @dataclass
