@@ -67,13 +67,26 @@ if case["device"] != "cpu":
     student.to(case["device"])
     if case["device"].startswith("cuda"):
         torch.cuda.synchronize()
-profiler = None
+import contextlib
+backends = contextlib.nullcontext()
+if case.get("sdpa") == "no-cudnn":  # an experiment: cuDNN's attention left out
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    backends = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                            SDPBackend.MATH])
+profiler, kernels = None, None
 if case.get("profile"):
     import cProfile
     profiler = cProfile.Profile()
     profiler.enable()
+if case.get("torch_profile"):
+    from torch.profiler import ProfilerActivity, profile
+    kernels = profile(activities=[ProfilerActivity.CPU] + (
+        [ProfilerActivity.CUDA] if case["device"].startswith("cuda") else []))
+    kernels.__enter__()
 started = time.perf_counter()
-result = vocabxfer.refine(student, teacher_rows, model_dir, case["target"], texts, **options)
+with backends:
+    result = vocabxfer.refine(student, teacher_rows, model_dir, case["target"], texts,
+                              **options)
 if case["device"].startswith("cuda"):
     torch.cuda.synchronize()
 if profiler is not None:
@@ -83,6 +96,12 @@ if profiler is not None:
     for order in ("tottime", "cumulative"):
         pstats.Stats(profiler, stream=text).sort_stats(order).print_stats(40)
     open(case["profile"], "w").write(text.getvalue())
+if kernels is not None:
+    kernels.__exit__(None, None, None)
+    tables = [kernels.key_averages().table(sort_by=order, row_limit=30)
+              for order in ("self_cuda_time_total", "self_cpu_time_total")
+              if order != "self_cuda_time_total" or case["device"].startswith("cuda")]
+    open(case["torch_profile"], "w").write("\n\n".join(tables))
 print("RESULT " + json.dumps({"seconds": time.perf_counter() - started, "steps": result.steps,
                               "setup": getattr(result, "setup_seconds", 0.0),
                               "losses": result.losses}))
@@ -149,6 +168,12 @@ def main() -> None:
                         help="write a cProfile of the refine call (top 40 functions by own "
                              "and by cumulative time) to this file; its timing is then not "
                              "comparable")
+    parser.add_argument("--torch-profile", type=Path, default=None,
+                        help="write torch.profiler's tables of the refine call (kernels by "
+                             "device time, operators by host time) to this file")
+    parser.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default",
+                        help="an experiment: no-cudnn runs refine with cuDNN's attention "
+                             "backend left out (flash, memory-efficient, math)")
     parser.add_argument("--quick", action="store_true", help="20 steps, one round")
     args = parser.parse_args()
     if args.quick:
@@ -172,7 +197,9 @@ def main() -> None:
         target.save_pretrained(str(scratch / "target"))
         case = dict(shape=args.shape, model_dir=str(model_dir), target=str(scratch / "target"),
                     corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device,
-                    profile=str(args.profile.resolve()) if args.profile else None)
+                    profile=str(args.profile.resolve()) if args.profile else None,
+                    torch_profile=str(args.torch_profile.resolve()) if args.torch_profile
+                    else None, sdpa=args.sdpa)
         checkouts = {"this checkout": ROOT}
         if args.baseline:
             checkouts = {"baseline": args.baseline.resolve(), **checkouts}
@@ -197,7 +224,9 @@ def main() -> None:
                      f"{loop / results[0]['steps'] * 1000:.0f}"])
     body = (f"{args.shape} ({'real weights' if args.shape == 'minilm' else 'random weights'}), "
             f"{args.corpus_file or args.corpus}, {args.steps} steps of refine (defaults "
-            f"otherwise), device {args.device}; the whole call includes tokenising the pool.\n\n" +
+            f"otherwise), device {args.device}"
+            + ("" if args.sdpa == "default" else f", attention backends: {args.sdpa}")
+            + "; the whole call includes tokenising the pool.\n\n" +
             common.markdown_table(["implementation", "whole call per round (s)",
                                    "median (s)", "steps alone (s)", "ms per step"], rows))
     if args.baseline:
@@ -212,7 +241,8 @@ def main() -> None:
         summary["ratio"], summary["largest_loss_difference"] = ratio, difference
     print(body)
     name = f"refine_{args.device.split(':')[0]}" + ("" if args.shape == "minilm"
-                                                     else f"_{args.shape}")
+                                                     else f"_{args.shape}") + (
+        "" if args.sdpa == "default" else f"_sdpa-{args.sdpa}")
     title = "refine: speed" + (" against a baseline" if args.baseline else "")
     common.write_result(name + ".md", title, body, device=args.device, out_dir=args.out)
     common.write_json(name + ".json", {"case": {key: str(value)

@@ -14,8 +14,9 @@
 # distributed tests), doctor, suite (the whole test suite), transfer
 # (bench_transfer_rows on GPU and CPU), sweep (kernel_sweep), scaling
 # (bench_scaling), refine (the shapes in GPU_REFINE_SHAPES, default all
-# three), profile (a cProfile of 100 MiniLM-sized refine steps, in
-# profile/). summary.md covers what the folder holds.
+# three), profile (100 MiniLM-sized refine steps under cProfile and under
+# torch.profiler, in profile/, and 500 with cuDNN's attention backend left
+# out). summary.md covers what the folder holds.
 #
 # Environment: TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), PYTHON (python3),
 # MAX_JOBS (default: the number of cores). Needs torch with CUDA and the
@@ -128,14 +129,25 @@ for shape in $(want refine && echo "${GPU_REFINE_SHAPES:-minilm-random bert-base
 done
 
 if want profile; then
-  step "profile (cProfile of 100 MiniLM-sized refine steps)"
+  step "profile: 100 MiniLM-sized refine steps under cProfile and torch.profiler; 500 without cuDNN's attention"
   mkdir -p "$OUT/profile"
-  timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape minilm-random --steps 100 \
-    --rounds 1 --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" \
-    --corpus-file "$GPU_DATA/nsmc.txt" --profile "$OUT/profile/refine_minilm.txt" \
-    --out "$OUT/profile" > "$OUT/profile/bench_refine.log" 2>&1
+  common=(--device cuda --shape minilm-random --rounds 1
+          --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt")
+  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 100 \
+    --profile "$OUT/profile/refine_minilm.txt" --out "$OUT/profile" > "$OUT/profile/bench_refine.log" 2>&1
   echo "profile $?" >> "$OUT/status.txt"
   head -n 45 "$OUT/profile/refine_minilm.txt"
+  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 100 \
+    --torch-profile "$OUT/profile/refine_minilm_kernels.txt" --out "$OUT/profile" \
+    > "$OUT/profile/bench_refine_kernels.log" 2>&1
+  echo "profile_kernels $?" >> "$OUT/status.txt"
+  head -n 20 "$OUT/profile/refine_minilm_kernels.txt"
+  # The H200's profile put half of a step in scaled_dot_product_attention
+  # (2.8 ms a call): is it cuDNN's backend? Timed side by side here.
+  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 500 --sdpa no-cudnn \
+    --out "$OUT" > "$OUT/bench_refine_minilm-random_no-cudnn.log" 2>&1
+  echo "bench_refine_minilm-random_no-cudnn $?" >> "$OUT/status.txt"
+  tail -n 4 "$OUT/bench_refine_minilm-random_no-cudnn.log"
 fi
 
 step "summary"
