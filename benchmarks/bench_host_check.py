@@ -11,7 +11,6 @@ build_ext --inplace in each). Writes host_check_cpu.md and .json.
 
 import json
 import statistics
-import subprocess
 import sys
 from pathlib import Path
 
@@ -53,12 +52,7 @@ print("RESULT " + json.dumps(out))
 
 
 def run(checkout: Path) -> dict:
-    output = subprocess.run([sys.executable, "-c", CHILD, str(checkout), json.dumps(CASES)],
-                            capture_output=True, text=True)
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    if output.returncode or not lines:
-        raise SystemExit(f"the run in {checkout} failed:\n{output.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return common.run_child(CHILD, checkout, json.dumps(CASES))
 
 
 def main() -> None:

@@ -23,8 +23,6 @@ Writes benchmarks/results/refine_<device>.md and .json.
 """
 
 import json
-import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -137,13 +135,7 @@ def random_model_folder(shape: str, folder: Path, corpus: Path, source_vocab: Pa
 
 
 def run(checkout: Path, case: dict) -> dict:
-    output = subprocess.run([sys.executable, "-c", CHILD, str(checkout), json.dumps(case)],
-                            capture_output=True, text=True, env=dict(os.environ,
-                                                                     HF_HUB_OFFLINE="1"))
-    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
-    if output.returncode or not lines:
-        raise SystemExit(f"the run in {checkout} failed:\n{output.stderr[-3000:]}")
-    return json.loads(lines[-1][len("RESULT "):])
+    return common.run_child(CHILD, checkout, json.dumps(case))
 
 
 def main() -> None:

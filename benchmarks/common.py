@@ -172,6 +172,22 @@ def count_cuda_calls(function: Callable[[], object]) -> dict:
     return {name: counts[name] - empty[name] for name in counts}
 
 
+def run_child(program: str, checkout, *arguments: str) -> dict:
+    """Runs `program` (python -c) with a checkout's path and `arguments`;
+    returns the JSON of its last "RESULT " line. For side-by-side timings
+    of two checkouts, each in a process of its own."""
+    import subprocess
+    import sys
+
+    output = subprocess.run([sys.executable, "-c", program, str(checkout), *arguments],
+                            capture_output=True, text=True,
+                            env=dict(os.environ, HF_HUB_OFFLINE="1"))
+    lines = [line for line in output.stdout.splitlines() if line.startswith("RESULT ")]
+    if output.returncode or not lines:
+        raise SystemExit(f"the run in {checkout} failed:\n{output.stderr[-3000:]}")
+    return json.loads(lines[-1][len("RESULT "):])
+
+
 def write_json(name: str, data: dict, out_dir: Optional[Path] = None) -> Path:
     """Raw numbers beside the markdown, for benchmarks/gpu_summary.py."""
     out_dir = Path(out_dir) if out_dir else RESULTS

@@ -191,17 +191,21 @@ def main() -> None:
                            *bits_per_byte(model.eval(), target, held_out),
                            time.perf_counter() - started, refinement.steps)
             continue
+
+        def refined(label, **length):
+            """fvt, then refine for `length` (steps= or seconds=), reported."""
+            model = copy.deepcopy(source_model)
+            started = time.perf_counter()
+            vocabxfer.transfer_model(model, model_dir, target)
+            refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
+                                          show_progress=False, **length)
+            report(f"fvt + refine, {label} ({refinement.objective})",
+                   *bits_per_byte(model.eval(), target, held_out),
+                   time.perf_counter() - started, refinement.steps)
+
         if args.steps:
             for steps in args.steps:
-                model = copy.deepcopy(source_model)
-                started = time.perf_counter()
-                vocabxfer.transfer_model(model, model_dir, target)
-                refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
-                                              steps=steps, show_progress=False)
-                report(f"fvt + refine, {steps} steps ({refinement.objective})",
-                       *bits_per_byte(model.eval(), target, held_out),
-                       time.perf_counter() - started, refinement.steps)
-                del model
+                refined(f"{steps} steps", steps=steps)
             continue
         for label, options in (("fvt (default), zero-shot", dict(init="fvt")),
                                ("mean init, zero-shot", dict(init="mean"))):
@@ -218,15 +222,7 @@ def main() -> None:
                        *bits_per_byte(model.eval(), target, held_out),
                        time.perf_counter() - started)
         for seconds in args.seconds:
-            model = copy.deepcopy(source_model)
-            started = time.perf_counter()
-            vocabxfer.transfer_model(model, model_dir, target)
-            refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
-                                          seconds=seconds, show_progress=False)
-            report(f"fvt + refine, {seconds:.0f} s budget ({refinement.objective})",
-                   *bits_per_byte(model.eval(), target, held_out),
-                   time.perf_counter() - started, refinement.steps)
-            del model
+            refined(f"{seconds:.0f} s budget", seconds=seconds)
 
     if args.zero_shot:
         write_zero_shot(zero_shot_rows, args)
