@@ -4,7 +4,6 @@ one synchronisation), and already checked by the caller (indices_checked).
 Each gives the same rows bit for bit; a bad call never writes; a plan's own
 indices are checked once and again after an in-place change."""
 
-
 import pytest
 import torch
 
