@@ -11,8 +11,7 @@ import torch
 
 from vocabxfer import load_vocab
 from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, first_words, pool_words,
-                                    rust_tokenizer, shared_cuts, shared_cuts_of_passages,
-                                    token_words)
+                                    rust_tokenizer, shared_cuts, token_words)
 from vocabxfer.refine import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
@@ -162,11 +161,17 @@ def spans(*pairs):
     return np.array(pairs, dtype=np.int64).reshape(-1, 2)
 
 
+def one_passage_cuts(first, second):
+    """shared_cuts of a single passage's two tokenizations."""
+    mine, theirs = shared_cuts(first[None], second[None])
+    return mine[0], theirs[0]
+
+
 def test_pieces_are_cut_where_both_sides_start_a_token():
     # "cats sat": one side reads cat|s sat, the other cats sat; specials (-1) in none.
     first = spans((-1, -1), (0, 3), (3, 4), (5, 8), (-1, -1))
     second = spans((-1, -1), (0, 4), (5, 8), (-1, -1))
-    mine, theirs = shared_cuts(first, second)
+    mine, theirs = one_passage_cuts(first, second)
     assert mine.tolist() == [-1, 0, 0, 1, -1] and theirs.tolist() == [-1, 0, 1, -1]
 
 
@@ -174,14 +179,14 @@ def test_a_piece_only_one_side_read_whole_is_dropped():
     # Truncated: the first side stops inside "newreq" (new|re), the second reads it whole.
     first = spans((0, 4), (5, 8), (8, 10))
     second = spans((0, 4), (5, 11), (12, 15))
-    mine, theirs = shared_cuts(first, second)
+    mine, theirs = one_passage_cuts(first, second)
     assert mine.tolist() == [0, -1, -1] and theirs.tolist() == [0, -1, -1]
     # Truncated between words: the last word the shorter side read is kept.
     first = spans((0, 4), (5, 8), (8, 11))
-    mine, theirs = shared_cuts(first, second)
+    mine, theirs = one_passage_cuts(first, second)
     assert mine.tolist() == [0, 1, 1] and theirs.tolist() == [0, 1, -1]
     # Nothing shared: no pieces.
-    assert [p.tolist() for p in shared_cuts(spans((-1, -1)), second)] == [[-1], [-1, -1, -1]]
+    assert [p.tolist() for p in one_passage_cuts(spans((-1, -1)), second)] == [[-1], [-1, -1, -1]]
 
 
 def loop_shared_cuts(first, second):
@@ -231,7 +236,7 @@ def test_every_passage_at_once_cuts_as_one_passage_at_a_time():
     first = np.stack([random_tokenization(rng, 20, tokens) for _ in range(passages)])
     second = np.stack([random_tokenization(rng, 20, tokens + 3) for _ in range(passages)])
     first[5], second[6] = -1, -1  # a side with no token that has text
-    mine, theirs = shared_cuts_of_passages(first, second)
+    mine, theirs = shared_cuts(first, second)
     kept = 0
     for row in range(passages):
         expected = loop_shared_cuts(first[row], second[row])

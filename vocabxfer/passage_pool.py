@@ -120,20 +120,13 @@ def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
 
 
 def shared_cuts(first: np.ndarray, second: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """The finest alignment two tokenizations of one text share: the text is
+    """The finest alignment two tokenizations of a text share: the text is
     cut where both start a token, and a piece of it is kept only if both
     sides read all of it (one side may be truncated earlier). Takes each
-    side's token spans, (tokens, 2), -1 for tokens without text; gives each
-    token's piece number, or -1."""
-    mine, theirs = shared_cuts_of_passages(first[None], second[None])
-    return mine[0], theirs[0]
-
-
-def shared_cuts_of_passages(first: np.ndarray, second: np.ndarray
-                            ) -> Tuple[np.ndarray, np.ndarray]:
-    """shared_cuts for every passage at once, (passages, tokens, 2) spans a
-    side: no Python loop over passages. A cut is a (passage, offset) key,
-    passage * stride + offset, so that one sort serves every passage."""
+    side's token spans for every passage, (passages, tokens, 2), -1 for
+    tokens without text; gives each token's piece number, or -1. No Python
+    loop over passages: a cut is a (passage, offset) key, passage * stride +
+    offset, so that one sort serves every passage."""
     passages = first.shape[0]
     stride = int(max(first.max(initial=0), second.max(initial=0))) + 2
     row = np.arange(passages, dtype=np.int64)[:, None]
@@ -189,7 +182,7 @@ def align_by_shared_cuts(first: Side, second: Side, specials: bool = False) -> N
     With `specials`, a passage both sides read to the same end also pairs
     its first and last special tokens ([CLS] and [SEP]), whose states a
     mean-pooled sentence embedding counts too."""
-    mine, theirs = shared_cuts_of_passages(first.spans.numpy(), second.spans.numpy())
+    mine, theirs = shared_cuts(first.spans.numpy(), second.spans.numpy())
     first.words = torch.from_numpy(mine)
     second.words = torch.from_numpy(theirs)
     if specials:
