@@ -26,45 +26,68 @@ int sm_count(const at::Tensor& on_device) {
   return count;
 }
 
-std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
-                                        const at::Device& device) {
-  // Each part starts on a 16-byte boundary, so that every view keeps its
-  // dtype's alignment.
+namespace {
+
+struct Part {
+  int64_t numel;
+  at::ScalarType type;
+};
+
+// One pinned buffer holding `parts`, each on a 16-byte boundary so that
+// every view keeps its dtype's alignment, written by fill(addresses), then
+// copied to `device` in one asynchronous copy; returns each part's device
+// copy. Nothing waits: torch's host allocator keeps the pinned buffer until
+// the copy has run. If fill throws, nothing is copied.
+template <typename Fill>
+std::vector<at::Tensor> stage_parts(const std::vector<Part>& parts, const at::Device& device,
+                                    Fill&& fill) {
   constexpr int64_t kAlign = 16;
   std::vector<int64_t> starts;
   int64_t bytes = 0;
-  for (const auto& part : host) {
+  for (const Part& part : parts) {
     starts.push_back(bytes);
-    bytes += (part.numel() * part.element_size() + kAlign - 1) / kAlign * kAlign;
+    bytes += (part.numel * static_cast<int64_t>(c10::elementSize(part.type)) + kAlign - 1) /
+        kAlign * kAlign;
   }
   const at::Tensor pinned =
       at::empty({bytes}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  for (size_t i = 0; i < host.size(); ++i) {
-    const at::Tensor dense = host[i].contiguous();
-    std::memcpy(pinned.data_ptr<uint8_t>() + starts[i], dense.const_data_ptr(),
-                dense.numel() * dense.element_size());
+  std::vector<uint8_t*> addresses;
+  for (const int64_t start : starts) {
+    addresses.push_back(pinned.data_ptr<uint8_t>() + start);
   }
+  fill(addresses);
   const at::Tensor on_device = pinned.to(device, /*non_blocking=*/true);
-  std::vector<at::Tensor> parts;
-  for (size_t i = 0; i < host.size(); ++i) {
-    const int64_t size = host[i].numel() * host[i].element_size();
-    parts.push_back(on_device.narrow(0, starts[i], size).view(host[i].scalar_type()));
+  std::vector<at::Tensor> staged;
+  for (size_t i = 0; i < parts.size(); ++i) {
+    const int64_t size = parts[i].numel * static_cast<int64_t>(c10::elementSize(parts[i].type));
+    staged.push_back(on_device.narrow(0, starts[i], size).view(parts[i].type));
   }
-  return parts;
+  return staged;
+}
+
+} // namespace
+
+std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
+                                        const at::Device& device) {
+  std::vector<Part> parts;
+  for (const auto& tensor : host) {
+    parts.push_back({tensor.numel(), tensor.scalar_type()});
+  }
+  return stage_parts(parts, device, [&](const std::vector<uint8_t*>& addresses) {
+    for (size_t i = 0; i < host.size(); ++i) {
+      const at::Tensor dense = host[i].contiguous();
+      std::memcpy(addresses[i], dense.const_data_ptr(), dense.numel() * dense.element_size());
+    }
+  });
 }
 
 std::vector<at::Tensor> stage_transfer_rows(const RowPairs& pairs, int64_t target_rows,
                                             int64_t source_rows, bool check,
                                             const at::Device& device) {
-  const at::ScalarType type = packed_index_type(target_rows, source_rows);
-  const int64_t bytes = pairs.target_ids.numel() * static_cast<int64_t>(c10::elementSize(type));
-  const int64_t part = (bytes + 15) / 16 * 16;  // the source ids start 16-byte aligned
-  const at::Tensor pinned =
-      at::empty({2 * part}, at::TensorOptions().dtype(at::kByte).pinned_memory(true));
-  uint8_t* base = pinned.data_ptr<uint8_t>();
-  pack_transfer_rows(pairs, target_rows, source_rows, check, base, base + part);
-  const at::Tensor on_device = pinned.to(device, /*non_blocking=*/true);
-  return {on_device.narrow(0, 0, bytes).view(type), on_device.narrow(0, part, bytes).view(type)};
+  const Part ids{pairs.target_ids.numel(), packed_index_type(target_rows, source_rows)};
+  return stage_parts({ids, ids}, device, [&](const std::vector<uint8_t*>& addresses) {
+    pack_transfer_rows(pairs, target_rows, source_rows, check, addresses[0], addresses[1]);
+  });
 }
 
 DeviceValidation::DeviceValidation(const at::Tensor& target, cudaStream_t stream)
