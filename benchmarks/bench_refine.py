@@ -71,6 +71,8 @@ if case.get("sdpa") == "no-cudnn":  # an experiment: cuDNN's attention left out
     from torch.nn.attention import SDPBackend, sdpa_kernel
     backends = sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
                             SDPBackend.MATH])
+if case.get("graphs") == "off":  # an experiment: the GPU step run eagerly
+    sys.modules["vocabxfer.refine"].CUDA_GRAPHS = False
 profiler, kernels = None, None
 if case.get("profile"):
     import cProfile
@@ -166,6 +168,9 @@ def main() -> None:
     parser.add_argument("--sdpa", choices=("default", "no-cudnn"), default="default",
                         help="an experiment: no-cudnn runs refine with cuDNN's attention "
                              "backend left out (flash, memory-efficient, math)")
+    parser.add_argument("--graphs", choices=("on", "off"), default="on",
+                        help="an experiment: off runs this checkout's GPU steps eagerly, not "
+                             "as CUDA graphs")
     parser.add_argument("--quick", action="store_true", help="20 steps, one round")
     args = parser.parse_args()
     if args.quick:
@@ -191,7 +196,7 @@ def main() -> None:
                     corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device,
                     profile=str(args.profile.resolve()) if args.profile else None,
                     torch_profile=str(args.torch_profile.resolve()) if args.torch_profile
-                    else None, sdpa=args.sdpa)
+                    else None, sdpa=args.sdpa, graphs=args.graphs)
         checkouts = {"this checkout": ROOT}
         if args.baseline:
             checkouts = {"baseline": args.baseline.resolve(), **checkouts}
@@ -218,6 +223,7 @@ def main() -> None:
             f"{args.corpus_file or args.corpus}, {args.steps} steps of refine (defaults "
             f"otherwise), device {args.device}"
             + ("" if args.sdpa == "default" else f", attention backends: {args.sdpa}")
+            + ("" if args.graphs == "on" else ", CUDA graphs off")
             + "; the whole call includes tokenising the pool.\n\n" +
             common.markdown_table(["implementation", "whole call per round (s)",
                                    "median (s)", "steps alone (s)", "ms per step"], rows))
@@ -234,7 +240,8 @@ def main() -> None:
     print(body)
     name = f"refine_{args.device.split(':')[0]}" + ("" if args.shape == "minilm"
                                                      else f"_{args.shape}") + (
-        "" if args.sdpa == "default" else f"_sdpa-{args.sdpa}")
+        "" if args.sdpa == "default" else f"_sdpa-{args.sdpa}") + (
+        "" if args.graphs == "on" else "_graphs-off")
     title = "refine: speed" + (" against a baseline" if args.baseline else "")
     common.write_result(name + ".md", title, body, device=args.device, out_dir=args.out)
     common.write_json(name + ".json", {"case": {key: str(value)

@@ -16,7 +16,9 @@
 # (bench_scaling), refine (the shapes in GPU_REFINE_SHAPES, default all
 # three), profile (100 MiniLM-sized refine steps under cProfile and under
 # torch.profiler, in profile/, and 500 with cuDNN's attention backend left
-# out). summary.md covers what the folder holds.
+# out; GPU_PROFILE_SHAPES adds torch.profiler tables of other shapes).
+# GPU_REFINE_BASELINE times another checkout's refine beside this one's.
+# summary.md covers what the folder holds.
 #
 # Environment: TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), PYTHON (python3),
 # MAX_JOBS (default: the number of cores). Needs torch with CUDA and the
@@ -115,15 +117,22 @@ if want scaling; then
 fi
 
 GPU_DATA=${GPU_DATA:-.gpu-data}
+# GPU_REFINE_BASELINE: another checkout's vocabxfer (its Python is enough:
+# the ops fall back to torch) timed side by side with this one, for the
+# shapes in GPU_BASELINE_SHAPES (default: every shape).
+baseline=()
+[ -n "${GPU_REFINE_BASELINE:-}" ] && baseline=(--baseline "$GPU_REFINE_BASELINE")
 want refine && step "refine (random weights of the real shapes, 500 steps)"
 for shape in $(want refine && echo "${GPU_REFINE_SHAPES:-minilm-random bert-base smollm2}"); do
   source_tokenizer=()
   if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
     source_tokenizer=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
   fi
-  timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
+  against=()
+  [[ " ${GPU_BASELINE_SHAPES:-$shape} " == *" $shape "* ]] && against=("${baseline[@]}")
+  timeout 400 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
     --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt" \
-    "${source_tokenizer[@]}" --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
+    "${source_tokenizer[@]}" "${against[@]}" --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
   echo "bench_refine_$shape $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_$shape.log"
 done
@@ -137,17 +146,29 @@ if want profile; then
     --profile "$OUT/profile/refine_minilm.txt" --out "$OUT/profile" > "$OUT/profile/bench_refine.log" 2>&1
   echo "profile $?" >> "$OUT/status.txt"
   head -n 45 "$OUT/profile/refine_minilm.txt"
-  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 100 \
-    --torch-profile "$OUT/profile/refine_minilm_kernels.txt" --out "$OUT/profile" \
-    > "$OUT/profile/bench_refine_kernels.log" 2>&1
-  echo "profile_kernels $?" >> "$OUT/status.txt"
-  head -n 20 "$OUT/profile/refine_minilm_kernels.txt"
+  # torch.profiler's tables for each shape in GPU_PROFILE_SHAPES.
+  for shape in ${GPU_PROFILE_SHAPES:-minilm-random}; do
+    extra=()
+    if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
+      extra=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
+    fi
+    timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --shape "$shape" --steps 100 \
+      "${extra[@]}" --torch-profile "$OUT/profile/refine_${shape}_kernels.txt" --out "$OUT/profile" \
+      > "$OUT/profile/bench_refine_${shape}_kernels.log" 2>&1
+    echo "profile_kernels_$shape $?" >> "$OUT/status.txt"
+    head -n 20 "$OUT/profile/refine_${shape}_kernels.txt"
+  done
   # The H200's profile put half of a step in scaled_dot_product_attention
   # (2.8 ms a call): is it cuDNN's backend? Timed side by side here.
   timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 500 --sdpa no-cudnn \
     --out "$OUT" > "$OUT/bench_refine_minilm-random_no-cudnn.log" 2>&1
   echo "bench_refine_minilm-random_no-cudnn $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_minilm-random_no-cudnn.log"
+  # The same steps run one by one, not as a CUDA graph.
+  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 500 --graphs off \
+    --out "$OUT" > "$OUT/bench_refine_minilm-random_graphs-off.log" 2>&1
+  echo "bench_refine_minilm-random_graphs-off $?" >> "$OUT/status.txt"
+  tail -n 4 "$OUT/bench_refine_minilm-random_graphs-off.log"
 fi
 
 step "summary"

@@ -9,7 +9,8 @@ import pytest
 import torch
 
 from vocabxfer import ModelError, VocabxferError, load_vocab, refine, transfer_model
-from vocabxfer.objectives import Trained, is_causal_lm, next_token_loss
+from vocabxfer.objectives import (Trained, attention_mask, is_causal_lm, next_token_loss,
+                                  word_loss)
 from vocabxfer.passage_pool import PassagePool
 
 from .conftest import CORPUS, byte_level_text, byte_level_tokenizer, tiny_bert, \
@@ -67,6 +68,66 @@ def test_next_token_loss_is_the_models_own_loss():
         theirs = model(input_ids=batch.target_ids, attention_mask=batch.target_mask,
                        labels=labels).loss
     assert torch.allclose(ours, theirs, rtol=1e-5, atol=1e-6), (ours, theirs)
+
+
+def trained_rows_of(model, ids, untied):
+    weight = model.get_input_embeddings().weight
+    slot = torch.full((weight.shape[0],), -1)
+    slot[ids] = torch.arange(len(ids))
+    head = model.get_output_embeddings()
+    return Trained(rows=weight.detach()[ids].clone(), slot=slot, ids=ids,
+                   output_rows=head.weight.detach()[ids].clone() if untied else None)
+
+
+@pytest.mark.parametrize("objective", ["words", "next-token"])
+def test_fixed_shape_batches_give_the_loss_of_batches_cut_to_length(objective):
+    """An accelerator's batches are padded to max_length, with a 4-D mask
+    under SDPA (no host synchronisation): the loss must not change."""
+    source, target = tokenizers()
+    vocab, source_vocab = load_vocab(target), load_vocab(source)
+    is_trained = torch.zeros(len(TARGET), dtype=torch.bool)
+    is_trained[-6:] = True
+    ids = torch.arange(len(TARGET) - 6, len(TARGET))
+
+    def loss(fixed_shape):
+        pool = PassagePool(TEXTS, source_vocab, vocab, is_trained, 24, pool_size=100, seed=0,
+                           with_source=objective == "words", align="spans+specials")
+        pool.to("cpu", fixed_shape=fixed_shape)
+        batch = pool.batch(pool.draw(6))
+        if objective == "words":
+            model = tiny_bert(len(TARGET), seed=1)
+            assert model.config._attn_implementation == "sdpa"
+            table = model.get_input_embeddings().weight.detach()
+            teacher = torch.randn(len(SOURCE), table.shape[1], generator=torch.Generator()
+                                  .manual_seed(2))
+            return word_loss(batch, model.bert, table, trained_rows_of(model, ids, False),
+                             teacher, (-1, 1)), batch
+        model = causal_lm(len(TARGET), tied=False)
+        assert model.config._attn_implementation == "sdpa"
+        return next_token_loss(batch, model.model, model.get_input_embeddings().weight.detach(),
+                               trained_rows_of(model, ids, True), model.lm_head,
+                               tied=False), batch
+
+    with torch.no_grad():
+        (fixed_total, fixed_count), fixed = loss(True)
+        (cut_total, cut_count), cut = loss(False)
+    assert fixed.target_ids.shape[1] == 24 > cut.target_ids.shape[1]
+    assert fixed_count == cut_count > 0
+    assert torch.allclose(fixed_total, cut_total, rtol=1e-5, atol=1e-6), (fixed_total, cut_total)
+
+
+def test_four_d_masks_only_where_sdpa_takes_them():
+    mask = torch.tensor([[1, 1, 0], [1, 1, 1]])
+    bert = tiny_bert(10).bert
+    full = attention_mask(bert, mask, fixed_shape=True)
+    assert full.shape == (2, 1, 3, 3) and full.dtype == torch.bool
+    assert full[0, 0].tolist() == [[True, True, False]] * 3
+    causal = attention_mask(bert, mask, fixed_shape=True, causal=True)
+    assert causal[1, 0].tolist() == [[True, False, False], [True, True, False], [True] * 3]
+    assert causal[0, 0, 2].tolist() == [True, True, False]
+    assert attention_mask(bert, mask, fixed_shape=False) is mask  # batches cut on a CPU
+    bert.config._attn_implementation = "eager"  # adds masks as floats: keeps the 2-D one
+    assert attention_mask(bert, mask, fixed_shape=True) is mask
 
 
 def test_a_causal_lm_is_recognised():

@@ -117,6 +117,37 @@ def test_a_batch_gathers_both_sides():
     assert batch.width == 6
 
 
+def test_fixed_shape_batches_pad_to_max_length_and_the_pools_words():
+    pool = pool_for(TEXTS[:6]).to("cpu", fixed_shape=True)
+    cut = pool_for(TEXTS[:6])
+    picks = torch.tensor([2, 0])
+    fixed, batch = pool.batch(picks), cut.batch(picks)
+    assert fixed.fixed_shape and not batch.fixed_shape
+    assert fixed.target_ids.shape == fixed.source_ids.shape == (2, 32)
+    assert fixed.width == max(int(pool.source.word_counts.max()),
+                              int(pool.target.word_counts.max())) >= batch.width
+    for name in ("source_ids", "source_mask", "source_words", "target_ids", "target_mask",
+                 "target_words"):
+        padded, cut_one = getattr(fixed, name), getattr(batch, name)
+        length = cut_one.shape[1]
+        assert padded[:, :length].long().tolist() == cut_one.long().tolist(), name
+        padding = {"source_words": -1, "target_words": -1}.get(name, 0)
+        assert (padded[:, length:].long() == padding).all(), name
+
+
+def test_picks_follow_the_draws_a_few_steps_at_a_time():
+    pool, again = pool_for(TEXTS[:6]), pool_for(TEXTS[:6])
+    stream = pool.picks(2, lambda picks: picks[::1], ahead=3)
+    drawn = [next(stream).tolist() for _ in range(7)]
+    assert drawn == [again.draw(2).tolist() for _ in range(7)]
+    # Each rank's share of the same global draw.
+    first, second = pool_for(TEXTS[:6]).picks(2, lambda picks: picks[0::2]), \
+        pool_for(TEXTS[:6]).picks(2, lambda picks: picks[1::2])
+    global_draws = pool_for(TEXTS[:6])
+    for _ in range(5):
+        assert torch.cat([next(first), next(second)]).tolist() == global_draws.draw(2).tolist()
+
+
 def test_pooling_averages_each_words_tokens():
     hidden = torch.arange(2 * 4 * 3, dtype=torch.float32).view(2, 4, 3)
     words = torch.tensor([[-1, 0, 0, 1], [0, -1, 2, 2]])

@@ -19,6 +19,7 @@ from typing import Any, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
+from transformers import __version__ as transformers_version
 
 from .passage_pool import Batch, pool_words
 
@@ -34,6 +35,8 @@ UNTRAINED_WORD_WEIGHT = 0.3
 # sentence embedding sees, where a word the source splits in three counts
 # three times), each passage weighing as much as its words together.
 SENTENCE_WEIGHT = 0.0
+# transformers 5 takes a 4-D attention mask as it is (masking_utils).
+FOUR_D_MASKS = int(transformers_version.split(".")[0]) >= 5
 
 
 def is_causal_lm(model: Any) -> bool:
@@ -71,6 +74,25 @@ def student_embeddings(ids: torch.Tensor, table: torch.Tensor, trained: Trained)
     return torch.where((token_slot >= 0)[..., None], rows, F.embedding(ids, table))
 
 
+def attention_mask(body: Any, mask: torch.Tensor, fixed_shape: bool,
+                   causal: bool = False) -> torch.Tensor:
+    """The padding mask as the body should take it. Given a 2-D mask,
+    transformers (5.x, SDPA attention) asks the device whether any token is
+    padding before each forward pass, which makes the host wait for the
+    device every step; a 4-D boolean mask (batch, 1, query, key) is taken
+    as it is. Used for fixed-shape batches (an accelerator) under SDPA
+    only: eager attention adds its mask as floats, and transformers 4's
+    BERT refuses 4-D masks."""
+    implementation = getattr(getattr(body, "config", None), "_attn_implementation", None)
+    if not (fixed_shape and FOUR_D_MASKS and implementation == "sdpa"):
+        return mask
+    length = mask.shape[1]
+    keys = mask.bool()[:, None, None, :]
+    if causal:
+        keys = keys & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+    return keys.expand(-1, 1, length, length)
+
+
 def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
               teacher_table: torch.Tensor,
               layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
@@ -80,9 +102,11 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
     sum of distances, the sum of the weights)."""
     with torch.no_grad():
         teacher = body(inputs_embeds=F.embedding(batch.source_ids, teacher_table),
-                       attention_mask=batch.source_mask, output_hidden_states=True).hidden_states
+                       attention_mask=attention_mask(body, batch.source_mask, batch.fixed_shape),
+                       output_hidden_states=True).hidden_states
     student = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
-                   attention_mask=batch.target_mask, output_hidden_states=True).hidden_states
+                   attention_mask=attention_mask(body, batch.target_mask, batch.fixed_shape),
+                   output_hidden_states=True).hidden_states
     width = batch.width
     holds = (trained.slot[batch.target_ids] >= 0).to(torch.float32)[..., None]
     trained_tokens, target_counts = pool_words(holds, batch.target_words, width)
@@ -113,8 +137,11 @@ def next_token_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Train
     tokens: (its sum, the number of tokens predicted). Logits of the trained
     ids come from the trained rows; the others from the model's head as it
     is."""
+    # No cache: nothing is generated, and building one costs every forward pass.
     hidden = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
-                  attention_mask=batch.target_mask).last_hidden_state[:, :-1]
+                  attention_mask=attention_mask(body, batch.target_mask, batch.fixed_shape,
+                                                causal=True),
+                  use_cache=False).last_hidden_state[:, :-1]
     logits = F.linear(hidden, output.weight.detach(),
                       None if output.bias is None else output.bias.detach())
     trained_rows = trained.rows if tied else trained.output_rows

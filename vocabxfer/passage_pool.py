@@ -11,7 +11,7 @@ word w of the source side and word w of the target side are the same text.
 
 import re
 from dataclasses import dataclass
-from typing import Any, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -26,6 +26,7 @@ WORD = re.compile(r"\S+")
 # what is read, and a passage of 12,000 words costs what one of 128 does.
 WORDS_PER_TOKEN = 4
 ENCODE_CHUNK = 4096  # passages per encode_batch call: bounded memory for a large pool
+PICKS_AHEAD = 32  # steps whose passages are drawn and moved to the device at once
 
 
 def first_words(text: str, count: int) -> str:
@@ -86,14 +87,21 @@ class Side:
     # Each token's character span, (passages, max_length, 2), -1 for padding
     # and special tokens: kept on the CPU until both sides are aligned.
     spans: Optional[torch.Tensor] = None
+    mask: Optional[torch.Tensor] = None  # padding_mask(), kept where batches have one shape
 
     def to(self, device: torch.device) -> "Side":
         return Side(self.ids.to(device), self.words.to(device), self.lengths, self.word_counts,
-                    self.spans)
+                    self.spans, None if self.mask is None else self.mask.to(device))
+
+    def padding_mask(self) -> torch.Tensor:
+        """(passages, max_length) bool, on the ids' device: which slots hold a token."""
+        lengths = self.lengths.to(self.ids.device)
+        return torch.arange(self.ids.shape[1], device=self.ids.device)[None, :] < lengths[:, None]
 
     def select(self, keep: torch.Tensor) -> "Side":
         return Side(self.ids[keep], self.words[keep], self.lengths[keep], self.word_counts[keep],
-                    None if self.spans is None else self.spans[keep])
+                    None if self.spans is None else self.spans[keep],
+                    None if self.mask is None else self.mask[keep])
 
 
 def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
@@ -215,9 +223,11 @@ def pair_specials(first: Side, second: Side) -> None:
 @dataclass
 class Batch:
     """A batch as the loss reads it: each side's ids, attention mask and
-    words, cut to the batch's longest passage, and the number of word
-    slots (the most words either side reaches). A pool without a source
-    side gives None for the source's three."""
+    words, and the number of word slots. On a CPU the batch is cut to its
+    longest passage and its words (no padding computed); on an accelerator
+    every batch has one shape, max_length tokens and the pool's most words
+    (``fixed_shape``). A pool without a source side gives None for the
+    source's three."""
 
     source_ids: Optional[torch.Tensor]
     source_mask: Optional[torch.Tensor]
@@ -226,6 +236,7 @@ class Batch:
     target_mask: torch.Tensor
     target_words: torch.Tensor
     width: int
+    fixed_shape: bool = False
 
 
 class PassagePool:
@@ -269,13 +280,27 @@ class PassagePool:
                 side.spans = None
         self.weights = counts[keep].float()
         self.passages = texts
+        sides = [side for side in (self.source, self.target) if side is not None]
+        # Word slots of a fixed-shape batch: the most words any passage reaches.
+        self.width = max(1, max(int(side.word_counts.max()) for side in sides))
+        self.fixed_shape = False
 
     def __len__(self) -> int:
         return len(self.passages)
 
-    def to(self, device: torch.device) -> "PassagePool":
+    def to(self, device: torch.device, fixed_shape: Optional[bool] = None) -> "PassagePool":
+        """Moves the pool to `device`. On an accelerator (or with
+        `fixed_shape`) batches take one fixed shape from then on: a shape
+        that changes every step makes the attention kernels plan anew, and
+        cutting a batch to its longest passage needs that length on the
+        host; padding costs an accelerator next to nothing at these sizes."""
         self.target = self.target.to(device)
         self.source = self.source.to(device) if self.source is not None else None
+        self.fixed_shape = torch.device(device).type != "cpu" if fixed_shape is None \
+            else fixed_shape
+        for side in (self.source, self.target):
+            if side is not None:
+                side.mask = side.padding_mask() if self.fixed_shape else None
         return self
 
     def draw(self, batch_size: int) -> torch.Tensor:
@@ -283,9 +308,25 @@ class PassagePool:
         return torch.multinomial(self.weights, min(batch_size, len(self.weights)),
                                  replacement=False, generator=self.generator)
 
+    def picks(self, batch_size: int, share: Callable[[torch.Tensor], torch.Tensor],
+              ahead: int = PICKS_AHEAD) -> Iterator[torch.Tensor]:
+        """The passages of each step (``share`` of each global draw), endless:
+        drawn `ahead` steps at a time, in the order `draw` gives them, and
+        moved to the pool's device in one asynchronous copy from pinned
+        memory (a copy from ordinary memory would wait for the device)."""
+        device = self.target.ids.device
+        while True:
+            chunk = torch.stack([share(self.draw(batch_size)) for _ in range(ahead)])
+            if device.type == "cuda":
+                chunk = chunk.pin_memory().to(device, non_blocking=True)
+            yield from chunk.unbind(0)
+
     def batch(self, picks: torch.Tensor) -> Batch:
-        """The batch of passages `picks`: gathers on the pool's device; the
-        sizes come from CPU tensors, so nothing waits for the device."""
+        """The batch of passages `picks`: gathers on the pool's device. The
+        sizes are fixed or come from CPU tensors, so nothing waits for the
+        device."""
+        if self.fixed_shape:
+            return self.fixed_batch(picks)
         target_ids, target_mask, target_words = gather(self.target, picks)
         width = int(self.target.word_counts[picks].max())
         source = (None, None, None)
@@ -293,6 +334,16 @@ class PassagePool:
             source = gather(self.source, picks)
             width = max(width, int(self.source.word_counts[picks].max()))
         return Batch(*source, target_ids, target_mask, target_words, max(width, 1))
+
+    def fixed_batch(self, picks: torch.Tensor) -> Batch:
+        rows = picks.to(self.target.ids.device, non_blocking=True)
+
+        def side_of(side: Optional[Side]) -> Tuple[Optional[torch.Tensor], ...]:
+            if side is None:
+                return None, None, None
+            return side.ids[rows], side.mask[rows], side.words[rows]
+
+        return Batch(*side_of(self.source), *side_of(self.target), self.width, fixed_shape=True)
 
 
 def gather(side: Side, picks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

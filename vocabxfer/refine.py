@@ -41,6 +41,8 @@ from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, wor
 from .passage_pool import PassagePool
 from .row_adam import RowAdam
 from .sharding import is_sharded
+from .graphed_step import GraphedStep
+from .step_losses import StepLosses
 from .readers import VocabSource, load_vocab
 from .training import corpus_paths, iter_passages
 
@@ -86,6 +88,8 @@ MIN_PASSAGES = 8
 # time budget the steps are not known, so a pool that a fast device would
 # read a few times over in a minute.
 POOL_PER_DRAW, MIN_POOL, BUDGET_POOL = 4, 10_000, 32_768
+# Steps on a GPU as CUDA graphs (graphed_step.py); off to compare.
+CUDA_GRAPHS = True
 
 LOSS_NAMES = {"words": "word-alignment loss", "next-token": "next-token loss"}
 Texts = Union[Sequence[str], str, os.PathLike, Sequence[Union[str, os.PathLike]]]
@@ -268,8 +272,37 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     body = body_of(model)
     requires_grad = {name: p.requires_grad for name, p in model.named_parameters()}
     was_training = model.training
-    optimizer = make_optimizer(optimizer, objective, trained, lr)
+    # On a GPU the step runs as one CUDA graph (graphed_step.py); the
+    # learning rate is then a device tensor the graph reads.
+    graphed = CUDA_GRAPHS and device.type == "cuda" and ranks.world == 1 and pool.fixed_shape
+    rate = torch.tensor(float(lr), device=device) if graphed else None
+    optimizer = make_optimizer(optimizer, objective, trained, lr if rate is None else rate)
     bf16 = precision == "bfloat16" or (precision == "auto" and fast_bf16(device))
+
+    def one_step(picks: torch.Tensor) -> torch.Tensor:
+        """One step on the passages `picks`; gives the batch's loss (on the
+        device: read later, with StepLosses)."""
+        batch = pool.batch(picks)
+        # No cast cache: the frozen body's weights are recast every pass
+        # anyway (autocast caches only leaves that require grad), and a
+        # CUDA graph capture refuses the cache.
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16,
+                            cache_enabled=False):
+            if objective == "words":
+                total, count = word_loss(batch, body, embedding.weight.detach(), trained,
+                                         teacher_rows, layers)
+            else:
+                total, count = next_token_loss(batch, body, embedding.weight.detach(), trained,
+                                               output, tied)
+        both = distributed.sum_across(
+            ranks, torch.stack([total.detach().float(), count.detach().float()]))
+        loss = total / both[1].clamp(min=1e-6)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        distributed.sum_gradients(ranks, trained.parameters())
+        optimizer.step()
+        return both[0] / both[1].clamp(min=1e-6)
+
     result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective)
     horizon = Horizon(steps, None if seconds is None else started + seconds)
     result.setup_seconds = time.perf_counter() - started
@@ -278,6 +311,9 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
             parameter.requires_grad_(False)
         model.eval()  # no dropout: the student should match a deterministic teacher
         bar = tqdm(total=steps, desc="refine", unit="step", disable=not show_progress)
+        losses = StepLosses(trained.parameters(), lr, bar)
+        picks = pool.picks(batch_size, ranks.share)  # every rank: the same global batches
+        step = GraphedStep(one_step) if graphed else one_step
         with attention_for_training(device):
             while True:
                 progress = horizon.progress(result.steps)
@@ -285,30 +321,16 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                     progress = distributed.agree(ranks, progress, device)
                 if progress >= 1:
                     break
-                for group in optimizer.param_groups:
-                    group["lr"] = lr * (1 - progress)
-                # Every rank draws the same global batch and reads its share.
-                batch = pool.batch(ranks.share(pool.draw(batch_size)))
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16):
-                    if objective == "words":
-                        total, count = word_loss(batch, body, embedding.weight.detach(),
-                                                 trained, teacher_rows, layers)
-                    else:
-                        total, count = next_token_loss(batch, body, embedding.weight.detach(),
-                                                       trained, output, tied)
-                both = distributed.sum_across(
-                    ranks, torch.stack([total.detach().float(), count.detach().float()]))
-                loss = total / both[1].clamp(min=1e-6)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                distributed.sum_gradients(ranks, trained.parameters())
-                optimizer.step()
-                result.losses.append(float(both[0] / both[1].clamp(min=1e-6)))
-                stop_if_diverged(result.losses[-1], trained, result.steps, lr)
+                if rate is not None:
+                    rate.fill_(lr * (1 - progress))
+                else:
+                    for group in optimizer.param_groups:
+                        group["lr"] = lr * (1 - progress)
+                losses.add(step(next(picks)))  # read every few steps
                 result.steps += 1
-                bar.update()
-                bar.set_postfix(loss=f"{result.losses[-1]:.4f}")
+            losses.read()
         bar.close()
+        result.losses = losses.values
     finally:
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(requires_grad[name])
@@ -332,14 +354,17 @@ def default_seconds(objective: str, device: torch.device) -> float:
     return DEFAULT_SECONDS[objective]["cpu" if device.type == "cpu" else "accelerator"]
 
 
-def make_optimizer(name: str, objective: str, trained: Trained, lr: float) -> Any:
+def make_optimizer(name: str, objective: str, trained: Trained,
+                   lr: Union[float, torch.Tensor]) -> Any:
     """``row-adam`` (lazy Adam: a row moves only when its token is read) or
-    torch's ``adam``; ``auto`` picks by objective (see DEFAULT_OPTIMIZER)."""
+    torch's ``adam``; ``auto`` picks by objective (see DEFAULT_OPTIMIZER).
+    A tensor `lr` (a CUDA graph's) makes torch's Adam capturable."""
     if name == "auto":
         name = DEFAULT_OPTIMIZER[objective]
     if name == "row-adam":
         return RowAdam(trained.parameters(), lr=lr)
-    return torch.optim.Adam(trained.parameters(), lr=lr)
+    return torch.optim.Adam(trained.parameters(), lr=lr,
+                            capturable=isinstance(lr, torch.Tensor))
 
 
 def choose_objective(model: Any, objective: str) -> str:
@@ -442,18 +467,6 @@ def check_model(model: Any, embedding: Any, teacher_rows: torch.Tensor,
             raise VocabxferError(f"refine: layers {wrong} do not exist; the model's hidden "
                                  f"states are numbered 0 (embeddings) to {depth} (or -1 to "
                                  f"-{depth + 1} from the end)")
-
-
-def stop_if_diverged(loss: float, trained: Trained, step: int, lr: float) -> None:
-    """Stop on a non-finite loss or trained row: the model's weights have
-    not been touched yet (the trained rows are written back only at the
-    end), so it is left exactly as it was."""
-    if math.isfinite(loss) and all(bool(torch.isfinite(tensor).all())
-                                   for tensor in trained.parameters()):
-        return
-    raise VocabxferError(f"refine: the loss diverged at step {step + 1} (loss {loss}, lr "
-                         f"{lr:g}); stopped with the model's weights as they were before "
-                         "refine. Expected finite losses: try a smaller lr")
 
 
 PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
