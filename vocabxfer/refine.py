@@ -495,9 +495,15 @@ def check_plot_path(plot: Union[str, os.PathLike]) -> Path:
 def attention_for_training(device: torch.device):
     """On a CPU, SDPA's math backend: its backward is plain matmuls, while
     the fused CPU kernel's backward took 27% of a step (a step is 20% faster
-    without it). GPUs keep their fused kernels."""
+    without it). On a CUDA GPU the fused kernels but cuDNN's: on an H200
+    (torch 2.11) it planned anew for each batch shape (2.8 ms of host time
+    a call), and with fixed shapes and CUDA graphs 500 MiniLM-sized steps
+    still took 3.0 s with it and 2.4 s without (benchmarks/results/gpu)."""
     if device.type == "cpu":
         return sdpa_kernel([SDPBackend.MATH])
+    if device.type == "cuda":
+        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
+                            SDPBackend.MATH])
     return contextlib.nullcontext()
 
 
