@@ -9,9 +9,9 @@ import numpy as np
 import pytest
 import torch
 
-from vocabxfer import load_vocab
-from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, first_words, pool_words,
-                                    rust_tokenizer, shared_cuts, token_words)
+from vocabxfer import load_vocab, passage_pool
+from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side, first_words,
+                                    pool_words, rust_tokenizer, shared_cuts, token_words)
 from vocabxfer.refine import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
@@ -71,6 +71,35 @@ def test_alignment_equals_the_loop_on_random_text(family):
         words, _ = token_words(text, encoding.offsets, encoding.special_tokens_mask)
         assert words.tolist() == loop_alignment(text, encoding.offsets,
                                                 encoding.special_tokens_mask), text
+
+
+@pytest.mark.parametrize("family", ["wordpiece", "byte-level"])
+def test_a_side_encodes_many_passages_as_the_loop_does_one_by_one(family, monkeypatch):
+    if family == "wordpiece":
+        tokenizer = wordpiece_tokenizer(SOURCE)
+    else:
+        tokenizer = byte_level_tokenizer(
+            ["<pad>"] + [byte_level_text(char) for char in " abcdefghijklmnopqrstuvwxyz.,"])
+    backend = rust_tokenizer(load_vocab(tokenizer), 12, "source")
+    rng = random.Random(1)
+    texts = ["".join(rng.choice("abc  .,\t") for _ in range(rng.randint(0, 40)))
+             for _ in range(300)]
+    side = encode_side(backend, texts, 12)
+    for row, text in enumerate(texts):
+        encoding = backend.encode(text, add_special_tokens=True)
+        count = len(encoding.ids)
+        words = loop_alignment(text, encoding.offsets, encoding.special_tokens_mask)
+        assert int(side.lengths[row]) == count
+        assert side.ids[row, :count].tolist() == encoding.ids
+        assert side.words[row].tolist() == words + [-1] * (12 - count), text
+        assert int(side.word_counts[row]) == max(words, default=-1) + 1
+        assert side.spans[row, :count].tolist() == [
+            list(span) if word >= 0 else [-1, -1]
+            for span, word in zip(encoding.offsets, words)]
+    monkeypatch.setattr(passage_pool, "ENCODE_CHUNK", 7)  # chunks that split the passages
+    chunked = encode_side(backend, texts, 12)
+    for name in ("ids", "words", "lengths", "word_counts", "spans"):
+        assert torch.equal(getattr(chunked, name), getattr(side, name)), name
 
 
 def test_passages_are_drawn_by_how_many_trained_tokens_they_hold():

@@ -9,6 +9,7 @@ text belong to none). Both tokenizations of a passage share its words, so
 word w of the source side and word w of the target side are the same text.
 """
 
+import itertools
 import re
 from dataclasses import dataclass
 from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
@@ -59,20 +60,36 @@ def rust_tokenizer(vocab: Vocab, max_length: int, what: str) -> Any:
 def token_words(text: str, offsets: Sequence[Tuple[int, int]],
                 special: Sequence[int]) -> Tuple[np.ndarray, int]:
     """(word of each token or -1, number of words) for one encoded text."""
-    spans = np.array([match.span() for match in WORD.finditer(text)],
-                     dtype=np.int64).reshape(-1, 2)
-    if not len(offsets):
-        return np.zeros(0, dtype=np.int64), len(spans)
     token_spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    words, counts = texts_token_words([text], np.zeros(len(token_spans), dtype=np.int64),
+                                      token_spans, np.asarray(special, dtype=np.int64))
+    return words, int(counts[0])
+
+
+def texts_token_words(texts: Sequence[str], token_rows: np.ndarray, token_spans: np.ndarray,
+                      special: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """(word of each token or -1, words per text) for the tokens of many
+    texts at once: token i is text token_rows[i]'s (rows ascending), with
+    character span token_spans[i] and special[i] != 0 for a special token.
+    No Python loop over tokens: a position is keyed (text, offset) as
+    text * stride + offset, so one sorted search serves every text."""
+    per_text = [[match.span() for match in WORD.finditer(text)] for text in texts]
+    counts = np.fromiter(map(len, per_text), dtype=np.int64, count=len(texts))
+    spans = np.fromiter(itertools.chain.from_iterable(itertools.chain.from_iterable(per_text)),
+                        dtype=np.int64, count=2 * int(counts.sum())).reshape(-1, 2)
+    stride = max(map(len, texts), default=0) + 2
+    first_word = np.concatenate([[0], np.cumsum(counts)])
+    word_rows = np.repeat(np.arange(len(texts), dtype=np.int64), counts)
     starts, ends = token_spans[:, 0], token_spans[:, 1]
     # The first word that ends after the token starts; the token belongs to
-    # it if that word also starts before the token ends.
-    word = np.searchsorted(spans[:, 1], starts, side="right")
-    inside = word < len(spans)
-    word_start = spans[np.minimum(word, max(len(spans) - 1, 0)), 0] if len(spans) \
+    # it if that word is the token's text's and starts before the token ends.
+    word = np.searchsorted(word_rows * stride + spans[:, 1], token_rows * stride + starts,
+                           side="right")
+    inside = word < first_word[token_rows + 1]
+    word_start = spans[np.minimum(word, len(spans) - 1), 0] if len(spans) \
         else np.zeros_like(word)
-    belongs = inside & (word_start < ends) & (ends > starts) & (np.asarray(special) == 0)
-    return np.where(belongs, word, -1), len(spans)
+    belongs = inside & (word_start < ends) & (ends > starts) & (special == 0)
+    return np.where(belongs, word - first_word[token_rows], -1), counts
 
 
 @dataclass
@@ -110,19 +127,29 @@ def encode_side(backend: Any, texts: List[str], max_length: int) -> Side:
     spans = np.full((len(texts), max_length, 2), -1, dtype=np.int64)
     lengths = np.zeros(len(texts), dtype=np.int64)
     word_counts = np.zeros(len(texts), dtype=np.int64)
+    flat = itertools.chain.from_iterable
     for start in range(0, len(texts), ENCODE_CHUNK):
         chunk = texts[start:start + ENCODE_CHUNK]
-        for row, (text, encoding) in enumerate(
-                zip(chunk, backend.encode_batch(chunk, add_special_tokens=True)), start):
-            count = len(encoding.ids)
-            ids[row, :count] = encoding.ids
-            token_word, _ = token_words(text, encoding.offsets, encoding.special_tokens_mask)
-            words[row, :count] = token_word
-            if count:
-                spans[row, :count] = np.where((token_word >= 0)[:, None],
-                                              np.asarray(encoding.offsets).reshape(-1, 2), -1)
-            lengths[row] = count
-            word_counts[row] = token_word.max() + 1 if count else 0
+        encodings = backend.encode_batch(chunk, add_special_tokens=True)
+        counts = np.fromiter((len(encoding.ids) for encoding in encodings), dtype=np.int64,
+                             count=len(chunk))
+        total = int(counts.sum())
+        # Every token of the chunk in one flat array; no loop over tokens.
+        token_ids = np.fromiter(flat(encoding.ids for encoding in encodings), dtype=np.int64,
+                                count=total)
+        token_spans = np.fromiter(flat(flat(encoding.offsets for encoding in encodings)),
+                                  dtype=np.int64, count=2 * total).reshape(-1, 2)
+        special = np.fromiter(flat(encoding.special_tokens_mask for encoding in encodings),
+                              dtype=np.int64, count=total)
+        token_rows = np.repeat(np.arange(len(chunk), dtype=np.int64), counts)
+        positions = np.arange(total) - np.repeat(np.cumsum(counts) - counts, counts)
+        token_word, _ = texts_token_words(chunk, token_rows, token_spans, special)
+        rows = start + token_rows
+        ids[rows, positions] = token_ids
+        words[rows, positions] = token_word
+        spans[rows, positions] = np.where((token_word >= 0)[:, None], token_spans, -1)
+        lengths[start:start + len(chunk)] = counts
+        np.maximum.at(word_counts, rows, token_word + 1)
     return Side(torch.from_numpy(ids), torch.from_numpy(words), torch.from_numpy(lengths),
                 torch.from_numpy(word_counts), torch.from_numpy(spans))
 
