@@ -11,7 +11,8 @@ import torch
 
 from vocabxfer import load_vocab, passage_pool
 from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side, first_words,
-                                    pool_words, rust_tokenizer, shared_cuts, token_words)
+                                    pool_words, rust_tokenizer, shared_cuts,
+                                    texts_token_words)
 from vocabxfer.refine import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
@@ -31,6 +32,14 @@ def pool_for(texts, max_length=32, pool_size=1000, source=SOURCE, target=TARGET,
     is_trained[trainable_rows(source, target, "exact", "new")] = True
     return PassagePool(texts, source, target, is_trained, max_length, pool_size=pool_size,
                        seed=0, align=align)
+
+
+def token_words(text, offsets, special):
+    """texts_token_words for one text: (word of each token or -1, words)."""
+    spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
+    words, counts = texts_token_words([text], np.zeros(len(spans), dtype=np.int64), spans,
+                                      np.asarray(special, dtype=np.int64))
+    return words, int(counts[0])
 
 
 def loop_alignment(text, offsets, special):

@@ -57,15 +57,6 @@ def rust_tokenizer(vocab: Vocab, max_length: int, what: str) -> Any:
     return backend
 
 
-def token_words(text: str, offsets: Sequence[Tuple[int, int]],
-                special: Sequence[int]) -> Tuple[np.ndarray, int]:
-    """(word of each token or -1, number of words) for one encoded text."""
-    token_spans = np.asarray(offsets, dtype=np.int64).reshape(-1, 2)
-    words, counts = texts_token_words([text], np.zeros(len(token_spans), dtype=np.int64),
-                                      token_spans, np.asarray(special, dtype=np.int64))
-    return words, int(counts[0])
-
-
 def texts_token_words(texts: Sequence[str], token_rows: np.ndarray, token_spans: np.ndarray,
                       special: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """(word of each token or -1, words per text) for the tokens of many
