@@ -13,7 +13,9 @@ embeddings, which are fed as ``inputs_embeds``. Only the new rows train (by
 default those the transfer did not copy, which stay bit-exact); a tied
 output layer follows them. The passages are tokenised once
 (``passage_pool.py``); a run lasts a number of steps or a time budget
-(``budget.py``).
+(``budget.py``). On a GPU the step is replayed as a CUDA graph
+(``graphed_step.py``) and nothing in it waits for the device
+(``step_losses.py`` reads the losses every few steps).
 """
 
 import contextlib
@@ -197,8 +199,12 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     Only embedding rows train: with ``trainable="new"`` (default) the rows
     the transfer did not copy (found by matching as ``mode`` did), which
     leaves the copied rows bit-exact; with ``"all"``, every row. A tied
-    output layer follows. The loss shows on a tqdm bar; `plot` writes its
-    curve to a PNG (matplotlib). ``seed`` fixes which passages are drawn.
+    output layer follows. The loss shows on a tqdm bar (read from the
+    device every 20 steps: step_losses.py); `plot` writes its curve to a
+    PNG (matplotlib). ``seed`` fixes which passages are drawn. On a CUDA
+    GPU batches are padded to one shape and the step, captured once as a
+    CUDA graph, is replayed (graphed_step.py); the CPU cuts each batch to
+    its longest passage and runs the step as it is.
 
     Inside a torch.distributed job (torchrun, accelerate launch: a process
     group initialised before the call) every rank draws the same global
