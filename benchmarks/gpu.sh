@@ -120,7 +120,9 @@ fi
 GPU_DATA=${GPU_DATA:-.gpu-data}
 # GPU_REFINE_BASELINE: another checkout's vocabxfer (its Python is enough:
 # the ops fall back to torch) timed side by side with this one, for the
-# shapes in GPU_BASELINE_SHAPES (default: every shape).
+# shapes in GPU_BASELINE_SHAPES (default: every shape). Made to travel with
+# the tree by, say, `mkdir -p .gpu-data/baseline && git archive REV
+# vocabxfer | tar -x -C .gpu-data/baseline`.
 baseline=()
 [ -n "${GPU_REFINE_BASELINE:-}" ] && baseline=(--baseline "$GPU_REFINE_BASELINE")
 want refine && step "refine (random weights of the real shapes, 500 steps)"
