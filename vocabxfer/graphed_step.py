@@ -68,6 +68,10 @@ class GraphedStep:
         self.picks = picks.clone()
         graph = torch.cuda.CUDAGraph()
         torch.cuda.synchronize()
+        # The graph keeps its activations in a memory pool of its own: hand
+        # back what the warm-up steps left cached, or a large model would
+        # hold its activations twice.
+        torch.cuda.empty_cache()
         try:
             with torch.cuda.graph(graph):
                 self.loss = self.step(self.picks)
