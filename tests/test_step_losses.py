@@ -1,5 +1,7 @@
 """step_losses: losses are read in groups, in order, and a non-finite loss
-or trained row stops the run naming the step it happened at."""
+or trained row stops the run naming the step it happened at; and which
+steps graphed_step may capture (the capture itself is tested on a GPU, in
+test_refine_gpu.py)."""
 
 import math
 
@@ -51,3 +53,16 @@ def test_a_non_finite_row_stops_the_run_even_with_finite_losses():
     losses.add(torch.tensor(0.4))
     with pytest.raises(VocabxferError, match=r"diverged at step 2 \(loss 0.4"):
         losses.read()
+
+
+def test_only_a_model_wholly_on_one_gpu_of_one_process_is_captured():
+    from vocabxfer.graphed_step import can_capture
+
+    from .conftest import tiny_bert
+
+    model = tiny_bert(10)
+    assert not can_capture(model, torch.device("cpu"), 1)  # CUDA graphs need CUDA
+    assert not can_capture(model, torch.device("cuda:0"), 1)  # its weights are elsewhere
+    model.to("meta")  # an offloaded model's weights are not on the GPU either
+    assert not can_capture(model, torch.device("cuda:0"), 1)
+    assert not can_capture(model, torch.device("cuda:0"), 2)  # several ranks: eager

@@ -12,6 +12,7 @@ Capture needs a step of fixed shapes that never waits for the device
 warning, so a model that does something capture refuses still refines.
 """
 
+import itertools
 import logging
 from typing import Callable, Optional
 
@@ -22,6 +23,17 @@ logger = logging.getLogger(__name__)
 # Eager steps before capture, on a side stream as torch's documentation
 # asks: they let cuBLAS, the autograd engine and the allocator set up.
 WARMUP_STEPS = 3
+
+
+def can_capture(model: torch.nn.Module, device: torch.device, world: int) -> bool:
+    """Whether refine's step may be captured: a CUDA device, one process,
+    and every weight and buffer of the model on that device. A model spread
+    over several GPUs (``device_map``) or offloaded would run work outside
+    the captured stream: captured once, skipped on replay, silently wrong."""
+    if device.type != "cuda" or world != 1:
+        return False
+    return all(tensor.device == device
+               for tensor in itertools.chain(model.parameters(), model.buffers()))
 
 
 class GraphedStep:

@@ -43,7 +43,7 @@ from .objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, wor
 from .passage_pool import PassagePool
 from .row_adam import RowAdam
 from .sharding import is_sharded
-from .graphed_step import GraphedStep
+from .graphed_step import GraphedStep, can_capture
 from .step_losses import StepLosses
 from .readers import VocabSource, load_vocab
 from .training import corpus_paths, iter_passages
@@ -280,7 +280,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     was_training = model.training
     # On a GPU the step runs as one CUDA graph (graphed_step.py); the
     # learning rate is then a device tensor the graph reads.
-    graphed = CUDA_GRAPHS and device.type == "cuda" and ranks.world == 1 and pool.fixed_shape
+    graphed = CUDA_GRAPHS and pool.fixed_shape and can_capture(model, device, ranks.world)
     rate = torch.tensor(float(lr), device=device) if graphed else None
     optimizer = make_optimizer(optimizer, objective, trained, lr if rate is None else rate)
     bf16 = precision == "bfloat16" or (precision == "auto" and fast_bf16(device))
