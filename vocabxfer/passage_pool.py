@@ -103,8 +103,7 @@ class Side:
 
     def padding_mask(self) -> torch.Tensor:
         """(passages, max_length) bool, on the ids' device: which slots hold a token."""
-        lengths = self.lengths.to(self.ids.device)
-        return torch.arange(self.ids.shape[1], device=self.ids.device)[None, :] < lengths[:, None]
+        return filled_slots(self.lengths, self.ids.shape[1], self.ids.device)
 
     def select(self, keep: torch.Tensor) -> "Side":
         return Side(self.ids[keep], self.words[keep], self.lengths[keep], self.word_counts[keep],
@@ -370,9 +369,15 @@ def gather(side: Side, picks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor,
     device = side.ids.device
     length = int(side.lengths[picks].max())
     rows = picks.to(device, non_blocking=True)
-    mask = (torch.arange(length, device=device)[None, :] <
-            side.lengths[picks].to(device, non_blocking=True)[:, None])
+    mask = filled_slots(side.lengths[picks], length, device)
     return side.ids[rows, :length], mask.long(), side.words[rows, :length]
+
+
+def filled_slots(lengths: torch.Tensor, length: int, device: torch.device) -> torch.Tensor:
+    """(passages, length) bool on `device`: slot j of a passage of
+    lengths[i] tokens holds one if j < lengths[i]."""
+    return (torch.arange(length, device=device)[None, :] <
+            lengths.to(device, non_blocking=True)[:, None])
 
 
 def pool_words(hidden: torch.Tensor, words: torch.Tensor,

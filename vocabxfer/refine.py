@@ -302,12 +302,13 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                                                output, tied)
         both = distributed.sum_across(
             ranks, torch.stack([total.detach().float(), count.detach().float()]))
-        loss = total / both[1].clamp(min=1e-6)
+        global_count = both[1].clamp(min=1e-6)  # words (or tokens) of the global batch
+        loss = total / global_count
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         distributed.sum_gradients(ranks, trained.parameters())
         optimizer.step()
-        return both[0] / both[1].clamp(min=1e-6)
+        return both[0] / global_count
 
     result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective)
     horizon = Horizon(steps, None if seconds is None else started + seconds)
