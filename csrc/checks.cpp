@@ -220,12 +220,11 @@ void check_weights(const char* op, const at::Tensor& weights) {
 }
 
 // transfer_rows_'s value checks in one pass, building no message: both
-// ranges, and each target row once (a bit per row). Writes the ids as
-// packed_t on the way when `packed_targets` is not null. False at the first
-// bad value; the detailed checks then name it.
-template <typename index_t, typename packed_t>
+// ranges, and each target row once (a bit per row). False at the first bad
+// value; the detailed checks then name it.
+template <typename index_t>
 bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64_t target_rows,
-                int64_t source_rows, packed_t* packed_targets, packed_t* packed_sources) {
+                int64_t source_rows) {
   std::vector<uint64_t> seen(static_cast<size_t>((target_rows + 63) / 64), 0);
   for (int64_t i = 0; i < n; ++i) {
     // A negative id becomes a huge unsigned one: one comparison per range.
@@ -241,10 +240,6 @@ bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64
       return false;
     }
     word |= bit;
-    if (packed_targets != nullptr) {
-      packed_targets[i] = static_cast<packed_t>(target);
-      packed_sources[i] = static_cast<packed_t>(source);
-    }
   }
   return true;
 }
@@ -322,9 +317,9 @@ void check_transfer_rows_values(const RowPairs& pairs, int64_t target_rows,
                                 int64_t source_rows) {
   bool valid = false;
   AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
-    valid = scan_pairs<index_t, index_t>(
-        pairs.target_ids.const_data_ptr<index_t>(), pairs.source_ids.const_data_ptr<index_t>(),
-        pairs.target_ids.numel(), target_rows, source_rows, nullptr, nullptr);
+    valid = scan_pairs<index_t>(pairs.target_ids.const_data_ptr<index_t>(),
+                                pairs.source_ids.const_data_ptr<index_t>(),
+                                pairs.target_ids.numel(), target_rows, source_rows);
   });
   if (!valid) {
     name_bad_transfer_rows_value(pairs, target_rows, source_rows);
@@ -337,21 +332,18 @@ at::ScalarType packed_index_type(int64_t target_rows, int64_t source_rows) {
 }
 
 void pack_transfer_rows(const RowPairs& pairs, int64_t target_rows, int64_t source_rows,
-                        bool check, void* packed_targets, void* packed_sources) {
+                        void* packed_targets, void* packed_sources) {
   const int64_t n = pairs.target_ids.numel();
-  bool valid = true;
   AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
     const index_t* targets = pairs.target_ids.const_data_ptr<index_t>();
     const index_t* sources = pairs.source_ids.const_data_ptr<index_t>();
+    // A plain conversion loop, which the compiler vectorises.
     const auto pack = [&](auto* out_targets, auto* out_sources) {
       using packed_t = std::remove_pointer_t<decltype(out_targets)>;
-      if (check) {
-        valid = scan_pairs<index_t, packed_t>(targets, sources, n, target_rows, source_rows,
-                                              out_targets, out_sources);
-        return;
-      }
       for (int64_t i = 0; i < n; ++i) {
         out_targets[i] = static_cast<packed_t>(targets[i]);
+      }
+      for (int64_t i = 0; i < n; ++i) {
         out_sources[i] = static_cast<packed_t>(sources[i]);
       }
     };
@@ -361,9 +353,6 @@ void pack_transfer_rows(const RowPairs& pairs, int64_t target_rows, int64_t sour
       pack(static_cast<int64_t*>(packed_targets), static_cast<int64_t*>(packed_sources));
     }
   });
-  if (!valid) {
-    name_bad_transfer_rows_value(pairs, target_rows, source_rows);
-  }
 }
 
 void check_segment_mean_values(const Segments& segments, int64_t target_rows,

@@ -52,11 +52,12 @@ void check_transfer_rows_values(const RowPairs& pairs, int64_t target_rows,
 at::ScalarType packed_index_type(int64_t target_rows, int64_t source_rows);
 
 // Host indices on their way to a GPU: writes them as packed_index_type into
-// `packed_targets` and `packed_sources` (host memory, n entries each) and,
-// with `check`, checks them in the same pass, raising as
-// check_transfer_rows_values does.
+// `packed_targets` and `packed_sources` (host memory, n entries each),
+// checking nothing: an out-of-range id is cut to the packed type, so the
+// values must be checked (check_transfer_rows_values) before a kernel reads
+// them.
 void pack_transfer_rows(const RowPairs& pairs, int64_t target_rows, int64_t source_rows,
-                        bool check, void* packed_targets, void* packed_sources);
+                        void* packed_targets, void* packed_sources);
 
 // Offsets (0, strictly growing, ending at the piece count), target range and
 // uniqueness, source range, then weights (finite, > 0).

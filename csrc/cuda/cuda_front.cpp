@@ -82,11 +82,10 @@ std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
 }
 
 std::vector<at::Tensor> stage_transfer_rows(const RowPairs& pairs, int64_t target_rows,
-                                            int64_t source_rows, bool check,
-                                            const at::Device& device) {
+                                            int64_t source_rows, const at::Device& device) {
   const Part ids{pairs.target_ids.numel(), packed_index_type(target_rows, source_rows)};
   return stage_parts({ids, ids}, device, [&](const std::vector<uint8_t*>& addresses) {
-    pack_transfer_rows(pairs, target_rows, source_rows, check, addresses[0], addresses[1]);
+    pack_transfer_rows(pairs, target_rows, source_rows, addresses[0], addresses[1]);
   });
 }
 

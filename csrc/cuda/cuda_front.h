@@ -26,14 +26,13 @@ int sm_count(const at::Tensor& on_device);
 std::vector<at::Tensor> stage_on_device(const std::vector<at::Tensor>& host,
                                         const at::Device& device);
 
-// transfer_rows_'s host indices on their way to `device`: one pass checks
-// them (with `check`) and packs both, as packed_index_type, into one pinned
-// buffer, which one asynchronous copy takes to the device. A bad index
-// raises before anything is copied. Returns the device's target and source
-// ids.
+// transfer_rows_'s host indices on their way to `device`: packs both, as
+// packed_index_type, into one pinned buffer, which one asynchronous copy
+// takes to the device; checks nothing (the caller checks the values while
+// the copy runs, before any kernel reads them). Returns the device's target
+// and source ids.
 std::vector<at::Tensor> stage_transfer_rows(const RowPairs& pairs, int64_t target_rows,
-                                            int64_t source_rows, bool check,
-                                            const at::Device& device);
+                                            int64_t source_rows, const at::Device& device);
 
 // A status word and a bit per target row, zeroed on `stream` (one memset).
 // wait() copies the status to the host and synchronises the stream once: a

@@ -1,9 +1,10 @@
 // CUDA front of vocabxfer::segment_mean_, on the three paths of
-// transfer_rows_cuda.cpp: host arguments are checked on the host and staged
-// with one asynchronous copy (no synchronisation); device arguments are
-// checked by the validation kernel (offsets, ranges, repeats, weights) before
-// the mean kernel, with one synchronisation to read the verdict; arguments
-// the caller already checked go straight to the mean kernel.
+// transfer_rows_cuda.cpp: host arguments are staged with one asynchronous
+// copy and checked on the host while it runs, the kernel enqueued after the
+// check (no synchronisation); device arguments are checked by the
+// validation kernel (offsets, ranges, repeats, weights) before the mean
+// kernel, with one synchronisation to read the verdict; arguments the caller
+// already checked go straight to the mean kernel.
 #include <c10/cuda/CUDAGuard.h>
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
@@ -24,10 +25,10 @@ void segment_mean_cuda(at::Tensor& target, const at::Tensor& target_index,
   const Segments segments =
       prepare_segment_mean(target, target_index, source, source_index, offsets, weights);
   const bool on_host = segments.ids.target_ids.is_cpu();
-  if (on_host && !indices_checked) {
-    check_segment_mean_values(segments, target.size(0), source.size(0));
-  }
   if ((on_host || indices_checked) && segments.ids.target_ids.numel() == 0) {
+    if (on_host && !indices_checked) {
+      check_segment_mean_values(segments, target.size(0), source.size(0));
+    }
     return;
   }
   cudaStream_t stream = c10::cuda::getCurrentCUDAStream(target.get_device()).stream();
@@ -38,7 +39,11 @@ void segment_mean_cuda(at::Tensor& target, const at::Tensor& target_index,
     parts.push_back(*segments.weights);
   }
   if (on_host) {
+    // The copy first, the host check while it runs, the kernel after it.
     parts = cuda::stage_on_device(parts, target.device());
+    if (!indices_checked) {
+      check_segment_mean_values(segments, target.size(0), source.size(0));
+    }
   }
   const auto target_ids = cuda::index_view(parts[0]);
   const auto source_ids = cuda::index_view(parts[1]);

@@ -1,7 +1,7 @@
 // CUDA front of vocabxfer::transfer_rows_. Indices on the host (the common
-// case: every token map holds its own there) are checked and packed on the
-// host in one pass, copied with one asynchronous copy, and read by one
-// kernel: no synchronisation.
+// case: every token map holds its own there) are packed and copied with one
+// asynchronous copy, checked on the host while that copy runs, and read by
+// one kernel enqueued after the check: no synchronisation.
 // Indices on the device are checked by a validation kernel on the current
 // stream before the copy kernel, then one synchronisation reads the verdict;
 // the copy kernel writes nothing when a check failed, and the error is then
@@ -36,11 +36,16 @@ void transfer_rows_cuda(at::Tensor& target, const at::Tensor& target_index,
       }
       return;
     }
-    // One pass checks and packs the ids (int32 where they fit: half the
-    // bytes to copy), one asynchronous copy, one kernel, no synchronisation,
-    // as index_copy_.
-    const auto ids = cuda::stage_transfer_rows(pairs, target.size(0), source.size(0),
-                                               !indices_checked, target.device());
+    // The ids are packed (int32 where they fit: half the bytes to copy)
+    // and their asynchronous copy is enqueued first; the host checks them
+    // while it runs, and only then is the kernel enqueued: a bad id raises
+    // before anything is written, and a valid call costs no
+    // synchronisation, as index_copy_.
+    const auto ids =
+        cuda::stage_transfer_rows(pairs, target.size(0), source.size(0), target.device());
+    if (!indices_checked) {
+      check_transfer_rows_values(pairs, target.size(0), source.size(0));
+    }
     cuda::launch_transfer_rows(cuda::matrix_view(target), cuda::index_view(ids[0]),
                                cuda::matrix_view(source), cuda::index_view(ids[1]), nullptr,
                                stream);
