@@ -59,7 +59,11 @@ vocabxfer.transfer_model(student, model_dir, case["target"])
 teacher_rows = teacher.get_input_embeddings().weight.detach().clone()
 del teacher
 texts = [line for line in open(case["corpus"], encoding="utf-8").read().splitlines() if line]
-options = dict(steps=case["steps"], seed=0, show_progress=False)
+options = dict(seed=0, show_progress=False)
+if case.get("seconds"):  # a time budget: as many steps as fit
+    options["seconds"] = case["seconds"]
+else:
+    options["steps"] = case["steps"]
 if case["device"] != "cpu":
     options["device"] = case["device"]
     student.to(case["device"])
@@ -170,6 +174,9 @@ def main() -> None:
     parser.add_argument("--graphs", choices=("on", "off"), default="on",
                         help="an experiment: off runs this checkout's GPU steps eagerly, not "
                              "as CUDA graphs")
+    parser.add_argument("--seconds", type=float, default=None,
+                        help="a time budget instead of --steps: refine(seconds=S) runs as many "
+                             "steps as fit (tokenising included), and the table counts them")
     parser.add_argument("--quick", action="store_true", help="20 steps, one round")
     args = parser.parse_args()
     if args.quick:
@@ -195,7 +202,7 @@ def main() -> None:
                     corpus=str(scratch / "corpus.txt"), steps=args.steps, device=args.device,
                     profile=str(args.profile.resolve()) if args.profile else None,
                     torch_profile=str(args.torch_profile.resolve()) if args.torch_profile
-                    else None, sdpa=args.sdpa, graphs=args.graphs)
+                    else None, sdpa=args.sdpa, graphs=args.graphs, seconds=args.seconds)
         checkouts = {"this checkout": ROOT}
         if args.baseline:
             checkouts = {"baseline": args.baseline.resolve(), **checkouts}
@@ -216,16 +223,19 @@ def main() -> None:
                          "median_seconds": seconds, "median_step_seconds": loop,
                          "steps": results[0]["steps"], "losses": results[0]["losses"]}
         rows.append([name, ", ".join(f"{result['seconds']:.1f}" for result in results),
-                     f"{seconds:.1f}", f"{loop:.1f}",
+                     f"{seconds:.1f}", f"{results[0]['steps']:,}", f"{loop:.1f}",
                      f"{loop / results[0]['steps'] * 1000:.0f}"])
     body = (f"{args.shape} ({'real weights' if args.shape == 'minilm' else 'random weights'}), "
-            f"{args.corpus_file or args.corpus}, {args.steps} steps of refine (defaults "
-            f"otherwise), device {args.device}"
+            f"{args.corpus_file or args.corpus}, "
+            + (f"refine with a budget of {args.seconds:g} s" if args.seconds
+               else f"{args.steps} steps of refine")
+            + f" (defaults otherwise), device {args.device}"
             + ("" if args.sdpa == "default" else f", attention backends: {args.sdpa}")
             + ("" if args.graphs == "on" else ", CUDA graphs off")
             + "; the whole call includes tokenising the pool.\n\n" +
             common.markdown_table(["implementation", "whole call per round (s)",
-                                   "median (s)", "steps alone (s)", "ms per step"], rows))
+                                   "median (s)", "steps", "steps alone (s)", "ms per step"],
+                                  rows))
     if args.baseline:
         old, new = summary["baseline"], summary["this checkout"]
         differences = [abs(a - b) for a, b in zip(old["losses"], new["losses"])]
@@ -240,7 +250,8 @@ def main() -> None:
     name = f"refine_{args.device.split(':')[0]}" + ("" if args.shape == "minilm"
                                                      else f"_{args.shape}") + (
         "" if args.sdpa == "default" else f"_sdpa-{args.sdpa}") + (
-        "" if args.graphs == "on" else "_graphs-off")
+        "" if args.graphs == "on" else "_graphs-off") + (
+        f"_budget-{args.seconds:g}s" if args.seconds else "")
     title = "refine: speed" + (" against a baseline" if args.baseline else "")
     common.write_result(name + ".md", title, body, device=args.device, out_dir=args.out)
     common.write_json(name + ".json", {"case": {key: str(value)

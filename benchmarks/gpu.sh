@@ -17,7 +17,9 @@
 # three), profile (100 MiniLM-sized refine steps under cProfile and under
 # torch.profiler, in profile/, and 500 with torch's own attention backend
 # choice, cuDNN's included, and 500 without CUDA graphs; GPU_PROFILE_SHAPES
-# adds torch.profiler tables of other shapes).
+# adds torch.profiler tables of other shapes), budget (refine(seconds=S)
+# with the default budgets, 30 s for the BERT shapes and 60 s for SmolLM2's:
+# how many steps fit, the counts the CPU's quality runs stand in for).
 # GPU_REFINE_BASELINE times another checkout's refine beside this one's.
 # summary.md covers what the folder holds.
 #
@@ -38,7 +40,7 @@ export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export FORCE_CUDA=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 started=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - started )) s)"; }
-GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine profile}
+GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine budget profile}
 want() { [[ " $GPU_PARTS " == *" $1 "* ]]; }
 
 {
@@ -139,6 +141,23 @@ for shape in $(want refine && echo "${GPU_REFINE_SHAPES:-minilm-random bert-base
   echo "bench_refine_$shape $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_$shape.log"
 done
+
+if want budget; then
+  step "refine's default time budgets: how many steps fit"
+  for pair in minilm-random:30 bert-base:30 smollm2:60; do
+    shape=${pair%%:*} seconds=${pair##*:}
+    extra=()
+    if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
+      extra=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
+    fi
+    timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --rounds 1 \
+      --seconds "$seconds" --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" \
+      --corpus-file "$GPU_DATA/nsmc.txt" "${extra[@]}" --out "$OUT" \
+      > "$OUT/bench_refine_${shape}_budget.log" 2>&1
+    echo "bench_refine_${shape}_budget $?" >> "$OUT/status.txt"
+    tail -n 3 "$OUT/bench_refine_${shape}_budget.log"
+  done
+fi
 
 if want profile; then
   step "profile: 100 MiniLM-sized refine steps under cProfile and torch.profiler; 500 with cuDNN's attention; 500 without CUDA graphs"

@@ -64,6 +64,20 @@ def refine_goals(folder: Path):
     return results
 
 
+def budget_lines(folder: Path):
+    """How many steps refine(seconds=S) ran (gpu.sh's budget part): the
+    step counts the CPU's quality runs stand in for. Figures, not goals."""
+    lines = []
+    for path in sorted(folder.glob("refine_cuda_*_budget-*.json")):
+        run = json.loads(path.read_text())
+        measured = run["runs"]["this checkout"]
+        shape = path.stem.removeprefix("refine_cuda_").rpartition("_budget-")
+        lines.append(f"- {shape[0]}, a budget of {shape[2]}: {measured['steps']:,} steps, "
+                     f"the call {measured['median_seconds']:.1f} s (before the first step "
+                     f"{measured['median_seconds'] - measured['median_step_seconds']:.1f} s)")
+    return lines
+
+
 def goals(folder: Path):
     """(goal, passed or None when unmeasured, detail) for every goal."""
     rows = load(folder, "transfer_rows_cuda.json")
@@ -186,6 +200,9 @@ def main(argv=None):
         verdict = "PASS" if passed else ("FAIL" if passed is False else "NOT MEASURED")
         failed += verdict != "PASS"
         lines.append(f"- **{verdict}** {goal}: {detail}")
+    budgets = budget_lines(folder)
+    if budgets:
+        lines += ["", "## refine's time budget on this GPU", ""] + budgets
     machine = folder / "machine.log"
     if machine.is_file():
         lines += ["", "## Machine", "", "```", machine.read_text().strip(), "```"]
