@@ -19,7 +19,8 @@
 # choice, cuDNN's included, and 500 without CUDA graphs; GPU_PROFILE_SHAPES
 # adds torch.profiler tables of other shapes), budget (refine(seconds=S)
 # with the default budgets, 30 s for the BERT shapes and 60 s for SmolLM2's:
-# how many steps fit, the counts the CPU's quality runs stand in for).
+# how many steps fit, the counts the CPU's quality runs stand in for;
+# GPU_BUDGETS="shape:seconds ..." picks others).
 # GPU_REFINE_BASELINE times another checkout's refine beside this one's.
 # summary.md covers what the folder holds.
 #
@@ -144,7 +145,7 @@ done
 
 if want budget; then
   step "refine's default time budgets: how many steps fit"
-  for pair in minilm-random:30 bert-base:30 smollm2:60; do
+  for pair in ${GPU_BUDGETS:-minilm-random:30 bert-base:30 smollm2:60}; do
     shape=${pair%%:*} seconds=${pair##*:}
     extra=()
     if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then

@@ -3,10 +3,13 @@
 
 #include <ATen/ATen.h>
 #include <ATen/Dispatch.h>
+#include <ATen/Parallel.h>
 #include <c10/core/InferenceMode.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cmath>
+#include <memory>
 #include <type_traits>
 #include <utility>
 #include <vector>
@@ -219,14 +222,25 @@ void check_weights(const char* op, const at::Tensor& weights) {
   }
 }
 
-// transfer_rows_'s value checks in one pass, building no message: both
-// ranges, and each target row once (a bit per row). False at the first bad
-// value; the detailed checks then name it.
+// Index sets from this many pairs up are checked and packed by several
+// threads: below it, handing the work out costs more than it saves.
+constexpr int64_t kParallelPairs = 32768;
+
+// How many threads share `n` pairs: one per kParallelPairs / 2 pairs, at
+// most at::get_num_threads().
+int64_t chunks_for(int64_t n) {
+  if (n < kParallelPairs) {
+    return 1;
+  }
+  return std::max<int64_t>(1, std::min<int64_t>(at::get_num_threads(), n / (kParallelPairs / 2)));
+}
+
+// Both ranges of pairs [begin, end), and each of their target rows marked in
+// `seen` (a bit per row), once. False at the first bad value.
 template <typename index_t>
-bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64_t target_rows,
-                int64_t source_rows) {
-  std::vector<uint64_t> seen(static_cast<size_t>((target_rows + 63) / 64), 0);
-  for (int64_t i = 0; i < n; ++i) {
+bool scan_range(const index_t* targets, const index_t* sources, int64_t begin, int64_t end,
+                int64_t target_rows, int64_t source_rows, uint64_t* seen) {
+  for (int64_t i = begin; i < end; ++i) {
     // A negative id becomes a huge unsigned one: one comparison per range.
     const auto target = static_cast<uint64_t>(static_cast<int64_t>(targets[i]));
     const auto source = static_cast<uint64_t>(static_cast<int64_t>(sources[i]));
@@ -242,6 +256,55 @@ bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64
     word |= bit;
   }
   return true;
+}
+
+// transfer_rows_'s value checks, building no message: both ranges, and each
+// target row once. False at the first bad value; the detailed checks then
+// name it. A large index set is cut into chunks, each scanned by a thread
+// into its own bitmap; the bitmaps are then merged word by word, a bit set
+// in two of them being a row repeated across chunks. A bitmap is only
+// worth it when it is no larger than the ids, so a few ids into a huge
+// target are scanned by one thread.
+template <typename index_t>
+bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64_t target_rows,
+                int64_t source_rows) {
+  const int64_t words = (target_rows + 63) / 64;
+  const int64_t chunks = words <= n ? chunks_for(n) : 1;
+  if (chunks == 1) {
+    std::vector<uint64_t> seen(static_cast<size_t>(words), 0);
+    return scan_range(targets, sources, 0, n, target_rows, source_rows, seen.data());
+  }
+  // Not zeroed here: each thread zeroes its own bitmap.
+  const std::unique_ptr<uint64_t[]> seen(new uint64_t[static_cast<size_t>(chunks * words)]);
+  std::atomic<bool> valid{true};
+  at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+    for (int64_t chunk = first; chunk < last && valid.load(std::memory_order_relaxed);
+         ++chunk) {
+      uint64_t* map = seen.get() + chunk * words;
+      std::fill(map, map + words, uint64_t{0});
+      if (!scan_range(targets, sources, n * chunk / chunks, n * (chunk + 1) / chunks,
+                      target_rows, source_rows, map)) {
+        valid.store(false, std::memory_order_relaxed);
+      }
+    }
+  });
+  if (!valid.load()) {
+    return false;
+  }
+  at::parallel_for(0, words, 1024, [&](int64_t first, int64_t last) {
+    for (int64_t w = first; w < last && valid.load(std::memory_order_relaxed); ++w) {
+      uint64_t marked = 0;
+      for (int64_t chunk = 0; chunk < chunks; ++chunk) {
+        const uint64_t bits = seen[chunk * words + w];
+        if (marked & bits) {
+          valid.store(false, std::memory_order_relaxed);
+          break;
+        }
+        marked |= bits;
+      }
+    }
+  });
+  return valid.load();
 }
 
 // The checks one at a time, raising at the first bad value with its position.
@@ -337,15 +400,19 @@ void pack_transfer_rows(const RowPairs& pairs, int64_t target_rows, int64_t sour
   AT_DISPATCH_INDEX_TYPES(pairs.index_type, "transfer_rows_", [&] {
     const index_t* targets = pairs.target_ids.const_data_ptr<index_t>();
     const index_t* sources = pairs.source_ids.const_data_ptr<index_t>();
-    // A plain conversion loop, which the compiler vectorises.
+    // Plain conversion loops, which the compiler vectorises, over as many
+    // threads as the check uses.
     const auto pack = [&](auto* out_targets, auto* out_sources) {
       using packed_t = std::remove_pointer_t<decltype(out_targets)>;
-      for (int64_t i = 0; i < n; ++i) {
-        out_targets[i] = static_cast<packed_t>(targets[i]);
-      }
-      for (int64_t i = 0; i < n; ++i) {
-        out_sources[i] = static_cast<packed_t>(sources[i]);
-      }
+      const int64_t chunks = chunks_for(n);
+      at::parallel_for(0, chunks, 1, [&](int64_t first, int64_t last) {
+        for (int64_t i = n * first / chunks; i < n * last / chunks; ++i) {
+          out_targets[i] = static_cast<packed_t>(targets[i]);
+        }
+        for (int64_t i = n * first / chunks; i < n * last / chunks; ++i) {
+          out_sources[i] = static_cast<packed_t>(sources[i]);
+        }
+      });
     };
     if (packed_index_type(target_rows, source_rows) == at::kInt) {
       pack(static_cast<int32_t*>(packed_targets), static_cast<int32_t*>(packed_sources));

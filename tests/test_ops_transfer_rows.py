@@ -219,6 +219,61 @@ def test_error_messages(error_paths_survive, device, implementation, name, break
     assert torch.equal(args[0], before), "nothing may be written before an error"
 
 
+# Large enough that the compiled check splits the pairs over threads (each
+# with its own bitmap, merged after): a repeat may sit across two chunks.
+LARGE_PAIRS = 100_000
+LARGE_ROWS = 131_072
+
+
+@pytest.fixture
+def four_threads():
+    """The check's threads come from torch's pool: four, whatever the host."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(4)
+    yield
+    torch.set_num_threads(before)
+
+
+def large_case(generator, device):
+    target_ids = torch.randperm(LARGE_ROWS, generator=generator)[:LARGE_PAIRS]
+    source_ids = torch.randint(0, 1000, (LARGE_PAIRS,), generator=generator)
+    target = torch.zeros(LARGE_ROWS, 2, device=device)
+    source = torch.randn(1000, 2, generator=generator).to(device)
+    return target, target_ids, source, source_ids
+
+
+def test_a_large_valid_index_set_is_written(four_threads, device, generator):
+    target, target_ids, source, source_ids = large_case(generator, device)
+    expected = expected_after(target, target_ids.to(device), source, source_ids.to(device))
+    vocabxfer.transfer_rows_(target, target_ids, source, source_ids)
+    assert torch.equal(target, expected)
+
+
+@pytest.mark.parametrize("first,second", [(0, LARGE_PAIRS - 1), (24_999, 25_000),
+                                          (49_999, 50_000), (LARGE_PAIRS - 2, LARGE_PAIRS - 1)],
+                         ids=["first and last", "across a quarter", "across the half",
+                              "within the last chunk"])
+def test_a_row_repeated_in_a_large_index_set_is_found(four_threads, device, generator, first,
+                                                       second):
+    target, target_ids, source, source_ids = large_case(generator, device)
+    target_ids[second] = target_ids[first]
+    with pytest.raises(ValueError, match=rf"target_index holds row {int(target_ids[first])} "
+                                         rf"twice \(positions {first} and {second}\)"):
+        vocabxfer.transfer_rows_(target, target_ids, source, source_ids)
+    assert not target.any(), "nothing may be written before an error"
+
+
+@pytest.mark.parametrize("position", [0, 60_000, LARGE_PAIRS - 1])
+def test_an_id_out_of_range_in_a_large_index_set_is_found(four_threads, device, generator,
+                                                          position):
+    target, target_ids, source, source_ids = large_case(generator, device)
+    source_ids[position] = 1000
+    with pytest.raises(IndexError, match=rf"source_index\[{position}\] = 1000 is out of "
+                                         "range for source with 1000 rows"):
+        vocabxfer.transfer_rows_(target, target_ids, source, source_ids)
+    assert not target.any(), "nothing may be written before an error"
+
+
 @pytest.mark.parametrize("implementation", IMPLEMENTATIONS)
 def test_target_sharing_memory_with_source_is_refused(device, implementation):
     storage = torch.randn(10, 4, device=device)
