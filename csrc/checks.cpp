@@ -262,14 +262,16 @@ bool scan_range(const index_t* targets, const index_t* sources, int64_t begin, i
 // target row once. False at the first bad value; the detailed checks then
 // name it. A large index set is cut into chunks, each scanned by a thread
 // into its own bitmap; the bitmaps are then merged word by word, a bit set
-// in two of them being a row repeated across chunks. A bitmap is only
-// worth it when it is no larger than the ids, so a few ids into a huge
-// target are scanned by one thread.
+// in two of them being a row repeated across chunks. The bitmaps together
+// hold no more words than there are pairs (zeroing and merging them must
+// not cost more than the scan), so a few ids into a huge target are
+// scanned by fewer threads, or one.
 template <typename index_t>
 bool scan_pairs(const index_t* targets, const index_t* sources, int64_t n, int64_t target_rows,
                 int64_t source_rows) {
   const int64_t words = (target_rows + 63) / 64;
-  const int64_t chunks = words <= n ? chunks_for(n) : 1;
+  const int64_t most_chunks = n / std::max<int64_t>(words, 1);
+  const int64_t chunks = std::max<int64_t>(1, std::min(chunks_for(n), most_chunks));
   if (chunks == 1) {
     std::vector<uint64_t> seen(static_cast<size_t>(words), 0);
     return scan_range(targets, sources, 0, n, target_rows, source_rows, seen.data());

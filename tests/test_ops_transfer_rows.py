@@ -234,10 +234,10 @@ def four_threads():
     torch.set_num_threads(before)
 
 
-def large_case(generator, device):
-    target_ids = torch.randperm(LARGE_ROWS, generator=generator)[:LARGE_PAIRS]
+def large_case(generator, device, rows=LARGE_ROWS):
+    target_ids = torch.randperm(rows, generator=generator)[:LARGE_PAIRS]
     source_ids = torch.randint(0, 1000, (LARGE_PAIRS,), generator=generator)
-    target = torch.zeros(LARGE_ROWS, 2, device=device)
+    target = torch.zeros(rows, 2, device=device)
     source = torch.randn(1000, 2, generator=generator).to(device)
     return target, target_ids, source, source_ids
 
@@ -259,6 +259,19 @@ def test_a_row_repeated_in_a_large_index_set_is_found(four_threads, device, gene
     target_ids[second] = target_ids[first]
     with pytest.raises(ValueError, match=rf"target_index holds row {int(target_ids[first])} "
                                          rf"twice \(positions {first} and {second}\)"):
+        vocabxfer.transfer_rows_(target, target_ids, source, source_ids)
+    assert not target.any(), "nothing may be written before an error"
+
+
+# 100,000 pairs into 3.2M rows: 50,000 bitmap words a chunk, so two chunks,
+# not four; into 8M rows, one.
+@pytest.mark.parametrize("rows", [3_200_000, 8_000_000])
+def test_a_repeat_is_found_when_the_target_limits_the_chunks(four_threads, device, generator,
+                                                             rows):
+    target, target_ids, source, source_ids = large_case(generator, device, rows)
+    target_ids[50_000] = target_ids[49_999]
+    with pytest.raises(ValueError, match=rf"holds row {int(target_ids[50_000])} twice "
+                                         r"\(positions 49999 and 50000\)"):
         vocabxfer.transfer_rows_(target, target_ids, source, source_ids)
     assert not target.any(), "nothing may be written before an error"
 
