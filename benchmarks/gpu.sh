@@ -22,7 +22,8 @@
 # how many steps fit, the counts the CPU's quality runs stand in for;
 # GPU_BUDGETS="shape:seconds ..." picks others).
 # GPU_REFINE_BASELINE times another checkout's refine beside this one's.
-# summary.md covers what the folder holds.
+# summary.md covers what the folder holds. The device tool brings back only
+# so many files: pack OUT_DIR into one archive before it returns.
 #
 # Environment: TORCH_CUDA_ARCH_LIST (default 9.0, Hopper), PYTHON (python3),
 # MAX_JOBS (default: the number of cores). Needs torch with CUDA and the

@@ -81,12 +81,11 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
 
     On a GPU the indices may be on the CPU or on the target's device (both
     on one; a list joins the other index's device). Indices on the CPU, the
-    common case, reach the GPU by one asynchronous copy from pinned memory,
-    checked on the host while the copy runs and before the kernel is
+    common case, reach the GPU by one asynchronous copy from pinned memory
+    and are checked on the host while the copy runs, before the kernel is
     enqueued: the call returns without waiting for the device, as
-    ``index_copy_`` does. Indices
-    on the GPU are checked there, and the call synchronises once to report
-    a bad one. ``indices_checked=True`` is the caller's promise that it
+    ``index_copy_`` does. Indices on the GPU are checked there, and the
+    call synchronises once to report a bad one. ``indices_checked=True`` is the caller's promise that it
     built the indices and checked them against these tensors (ranges,
     repeats): no check of their values runs, on any device. A false
     promise writes out of bounds; vocabxfer passes it only for indices its
