@@ -85,11 +85,11 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
     and are checked on the host while the copy runs, before the kernel is
     enqueued: the call returns without waiting for the device, as
     ``index_copy_`` does. Indices on the GPU are checked there, and the
-    call synchronises once to report a bad one. ``indices_checked=True`` is the caller's promise that it
-    built the indices and checked them against these tensors (ranges,
-    repeats): no check of their values runs, on any device. A false
-    promise writes out of bounds; vocabxfer passes it only for indices its
-    own plans built and validated.
+    call synchronises once to report a bad one. ``indices_checked=True``
+    is the caller's promise that it built the indices and checked them
+    against these tensors (ranges, repeats): no check of their values runs,
+    on any device. A false promise writes out of bounds; vocabxfer passes
+    it only for indices its own plans built and validated.
 
     Raises TypeError for a wrong type or dtype, IndexError for an index out
     of range and ValueError for every other bad argument, before any row is
