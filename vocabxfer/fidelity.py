@@ -25,7 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .objectives import is_causal_lm
-from .passage_pool import Side, encode_side, first_words, pool_words, rust_tokenizer
+from .passage_pool import (Side, encode_side, first_words, gather, pool_words,
+                           rust_tokenizer)
 from .vocab import Vocab
 
 HELD_OUT_PASSAGES, MIN_HELD_OUT = 200, 20
@@ -134,9 +135,7 @@ class FidelityProbe:
 def batches(side: Side):
     for start in range(0, len(side.lengths), BATCH):
         rows = torch.arange(start, min(start + BATCH, len(side.lengths)))
-        length = int(side.lengths[rows].max())
-        mask = (torch.arange(length)[None, :] < side.lengths[rows][:, None]).long()
-        yield rows, side.ids[rows, :length], mask, side.words[rows, :length]
+        yield (rows, *gather(side, rows))
 
 
 @torch.no_grad()

@@ -276,7 +276,7 @@ class PassagePool:
         texts = [first_words(passage, WORDS_PER_TOKEN * max_length) for passage in passages]
         target_side = encode_side(rust_tokenizer(target, max_length, "target"), texts,
                                   max_length)
-        real = torch.arange(max_length)[None, :] < target_side.lengths[:, None]
+        real = filled_slots(target_side.lengths, max_length, target_side.ids.device)
         counts = (is_trained.cpu()[target_side.ids] & real).sum(1)
         keep = counts.nonzero().squeeze(1)
         if not keep.numel():
