@@ -122,6 +122,16 @@ if want scaling; then
 fi
 
 GPU_DATA=${GPU_DATA:-.gpu-data}
+# What every refine benchmark below reads: klue's vocab.txt, NSMC passages,
+# and for SmolLM2's shape SmolLM2's own tokenizer where it travelled
+# (source_tokenizer_of SHAPE sets the array source_tokenizer).
+refine_data=(--source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt")
+source_tokenizer_of() {
+  source_tokenizer=()
+  if [ "$1" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
+    source_tokenizer=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
+  fi
+}
 # GPU_REFINE_BASELINE: another checkout's vocabxfer (its Python is enough:
 # the ops fall back to torch) timed side by side with this one, for the
 # shapes in GPU_BASELINE_SHAPES (default: every shape). Made to travel with
@@ -131,15 +141,11 @@ baseline=()
 [ -n "${GPU_REFINE_BASELINE:-}" ] && baseline=(--baseline "$GPU_REFINE_BASELINE")
 want refine && step "refine (random weights of the real shapes, 500 steps)"
 for shape in $(want refine && echo "${GPU_REFINE_SHAPES:-minilm-random bert-base smollm2}"); do
-  source_tokenizer=()
-  if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
-    source_tokenizer=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
-  fi
+  source_tokenizer_of "$shape"
   against=()
   [[ " ${GPU_BASELINE_SHAPES:-$shape} " == *" $shape "* ]] && against=("${baseline[@]}")
   timeout 400 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
-    --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt" \
-    "${source_tokenizer[@]}" "${against[@]}" --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
+    "${refine_data[@]}" "${source_tokenizer[@]}" "${against[@]}" --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
   echo "bench_refine_$shape $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_$shape.log"
 done
@@ -148,13 +154,9 @@ if want budget; then
   step "refine's default time budgets: how many steps fit"
   for pair in ${GPU_BUDGETS:-minilm-random:30 bert-base:30 smollm2:60}; do
     shape=${pair%%:*} seconds=${pair##*:}
-    extra=()
-    if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
-      extra=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
-    fi
+    source_tokenizer_of "$shape"
     timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --rounds 1 \
-      --seconds "$seconds" --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" \
-      --corpus-file "$GPU_DATA/nsmc.txt" "${extra[@]}" --out "$OUT" \
+      --seconds "$seconds" "${refine_data[@]}" "${source_tokenizer[@]}" --out "$OUT" \
       > "$OUT/bench_refine_${shape}_budget.log" 2>&1
     echo "bench_refine_${shape}_budget $?" >> "$OUT/status.txt"
     tail -n 3 "$OUT/bench_refine_${shape}_budget.log"
@@ -164,20 +166,16 @@ fi
 if want profile; then
   step "profile: 100 MiniLM-sized refine steps under cProfile and torch.profiler; 500 with cuDNN's attention; 500 without CUDA graphs"
   mkdir -p "$OUT/profile"
-  common=(--device cuda --shape minilm-random --rounds 1
-          --source-vocab "$GPU_DATA/klue-bert-base-vocab.txt" --corpus-file "$GPU_DATA/nsmc.txt")
+  common=(--device cuda --shape minilm-random --rounds 1 "${refine_data[@]}")
   timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 100 \
     --profile "$OUT/profile/refine_minilm.txt" --out "$OUT/profile" > "$OUT/profile/bench_refine.log" 2>&1
   echo "profile $?" >> "$OUT/status.txt"
   head -n 45 "$OUT/profile/refine_minilm.txt"
   # torch.profiler's tables for each shape in GPU_PROFILE_SHAPES.
   for shape in ${GPU_PROFILE_SHAPES:-minilm-random}; do
-    extra=()
-    if [ "$shape" = smollm2 ] && [ -d "$GPU_DATA/smollm2-tokenizer" ]; then
-      extra=(--source-tokenizer "$GPU_DATA/smollm2-tokenizer")
-    fi
+    source_tokenizer_of "$shape"
     timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --shape "$shape" --steps 100 \
-      "${extra[@]}" --torch-profile "$OUT/profile/refine_${shape}_kernels.txt" --out "$OUT/profile" \
+      "${source_tokenizer[@]}" --torch-profile "$OUT/profile/refine_${shape}_kernels.txt" --out "$OUT/profile" \
       > "$OUT/profile/bench_refine_${shape}_kernels.log" 2>&1
     echo "profile_kernels_$shape $?" >> "$OUT/status.txt"
     head -n 20 "$OUT/profile/refine_${shape}_kernels.txt"
