@@ -234,6 +234,24 @@ def test_piece_weightings(token_map, source_matrix, weighting, weights):
     assert torch.equal(row(weight, TARGET, "##ning"), row(source_matrix, SOURCE, "##ning"))
 
 
+def test_length_weighs_alike_the_pieces_of_a_token_with_a_byte_fragment():
+    """"length" weighs whole pieces by their text, but a token that holds a
+    byte fragment (here each byte of 한) has its pieces weighed alike."""
+    from .conftest import byte_level_text, byte_level_tokenizer
+
+    han = byte_level_text("한")
+    source_tokens = ["<unk>", "a", "b", "c", "ab", han[0], han[1], han[2]]
+    source = byte_level_tokenizer(source_tokens, merges=[("a", "b")])
+    target_tokens = ["<unk>", "abc", "ab" + han]
+    token_map = match_vocab(source, byte_level_tokenizer(target_tokens))
+    matrix = torch.randn(len(source_tokens), 4, generator=torch.Generator().manual_seed(3))
+    weight = plan_initialisation(token_map, init="fvt", piece_weights="length").apply(matrix)
+    source_row = {token: matrix[index] for index, token in enumerate(source_tokens)}
+    torch.testing.assert_close(weight[1], (2 * source_row["ab"] + source_row["c"]) / 3)
+    torch.testing.assert_close(weight[2], (source_row["ab"] + source_row[han[0]]
+                                           + source_row[han[1]] + source_row[han[2]]) / 4)
+
+
 def test_the_output_layer_has_its_own_weighting(token_map, source_matrix):
     plan = plan_initialisation(token_map, init="fvt", piece_weights="first",
                                output_piece_weights="last")

@@ -245,7 +245,8 @@ def plan_initialisation(token_map: TokenMap, target_size: Optional[int] = None,
     ``piece_weights`` weighs the FVT pieces of a token: ``"uniform"``,
     ``"first"`` (earlier pieces more: n, n-1, ..., 1), ``"last"`` (later
     pieces more), ``"length"`` (by the length of each piece's text, the
-    default: the best in benchmarks/eval_quality.py), or a callable of
+    default: the best in benchmarks/eval_quality.py; alike for the pieces
+    of a token that holds a byte fragment), or a callable of
     (position, count, length) tensors. ``output_piece_weights``
     does the same for an untied output layer and its biases (default: as
     ``piece_weights``; on a masked-LM head "length" measured best there too).
