@@ -20,7 +20,9 @@
 # adds torch.profiler tables of other shapes), budget (refine(seconds=S)
 # with the default budgets, 30 s for the BERT shapes and 60 s for SmolLM2's:
 # how many steps fit, the counts the CPU's quality runs stand in for;
-# GPU_BUDGETS="shape:seconds ..." picks others).
+# GPU_BUDGETS="shape:seconds ..." picks others), zerocopy (zero_copy_probe:
+# would the kernel gain by reading host ids from pinned memory itself; last,
+# in a process of its own).
 # GPU_REFINE_BASELINE times another checkout's refine beside this one's.
 # summary.md covers what the folder holds. The device tool brings back only
 # so many files: pack OUT_DIR into one archive before it returns.
@@ -42,7 +44,7 @@ export MAX_JOBS=${MAX_JOBS:-$(nproc)}
 export FORCE_CUDA=1 PYTHONUNBUFFERED=1 HF_HUB_OFFLINE=1
 started=$(date +%s)
 step() { echo "== $1 ($(( $(date +%s) - started )) s)"; }
-GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine budget profile}
+GPU_PARTS=${GPU_PARTS:-paths doctor suite transfer sweep scaling refine budget profile zerocopy}
 want() { [[ " $GPU_PARTS " == *" $1 "* ]]; }
 
 {
@@ -191,6 +193,14 @@ if want profile; then
     --out "$OUT" > "$OUT/bench_refine_minilm-random_graphs-off.log" 2>&1
   echo "bench_refine_minilm-random_graphs-off $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_minilm-random_graphs-off.log"
+fi
+
+if want zerocopy; then
+  step "host ids read by the kernel from pinned memory, or copied first (a probe)"
+  [ -n "$sweep_build" ] || echo "(compiles kernel_sweep's variants first)"
+  timeout 300 "$PYTHON" benchmarks/zero_copy_probe.py --out "$OUT" > "$OUT/zero_copy_probe.log" 2>&1
+  echo "zero_copy_probe $?" >> "$OUT/status.txt"
+  tail -n 10 "$OUT/zero_copy_probe.log"
 fi
 
 step "summary"

@@ -78,6 +78,21 @@ def budget_lines(folder: Path):
     return lines
 
 
+def zero_copy_lines(folder: Path):
+    """zero_copy_probe's wall-clock figures (gpu.sh's zerocopy part): whether
+    the kernel should read host ids from pinned memory. Figures, not goals."""
+    probe = load(folder, "zero_copy_probe.json")
+    lines = []
+    for row in (probe or {}).get("rows", []):
+        wall = row["us_wall"]
+        lines.append(f"- {row['case']}: ids copied, then the kernel "
+                     f"{wall['ids copied, then the kernel']:.0f} us; the kernel reads the "
+                     f"pinned ids {wall['the kernel reads the pinned ids']:.0f} us; the op "
+                     f"with host ids {wall['library op, host ids']:.0f} us; index_copy_ "
+                     f"{wall['index_copy_']:.0f} us (wall, to the end of the device's work)")
+    return lines
+
+
 def goals(folder: Path):
     """(goal, passed or None when unmeasured, detail) for every goal."""
     rows = load(folder, "transfer_rows_cuda.json")
@@ -203,6 +218,10 @@ def main(argv=None):
     budgets = budget_lines(folder)
     if budgets:
         lines += ["", "## refine's time budget on this GPU", ""] + budgets
+    probe = zero_copy_lines(folder)
+    if probe:
+        lines += ["", "## Host ids read by the kernel, or copied first (zero_copy_probe)", ""] \
+            + probe
     machine = folder / "machine.log"
     if machine.is_file():
         lines += ["", "## Machine", "", "```", machine.read_text().strip(), "```"]
