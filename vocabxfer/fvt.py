@@ -40,7 +40,7 @@ class Segments:
 # How the pieces of a token weigh in its mean: all alike; earlier pieces
 # more (n, n-1, ..., 1); later pieces more (1, 2, ..., n); or by the length
 # of each piece's text (alike where a piece is a byte fragment, see
-# piece_weights). A callable gets (position, count, length) tensors, one
+# length_weights). A callable gets (position, count, length) tensors, one
 # entry per piece, and returns positive weights.
 PIECE_WEIGHTS = ("uniform", "first", "last", "length")
 PieceWeighting = Union[str, Callable[..., torch.Tensor]]
@@ -58,6 +58,10 @@ def piece_text_length(token: str, vocab: Vocab) -> int:
     """Characters of a piece's text, without its family's markers (bytes for
     pieces that are not whole UTF-8); at least 1."""
     kind, text = families.classify(token, vocab.family, vocab.continuation_prefix)
+    return text_length(text)
+
+
+def text_length(text) -> int:
     return max(1, len(text))
 
 
@@ -73,7 +77,7 @@ def length_weights(segments: "Segments", source: Vocab) -> torch.Tensor:
     kinds_and_texts = [families.classify(source.tokens[piece], source.family,
                                          source.continuation_prefix)
                        for piece in segments.source_ids.tolist()]
-    length = torch.tensor([max(1, len(text)) for _, text in kinds_and_texts],
+    length = torch.tensor([text_length(text) for _, text in kinds_and_texts],
                           dtype=torch.float32)
     fragment = torch.tensor([kind == families.BYTE for kind, _ in kinds_and_texts],
                             dtype=torch.int64)
