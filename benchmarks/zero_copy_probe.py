@@ -30,7 +30,6 @@ Writes zero_copy_probe.md and .json to --out.
 
 import statistics
 import sys
-import time
 from pathlib import Path
 
 import torch
@@ -53,19 +52,6 @@ WIDE_ROW_BYTES = 6 * 1024
 def library_variant(width: int, source_dtype, target_dtype) -> int:
     converting = source_dtype != target_dtype
     return 8 if converting or width * target_dtype.itemsize < WIDE_ROW_BYTES else 0
-
-
-def wall_times(call, flush, repeats):
-    """Microseconds from the call to the end of the device's work."""
-    times = []
-    for _ in range(repeats + 1):
-        flush()
-        torch.cuda.synchronize()
-        started = time.perf_counter()
-        call()
-        torch.cuda.synchronize()
-        times.append((time.perf_counter() - started) * 1e6)
-    return times[1:]
 
 
 def probe_case(module, name, flush, repeats):
@@ -106,7 +92,8 @@ def probe_case(module, name, flush, repeats):
                 raise SystemExit(f"{name}: {way} wrote wrong rows")
         result["us_device"][way] = 1e3 * statistics.median(
             kernel_sweep.event_times(call, flush, repeats))
-        result["us_wall"][way] = statistics.median(wall_times(call, flush, repeats))
+        result["us_wall"][way] = 1e6 * statistics.median(
+            common.time_call(call, "cuda", repeats, warmup=1, reset=flush))
         print(f"{name}: {way}: device {result['us_device'][way]:.1f} us, wall "
               f"{result['us_wall'][way]:.1f} us", flush=True)
     return result
