@@ -369,10 +369,11 @@ Segments prepare_segment_mean(const at::Tensor& target, const at::Tensor& target
   }
   check_target_writable(op, target);
   check_no_overlap(op, target, source);
-  const auto weight_type = source.scalar_type() == at::kDouble ? at::kDouble : at::kFloat;
+  // Weights are read as float64 whatever the source: float32 would turn a
+  // valid 1e308 into inf and 1e-50 into 0 before they are checked.
   c10::optional<at::Tensor> acc_weights;
   if (weights.has_value()) {
-    acc_weights = weights->to(weight_type).contiguous();
+    acc_weights = weights->to(at::kDouble).contiguous();
   }
   return {as_row_pairs(target_index, source_index), offsets.to(at::kLong).contiguous(),
           acc_weights};
@@ -435,11 +436,7 @@ void check_segment_mean_values(const Segments& segments, int64_t target_rows,
     check_range<index_t>(op, "source_index", ids.source_ids, source_rows, "source");
   });
   if (segments.weights.has_value()) {
-    if (segments.weights->scalar_type() == at::kDouble) {
-      check_weights<double>(op, *segments.weights);
-    } else {
-      check_weights<float>(op, *segments.weights);
-    }
+    check_weights<double>(op, *segments.weights);
   }
 }
 

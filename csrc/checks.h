@@ -22,8 +22,7 @@ struct RowPairs {
 };
 
 // segment_mean_'s inputs ready for a kernel: the index pairs, int64 offsets,
-// and weights in the accumulation type (float64 for a float64 source,
-// float32 otherwise).
+// and weights as float64 (whatever the source's dtype).
 struct Segments {
   RowPairs ids;
   at::Tensor offsets;

@@ -174,8 +174,12 @@ def test_a_list_of_indices_joins_the_tensors_device():
     from vocabxfer.ops import _as_index, _index_device
 
     meta = torch.empty(3, dtype=torch.int64, device="meta")
-    assert _index_device([0, 1], meta) == torch.device("meta")
-    assert _index_device([0, 1], None, [2]) == torch.device("cpu")
+    on_cpu, on_meta = torch.empty(2, 2), torch.empty(2, 2, device="meta")
+    assert _index_device(on_meta, [0, 1], meta) == torch.device("meta")
+    # A tensor on neither the CPU nor the target's device: the list stays on
+    # the CPU, so that the check names that tensor, not the list.
+    assert _index_device(on_cpu, [0, 1], meta) == torch.device("cpu")
+    assert _index_device(on_cpu, [0, 1], None, [2]) == torch.device("cpu")
     assert _as_index("op", "offsets", [0, 2, 3], torch.device("meta")).device.type == "meta"
     assert _as_index("op", "offsets", [0, 2, 3]).device.type == "cpu"
 

@@ -211,3 +211,48 @@ def test_inference_tensor_target_is_refused():
             run(target, torch.tensor([0]), torch.ones(2, 2), torch.tensor([0, 1]),
                 torch.tensor([0, 2]), None)
     assert torch.equal(target, torch.zeros(3, 2))
+
+
+def test_float64_weights_whose_sum_overflows_still_give_the_mean(device):
+    # Two weights of 1e308 sum to inf in float64: each segment is divided by
+    # its largest weight first, so the shares are still 1/2 and 1/2.
+    source = torch.tensor([[1.0, 2.0], [3.0, 4.0], [5.0, 6.0]], dtype=torch.float64,
+                          device=device)
+    weights = torch.tensor([1e308, 1e308, 1.0], dtype=torch.float64, device=device)
+    for run in IMPLEMENTATIONS.values():
+        target = torch.full((2, 2), -7.0, dtype=torch.float64, device=device)
+        run(target, torch.tensor([0, 1], device=device), source,
+            torch.tensor([0, 1, 2], device=device), torch.tensor([0, 2, 3], device=device),
+            weights)
+        torch.testing.assert_close(target, torch.tensor([[2.0, 3.0], [5.0, 6.0]],
+                                                        dtype=torch.float64, device=device))
+
+
+@pytest.mark.parametrize("huge,tiny", [(1e308, 1e-50), (1e300, 1e-300)])
+def test_float64_weights_beyond_float32_are_read_as_given(device, huge, tiny):
+    # A float32 source does not make its weights float32: 1e308 would be inf
+    # and 1e-50 would be 0 (and refused, named so).
+    source = torch.tensor([[1.0, 2.0], [3.0, 4.0]], device=device)
+    weights = torch.tensor([huge, tiny], dtype=torch.float64, device=device)
+    for run in IMPLEMENTATIONS.values():
+        target = torch.full((1, 2), -7.0, device=device)
+        run(target, torch.tensor([0], device=device), source,
+            torch.tensor([0, 1], device=device), torch.tensor([0, 2], device=device), weights)
+        torch.testing.assert_close(target, torch.tensor([[1.0, 2.0]], device=device))
+
+
+def test_a_bad_float64_weight_is_named_by_its_own_value(error_paths_survive, device):
+    source = torch.ones(2, 2, device=device)
+    for bad, shown in ((-1e308, r"-1e\+308"), (float("inf"), "inf")):
+        weights = torch.tensor([1e-50, bad], dtype=torch.float64, device=device)
+        for run in IMPLEMENTATIONS.values():
+            with pytest.raises(ValueError, match=rf"weights\[1\] = {shown} but weights must"):
+                run(torch.zeros(1, 2, device=device), torch.tensor([0], device=device), source,
+                    torch.tensor([0, 1], device=device), torch.tensor([0, 2], device=device),
+                    weights)
+
+
+def test_weights_on_the_meta_device_are_named_as_the_weights():
+    with pytest.raises(ValueError, match="weights are on meta but the indices on cpu"):
+        vocabxfer.segment_mean_(torch.zeros(1, 2), [0], torch.ones(2, 2), [0, 1], [0, 2],
+                                torch.ones(2, device="meta"))

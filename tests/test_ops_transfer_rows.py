@@ -4,6 +4,7 @@ index dtype and layout, and every error message."""
 import subprocess
 import sys
 
+import numpy as np
 import pytest
 import torch
 
@@ -447,3 +448,17 @@ def test_meta_tensors_are_checked_by_shape_only():
     with pytest.raises(ValueError, match="target rows have width 4 but source rows have width 3"):
         vocabxfer.transfer_rows_(target, torch.tensor([1], device="meta"),
                                  torch.empty(6, 3, device="meta"), torch.tensor([0], device="meta"))
+
+
+@pytest.mark.parametrize("index", [[0, True], (False, 1), [0, np.bool_(True)]],
+                         ids=["list", "tuple", "numpy-bool"])
+def test_a_bool_among_list_indices_is_refused(index):
+    with pytest.raises(TypeError, match=r"transfer_rows_: target_index\[\d\] is the bool"):
+        vocabxfer.transfer_rows_(torch.zeros(3, 2), index, torch.ones(3, 2), [0, 1])
+
+
+def test_a_uint64_index_past_int64_is_named_by_its_value():
+    huge = np.array([1, 2 ** 64 - 1], dtype=np.uint64)
+    with pytest.raises(IndexError, match=r"source_index\[1\] = 18446744073709551615 does not "
+                                         "fit in int64"):
+        vocabxfer.transfer_rows_(torch.zeros(3, 2), [0, 1], torch.ones(3, 2), huge)

@@ -36,7 +36,9 @@ def segment_mean_(target: torch.Tensor, target_index: torch.Tensor, source: torc
     checks.check_segment_mean_args(target, target_index, source, source_index, offsets, weights)
     checks.check_memory(op, target, source)
     acc_dtype = accumulation_dtype(source)
-    acc_weights = None if weights is None else weights.to(acc_dtype)
+    # float64 whatever the source, as the kernels read them: float32 would
+    # turn a valid 1e308 into inf before the check.
+    acc_weights = None if weights is None else weights.double()
     if not indices_checked:
         checks.check_segment_mean_values(target_index, source_index, offsets, acc_weights,
                                          target.shape[0], source.shape[0])
@@ -55,6 +57,14 @@ def segment_mean_(target: torch.Tensor, target_index: torch.Tensor, source: torc
                      if acc_weights is None else acc_weights.double())
     totals = torch.zeros(segments, dtype=torch.float64, device=device)
     totals.index_add_(0, segment_of_piece, piece_weights)
+    overflowed = ~torch.isfinite(totals)
+    if bool(overflowed.any()):  # weights near 1e308: divided by the segment's largest
+        largest = torch.zeros(segments, dtype=torch.float64, device=device).scatter_reduce_(
+            0, segment_of_piece, piece_weights, "amax")
+        divisor = torch.where(overflowed, largest, torch.ones_like(largest))
+        piece_weights = piece_weights / divisor[segment_of_piece]
+        totals = torch.zeros(segments, dtype=torch.float64, device=device).index_add_(
+            0, segment_of_piece, piece_weights)
     shares = (piece_weights / totals[segment_of_piece]).to(acc_dtype)
     rows = source.index_select(0, source_index.long()).to(acc_dtype) * shares[:, None]
     sums = torch.zeros(segments, source.shape[1], dtype=acc_dtype, device=device)

@@ -7,6 +7,9 @@ import torch
 from . import _extension
 
 IndexLike = Union[torch.Tensor, Sequence[int]]
+INT64_MAX = 2 ** 63 - 1
+UNSIGNED_WIDE = tuple(getattr(torch, name) for name in ("uint64", "uint32")
+                      if hasattr(torch, name))
 
 
 def has_compiled_ops() -> bool:
@@ -20,14 +23,18 @@ def _check_tensor(op: str, name: str, value: object) -> None:
         raise TypeError(f"{op}: {name} must be a torch.Tensor, got {type(value).__name__}")
 
 
-def _index_device(*arguments) -> torch.device:
-    """Where a call's indices live: the device of the first one that is a
-    tensor (weights included), else the CPU. A list has no device of its
-    own and joins the tensors, so that ``offsets=[0, 2, 3]`` next to GPU
-    indices is not refused as a second device."""
+def _index_device(target: torch.Tensor, *arguments) -> torch.device:
+    """Where a call's list indices go: the device of the first argument that
+    is a tensor (weights included), else the CPU. A list has no device of
+    its own and joins the tensors, so that ``offsets=[0, 2, 3]`` next to GPU
+    indices is not refused as a second device; it joins only the CPU or the
+    target's device, so that a tensor elsewhere (the meta device) is named
+    by the check as itself, not as the list beside it."""
     for argument in arguments:
         if isinstance(argument, torch.Tensor):
-            return argument.device
+            if argument.device in (torch.device("cpu"), target.device):
+                return argument.device
+            break
     return torch.device("cpu")
 
 
@@ -42,6 +49,16 @@ def _as_index(op: str, name: str, index: IndexLike,
     if isinstance(index, (str, bytes)):
         raise TypeError(f"{op}: {name} must be a 1-D tensor or sequence of ints, got a "
                         f"{type(index).__name__}")
+    if isinstance(index, (list, tuple)):
+        # torch.as_tensor([1, True]) gives int64 [1, 1]: a bool would pass as 1.
+        for position, value in enumerate(index):
+            if isinstance(value, bool) or (type(value).__module__ == "numpy" and
+                                           type(value).__name__ in ("bool", "bool_")):
+                if all(isinstance(other, bool) or type(other) is type(value)
+                       for other in index):
+                    break  # all bools: refused below, as a bool tensor
+                raise TypeError(f"{op}: {name}[{position}] is the bool {value!r}; indices "
+                                "must be integers (bools are refused, never read as 0 or 1)")
     try:
         tensor = torch.as_tensor(index)
     except (TypeError, ValueError, RuntimeError, OverflowError) as error:
@@ -52,6 +69,13 @@ def _as_index(op: str, name: str, index: IndexLike,
     if tensor.dtype == torch.bool or tensor.is_floating_point() or tensor.is_complex():
         raise TypeError(f"{op}: {name} must hold integers, got values of type "
                         f"{str(tensor.dtype).replace('torch.', '')}; convert them explicitly")
+    if tensor.dtype in UNSIGNED_WIDE and tensor.numel():
+        # Cast to int64, 2**64 - 1 would read as -1 and be named so; torch
+        # has no comparisons for uint64, so the values are read as Python ints.
+        for position, value in enumerate(tensor.reshape(-1).tolist()):
+            if value > INT64_MAX:
+                raise IndexError(f"{op}: {name}[{position}] = {value} does not fit in int64, "
+                                 "so it is no row of any tensor")
     return tensor.to(dtype=torch.int64, device=device)
 
 
@@ -98,7 +122,7 @@ def transfer_rows_(target: torch.Tensor, target_index: IndexLike,
     op = "transfer_rows_"
     _check_tensor(op, "target", target)
     _check_tensor(op, "source", source)
-    device = _index_device(target_index, source_index)
+    device = _index_device(target, target_index, source_index)
     target_index = _as_index(op, "target_index", target_index, device)
     source_index = _as_index(op, "source_index", source_index, device)
     with torch.no_grad():
@@ -121,7 +145,9 @@ def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.T
     entry, finite and > 0) the mean is weighted. Each row is scaled by its
     share of the segment's weight (computed in float64) before the sum, which
     runs in float32 (float64 for a float64 source), so neither huge weights
-    nor huge values overflow it; the result is converted to ``target``'s
+    nor huge values overflow it (weights are read as float64, and weights
+    whose sum overflows float64 are first divided by their segment's
+    largest); the result is converted to ``target``'s
     dtype at the end. Source ids may repeat; target ids may not. The
     indices, offsets and weights are on the CPU or on the target's device
     (all on one; a list joins the tensors' device), with the paths and
@@ -132,7 +158,7 @@ def segment_mean_(target: torch.Tensor, target_index: IndexLike, source: torch.T
     _check_tensor(op, "source", source)
     if weights is not None:
         _check_tensor(op, "weights", weights)
-    device = _index_device(target_index, source_index, offsets, weights)
+    device = _index_device(target, target_index, source_index, offsets, weights)
     target_index = _as_index(op, "target_index", target_index, device)
     source_index = _as_index(op, "source_index", source_index, device)
     offsets = _as_index(op, "offsets", offsets, device)

@@ -3,12 +3,15 @@
 // summed in the accumulation type (float64 for float64, float32 otherwise),
 // then converted into the segment's target row. Scaling before summing keeps
 // the sum a convex combination: huge weights or values cannot overflow it.
+// Weights whose own sum overflows float64 (near 1e308) are divided by the
+// segment's largest first; any other sum is used as it is.
 #include <ATen/Dispatch.h>
 #include <ATen/Parallel.h>
 #include <c10/util/TypeCast.h>
 #include <torch/library.h>
 
 #include <algorithm>
+#include <cmath>
 #include <type_traits>
 #include <vector>
 
@@ -34,20 +37,31 @@ void mean_rows(const at::Tensor& target, const at::Tensor& target_index,
   const index_t* target_ids = target_index.const_data_ptr<index_t>();
   const index_t* source_ids = source_index.const_data_ptr<index_t>();
   const int64_t* bounds = offsets.const_data_ptr<int64_t>();
-  const acc_t* weight_data = weights.has_value() ? weights->const_data_ptr<acc_t>() : nullptr;
+  const double* weight_data = weights.has_value() ? weights->const_data_ptr<double>() : nullptr;
   const int64_t grain = std::max<int64_t>(1, 4096 / std::max<int64_t>(1, width));
 
   at::parallel_for(0, target_index.numel(), grain, [&](int64_t begin, int64_t end) {
     std::vector<acc_t> sum(static_cast<size_t>(width));
     for (int64_t s = begin; s < end; ++s) {
       double total_weight = 0;
+      double largest = 0;
       for (int64_t p = bounds[s]; p < bounds[s + 1]; ++p) {
-        total_weight += weight_data ? static_cast<double>(weight_data[p]) : 1.0;
+        const double weight = weight_data ? weight_data[p] : 1.0;
+        total_weight += weight;
+        largest = std::max(largest, weight);
+      }
+      double divisor = 1.0;
+      if (!std::isfinite(total_weight)) {
+        divisor = largest;
+        total_weight = 0;
+        for (int64_t p = bounds[s]; p < bounds[s + 1]; ++p) {
+          total_weight += weight_data[p] / divisor;
+        }
       }
       std::fill(sum.begin(), sum.end(), acc_t(0));
       for (int64_t p = bounds[s]; p < bounds[s + 1]; ++p) {
         const source_t* row = source_base + static_cast<int64_t>(source_ids[p]) * source_row_stride;
-        const double weight = weight_data ? static_cast<double>(weight_data[p]) : 1.0;
+        const double weight = weight_data ? weight_data[p] / divisor : 1.0;
         const auto share = static_cast<acc_t>(weight / total_weight);
         for (int64_t j = 0; j < width; ++j) {
           sum[j] += share * static_cast<acc_t>(row[j * source_col_stride]);

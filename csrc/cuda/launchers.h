@@ -54,8 +54,7 @@ void launch_transfer_rows(MatrixView target, IndexView target_ids, MatrixView so
                           IndexView source_ids, const uint32_t* status, cudaStream_t stream);
 
 // target[target_ids[s]] = weighted mean of source[source_ids[offsets[s]:offsets[s+1]]].
-// `weights` is null or one weight per source id, float64 for a float64
-// source and float32 otherwise. Does nothing if *status is not 0 (null:
+// `weights` is null or one float64 weight per source id. Does nothing if *status is not 0 (null:
 // checked before the launch).
 void launch_segment_mean(MatrixView target, IndexView target_ids, MatrixView source,
                          IndexView source_ids, const int64_t* offsets, const void* weights,

@@ -1,6 +1,7 @@
 // CUDA kernel of vocabxfer::segment_mean_. A block averages one segment at a
 // time (grid-stride over segments): its threads first put each piece's share
-// of the segment's weight (computed in float64) into shared memory, then each
+// of the segment's weight (computed in float64 from float64 weights) into
+// shared memory, then each
 // thread sums its columns of the scaled rows in float32 (float64 for float64
 // sources). Scaling before summing keeps the sum a convex combination, so
 // huge weights or values cannot overflow it.
@@ -26,7 +27,7 @@ __global__ void __launch_bounds__(kThreads) segment_mean_kernel(
     const index_t* __restrict__ target_ids,
     const index_t* __restrict__ source_ids,
     const int64_t* __restrict__ offsets,
-    const acc_t* __restrict__ weights,
+    const double* __restrict__ weights,
     int64_t segments,
     int64_t width,
     int64_t target_row_stride,
@@ -42,11 +43,23 @@ __global__ void __launch_bounds__(kThreads) segment_mean_kernel(
     const int64_t first = offsets[s];
     const int64_t count = offsets[s + 1] - first;
     double total = 0;
+    double largest = 0;
     for (int64_t p = 0; p < count; ++p) {
-      total += weights ? static_cast<double>(weights[first + p]) : 1.0;
+      const double weight = weights ? weights[first + p] : 1.0;
+      total += weight;
+      largest = fmax(largest, weight);
+    }
+    // Weights whose sum overflows (near 1e308) are divided by the largest.
+    double divisor = 1.0;
+    if (!isfinite(total)) {
+      divisor = largest;
+      total = 0;
+      for (int64_t p = 0; p < count; ++p) {
+        total += weights[first + p] / divisor;
+      }
     }
     const auto share_of = [&](int64_t p) {
-      return static_cast<acc_t>((weights ? static_cast<double>(weights[first + p]) : 1.0) / total);
+      return static_cast<acc_t>((weights ? weights[first + p] / divisor : 1.0) / total);
     };
     const bool cached = count <= kSharedPieces;
     if (cached) {
@@ -88,7 +101,7 @@ void launch_segment_mean(MatrixView target, IndexView target_ids, MatrixView sou
             static_cast<target_t*>(target.data), static_cast<const source_t*>(source.data),
             static_cast<const index_t*>(target_ids.data),
             static_cast<const index_t*>(source_ids.data), offsets,
-            static_cast<const acc_t*>(weights), segments, target.width, target.row_stride,
+            static_cast<const double*>(weights), segments, target.width, target.row_stride,
             target.col_stride, source.row_stride, source.col_stride, status);
         C10_CUDA_KERNEL_LAUNCH_CHECK();
       });
