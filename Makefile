@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip
 STAMP := build/.installed-$(notdir $(PYTHON))
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cpp csrc/cuda/*.h csrc/cuda/*.cuh csrc/cuda/*.cu)
 
-.PHONY: install demo test bench clean
+.PHONY: install demo test test-fast bench clean
 
 install: $(STAMP)
 
@@ -30,6 +30,10 @@ demo: install
 
 test: install
 	$(PYTHON) -m pytest -q
+
+# The same without the tests marked slow (several processes, long runs).
+test-fast: install
+	$(PYTHON) -m pytest -q -m "not slow"
 
 bench: install
 	$(PYTHON) benchmarks/bench_transfer_rows.py

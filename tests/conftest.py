@@ -20,6 +20,8 @@ def pytest_addoption(parser):
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "cuda: needs a CUDA device")
+    config.addinivalue_line("markers", "slow: starts several processes or runs for long "
+                                       "(make test runs it; make test-fast leaves it out)")
     from hypothesis import HealthCheck, settings
 
     fuzz = config.getoption("--fuzz")

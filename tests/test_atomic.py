@@ -30,10 +30,14 @@ def write_version(version: str):
     return write
 
 
-def version_of(folder: Path) -> str:
-    """'A' or 'B' if the folder holds that version whole; fails otherwise."""
+def version_of(folder: Path, marker_allowed: bool = False) -> str:
+    """'A' or 'B' if the folder holds that version whole; fails otherwise.
+    `marker_allowed`: a write killed between publishing and removing its
+    marker leaves it there until the next run's recovery."""
     assert folder.is_dir(), f"{folder} is missing"
-    assert sorted(p.name for p in folder.iterdir()) == sorted(FILES), list(folder.iterdir())
+    names = sorted(p.name for p in folder.iterdir()
+                   if not (marker_allowed and p.name == atomic.MARKER))
+    assert names == sorted(FILES), list(folder.iterdir())
     versions = set()
     for name, size in FILES.items():
         data = (folder / name).read_bytes()
@@ -78,44 +82,149 @@ def test_replace_without_exchange_uses_a_journal(tmp_path, monkeypatch):
     assert version_of(out) == "B" and hidden_leftovers(tmp_path) == []
 
 
+def marked_staging(parent: Path, name: str, version: str, pid: int, token: str) -> Path:
+    """What a write leaves beside `name`: a staging folder with its marker."""
+    staging = parent / f".{name}.partial-{pid}-{token}"
+    staging.mkdir()
+    write_version(version)(staging)
+    (staging / atomic.MARKER).write_text(f"vocabxfer staging {pid} {token}\n")
+    return staging
+
+
+def journal_of(parent: Path, name: str, pid: int, token: str) -> Path:
+    journal = parent / f".{name}.swap-journal"
+    journal.write_text(json.dumps({"format": 2, "pid": pid, "token": token}))
+    return journal
+
+
+def dead_pid() -> int:
+    return int(subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                              capture_output=True, text=True).stdout)
+
+
+TOKEN = "0123456789abcdef" * 2
+
+
 def test_recover_finishes_a_swap_killed_between_its_renames(tmp_path):
     # What a kill between rename(out -> retired) and rename(staging -> out)
     # leaves: the journal, the retired old folder, the complete new one.
-    out = tmp_path / "out"
-    staging, retired = tmp_path / ".out.partial-1-a", tmp_path / ".out.old-1-b"
-    for folder, version in ((staging, "B"), (retired, "A")):
-        folder.mkdir()
-        write_version(version)(folder)
-    (tmp_path / ".out.swap-journal").write_text(json.dumps(
-        {"destination": str(out), "staging": str(staging), "retired": str(retired)}))
+    out, pid = tmp_path / "out", dead_pid()
+    marked_staging(tmp_path, "out", "B", pid, TOKEN)
+    retired = tmp_path / f".out.old-{pid}-{TOKEN}"
+    retired.mkdir()
+    write_version("A")(retired)
+    journal_of(tmp_path, "out", pid, TOKEN)
     atomic.recover(out)
     assert version_of(out) == "B" and hidden_leftovers(tmp_path) == []
 
 
-def test_recover_rolls_back_when_the_new_folder_is_gone(tmp_path):
-    out = tmp_path / "out"
-    retired = tmp_path / ".out.old-1-b"
+def test_a_journal_is_refused_unless_its_new_folder_carries_its_marker(tmp_path):
+    # The old folder moved aside and no marked new folder: nothing proves the
+    # journal ours, so nothing is moved, not even back.
+    out, pid = tmp_path / "out", dead_pid()
+    retired = tmp_path / f".out.old-{pid}-{TOKEN}"
     retired.mkdir()
     write_version("A")(retired)
-    (tmp_path / ".out.swap-journal").write_text(json.dumps(
-        {"destination": str(out), "staging": str(tmp_path / ".out.partial-1-a"),
-         "retired": str(retired)}))
-    atomic.recover(out)
-    assert version_of(out) == "A" and hidden_leftovers(tmp_path) == []
+    journal_of(tmp_path, "out", pid, TOKEN)
+    unmarked = tmp_path / f".out.partial-{pid}-{TOKEN}"
+    unmarked.mkdir()
+    (unmarked / "data").write_text("someone else's")
+    with pytest.raises(OutputError, match="records a swap whose new folder is not where"):
+        atomic.recover(out)
+    assert version_of(retired) == "A" and (unmarked / "data").read_text() == "someone else's"
+    assert not out.exists() and (tmp_path / ".out.swap-journal").exists()
 
 
-def test_leftovers_of_dead_processes_are_removed_and_live_ones_kept(tmp_path):
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
-                          capture_output=True, text=True).stdout.strip()
-    for name in (f".out.partial-{dead}-aa", f".out.old-{dead}-bb"):
+@pytest.mark.parametrize("content", [
+    {"destination": "{out}", "staging": "{victim}", "retired": "{victim}"},  # the old form
+    {"format": 2, "pid": 1, "token": "../../victim"},
+    {"format": 2, "pid": "7", "token": TOKEN},
+    {"format": 2, "pid": 7, "token": TOKEN, "retired": "{victim}"},
+    ["a", "list"],
+], ids=["names-paths", "token-with-separators", "pid-a-string", "extra-key", "not-an-object"])
+def test_a_planted_journal_is_refused_and_nothing_it_names_is_touched(tmp_path, content):
+    parent, victim = tmp_path / "shared", tmp_path / "work"
+    parent.mkdir()
+    victim.mkdir()
+    (victim / "thesis.tex").write_text("years of work")
+    out = parent / "out"
+    text = json.dumps(content).replace("{out}", str(out)).replace("{victim}", str(victim))
+    (parent / ".out.swap-journal").write_text(text)
+    for overwrite in (False, True):
+        with pytest.raises(OutputError, match="is not a journal that vocabxfer wrote"):
+            atomic.write_folder(out, write_version("B"), overwrite=overwrite)
+    assert (victim / "thesis.tex").read_text() == "years of work"
+    assert not out.exists()
+    assert hidden_leftovers(parent) == [".out.swap-journal"]
+
+
+def test_a_journal_that_is_a_link_or_a_fifo_is_refused(tmp_path):
+    out = tmp_path / "out"
+    (tmp_path / "elsewhere.json").write_text(json.dumps({"format": 2, "pid": 7,
+                                                         "token": TOKEN}))
+    (tmp_path / ".out.swap-journal").symlink_to(tmp_path / "elsewhere.json")
+    with pytest.raises(OutputError, match="not a regular file"):
+        atomic.recover(out)
+    (tmp_path / ".out.swap-journal").unlink()
+    os.mkfifo(tmp_path / ".out.swap-journal")
+    with pytest.raises(OutputError, match="not a regular file"):
+        atomic.recover(out)
+
+
+def test_only_leftovers_that_carry_their_marker_are_removed(tmp_path):
+    pid = dead_pid()
+    ours = marked_staging(tmp_path, "out", "A", pid, TOKEN)
+    empty = tmp_path / f".out.partial-{pid}-{'e' * 32}"  # killed before its marker
+    empty.mkdir()
+    # Look-alikes a user (or a neighbour) keeps: the exact form without a
+    # marker, a marker of another token, and names that only resemble it.
+    lookalikes = {f".out.partial-{pid}-{'a' * 32}": "unmarked",
+                  f".out.old-{pid}-{'b' * 32}": "old, unmarked",
+                  ".out.old-backup": "backup", ".out.partial-keep-this": "keep",
+                  f".out.partial-{pid}-cc": "short token"}
+    for name, text in lookalikes.items():
         (tmp_path / name).mkdir()
-        (tmp_path / name / "big").write_bytes(b"x" * 1000)
-    live = tmp_path / f".out.partial-{os.getppid()}-cc"
-    live.mkdir()
-    unrelated = tmp_path / ".other.partial-1-dd"
-    unrelated.mkdir()
-    atomic.write_folder(tmp_path / "out", write_version("A"), overwrite=False)
-    assert hidden_leftovers(tmp_path) == sorted([live.name, unrelated.name])
+        (tmp_path / name / "data").write_text(text)
+    foreign = marked_staging(tmp_path, "out", "A", pid, "c" * 32)
+    (foreign / atomic.MARKER).write_text(f"vocabxfer staging {pid} {'d' * 32}\n")
+    live = marked_staging(tmp_path, "out", "A", os.getppid(), "f" * 32)
+    fifo = tmp_path / f".out.partial-{pid}-{'9' * 32}"  # a marker that would block a read
+    fifo.mkdir()
+    os.mkfifo(fifo / atomic.MARKER)
+    atomic.write_folder(tmp_path / "out", write_version("B"), overwrite=False)
+    assert (fifo / atomic.MARKER).exists()
+    assert not ours.exists() and not empty.exists()
+    for name, text in lookalikes.items():
+        assert (tmp_path / name / "data").read_text() == text
+    assert foreign.exists() and live.exists()
+    assert version_of(tmp_path / "out") == "B"
+
+
+def test_the_output_name_is_a_literal_never_a_pattern(tmp_path):
+    pid = dead_pid()
+    keep = {".bashrc.old-2023-01": "settings", ".cfg.partial-v2-final": "config",
+            f".cfg.partial-{pid}-{'a' * 32}": "unmarked, another name"}
+    for name, text in keep.items():
+        (tmp_path / name).write_text(text)
+    for pattern in ("*", "?", "[a-z]*", ".*"):
+        atomic.write_folder(tmp_path / pattern, write_version("A"), overwrite=True)
+        assert version_of(tmp_path / pattern) == "A"
+    for name, text in keep.items():
+        assert (tmp_path / name).read_text() == text
+
+
+def test_an_old_folder_left_by_an_exchange_is_known_by_the_published_marker(tmp_path):
+    # Killed after the exchange, before the old folder was removed: the new
+    # folder still holds the marker whose token names the old one.
+    out, pid = tmp_path / "out", dead_pid()
+    out.mkdir()
+    write_version("B")(out)
+    (out / atomic.MARKER).write_text(f"vocabxfer staging {pid} {TOKEN}\n")
+    old = tmp_path / f".out.partial-{pid}-{TOKEN}"
+    old.mkdir()
+    write_version("A")(old)
+    atomic.recover(out)
+    assert version_of(out) == "B" and hidden_leftovers(tmp_path) == []
 
 
 def test_a_failed_write_leaves_nothing(tmp_path):
@@ -229,7 +338,7 @@ def test_random_kills_leave_the_old_or_the_new_folder(tmp_path, journal):
         child.wait()
         if not journal:
             # One-step swaps: whole old or whole new, even before recovery.
-            assert version_of(out) in ("A", "B")
+            assert version_of(out, marker_allowed=True) in ("A", "B")
         atomic.recover(out)  # what the next run does first
         assert version_of(out) in ("A", "B")
         assert hidden_leftovers(tmp_path) == []

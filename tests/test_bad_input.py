@@ -37,6 +37,9 @@ def place(tmp_path):
     config = json.loads((odd / "config.json").read_text())
     (odd / "config.json").write_text(json.dumps(dict(config, architectures=["AutoTokenizer"])))
     (tmp_path / "a-file").write_text("not a folder")
+    (tmp_path / "data").mkdir()  # inputs that an output folder might hold
+    (tmp_path / "data" / "corpus.txt").write_text("\n".join(CORPUS) + "\n", encoding="utf-8")
+    wordpiece_tokenizer(SOURCE).save(str(tmp_path / "data" / "good.json"))
     return tmp_path
 
 
@@ -79,6 +82,10 @@ API_CASES = [
     ("output under a file", lambda p: vocabxfer.save(tiny_bert(len(SOURCE)), SOURCE_VOCAB,
                                                      p / "a-file" / "out"),
      OutputError, r"a-file is a file, so .* cannot be created under it"),
+    ("refine max_length 1", lambda p: vocabxfer.refine(
+        tiny_bert(len(SOURCE)), tiny_bert(len(SOURCE)), SOURCE_VOCAB, SOURCE_VOCAB,
+        ["the cat sat"] * 10, steps=1, max_length=1),
+     VocabxferError, r"refine: max_length is 1, which leaves no token to learn from"),
     ("output inside the input", lambda p: vocabxfer.transfer_to_folder(
         p / "model", p / "model" / "out", tokenizer=p / "good.json"),
      OutputError, r"is inside the input model folder"),
@@ -192,6 +199,35 @@ CLI_CASES = [
 ]
 
 
+# --force replaces --out: never when --out holds (or is) an input of the run,
+# and every output path is checked before the first long step.
+CLI_CASES += [
+    ("--out holds the corpus", ("transfer", "--model", "{p}/model", "--corpus",
+                                "{p}/data/corpus.txt", "--out", "{p}/data", "--force"),
+     "the output folder {p}/data holds the corpus file {p}/data/corpus.txt"),
+    ("--out holds the refine corpus", ("transfer", "--model", "{p}/model", "--tokenizer",
+                                       "{p}/good.json", "--refine-corpus", "{p}/data/corpus.txt",
+                                       "--refine-steps", "2", "--out", "{p}/data", "--force"),
+     "holds the refine corpus file"),
+    ("--out holds the tokenizer", ("transfer", "--model", "{p}/model", "--tokenizer",
+                                   "{p}/data/good.json", "--out", "{p}/data", "--force"),
+     "holds the target tokenizer"),
+    ("--plot inside --out", ("transfer", "--model", "{p}/model", "--tokenizer", "{p}/good.json",
+                             "--refine-corpus", "{p}/corpus.txt", "--refine-steps", "2",
+                             "--out", "{p}/new", "--plot", "{p}/new/loss.png"),
+     "the output folder {p}/new holds the loss plot"),
+    ("--plot is --out", ("transfer", "--model", "{p}/model", "--tokenizer", "{p}/good.json",
+                         "--refine-corpus", "{p}/corpus.txt", "--refine-steps", "2",
+                         "--out", "{p}/new.png", "--plot", "{p}/new.png"),
+     "the output folder {p}/new.png is the loss plot"),
+    ("--plot where no file can be made", ("transfer", "--model", "{p}/model", "--tokenizer",
+                                          "{p}/good.json", "--refine-corpus", "{p}/corpus.txt",
+                                          "--refine-steps", "2", "--out", "{p}/new", "--plot",
+                                          "/proc/vocabxfer-no-such/loss.png"),
+     "/proc/vocabxfer-no-such/loss.png cannot be written: /proc does not take new files"),
+]
+
+
 @pytest.mark.parametrize("name,arguments,message", CLI_CASES, ids=[c[0] for c in CLI_CASES])
 def test_cli(place, capsys, name, arguments, message):
     before = listing(place)
@@ -201,7 +237,7 @@ def test_cli(place, capsys, name, arguments, message):
     errors = [line for line in captured.err.splitlines() if line.startswith("vocabxfer: error: ")]
     assert len(errors) == 1 and captured.err.rstrip().endswith(errors[0]), captured.err
     assert "Traceback" not in captured.err
-    assert message in errors[0], errors[0]
+    assert message.format(p=place) in errors[0], errors[0]
     assert listing(place) == before
 
 

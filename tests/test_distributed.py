@@ -172,7 +172,7 @@ def test_under_torchrun_rank_0_alone_writes_the_folder(tmp_path, corpus_file):
     finished = subprocess.run(command, capture_output=True, text=True, timeout=300,
                               env=dict(os.environ, HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1"))
     assert finished.returncode == 0, finished.stderr[-3000:]
-    assert finished.stdout.count(f"wrote {out}") == 2  # each rank reports the one folder
+    assert finished.stdout.count(f"wrote {out}") == 1  # rank 0 alone reports what it wrote
     assert (out / "model.safetensors").is_file() and (out / "tokenizer.json").is_file()
     assert sorted(path.name for path in tmp_path.iterdir()) == \
         sorted(["source", "target.json", "out", "corpus.txt"])
@@ -213,9 +213,13 @@ def test_torchrun_processes_join_with_nccl_only_when_each_has_its_own_gpu(
     from vocabxfer import distributed
 
     fake_gpus(monkeypatch, 2)
-    joined, devices_set = [], []
+    import datetime
+
+    joined, devices_set, timeouts = [], [], []
     monkeypatch.setattr(torch.distributed, "is_initialized", lambda: False)
-    monkeypatch.setattr(torch.distributed, "init_process_group", joined.append)
+    monkeypatch.setattr(torch.distributed, "init_process_group",
+                        lambda backend, timeout: joined.append(backend) or
+                        timeouts.append(timeout))
     monkeypatch.setattr(torch.cuda, "set_device", devices_set.append)
     monkeypatch.setenv("WORLD_SIZE", local_world)
     monkeypatch.setenv("LOCAL_WORLD_SIZE", local_world)
@@ -224,5 +228,88 @@ def test_torchrun_processes_join_with_nccl_only_when_each_has_its_own_gpu(
     assert joined == [expected]
     assert devices_set == ([torch.device("cuda", 1)] if expected == "nccl" else [])
     joined.clear()
-    distributed.join_launched_job(torch.device("cpu"))
+    distributed.join_launched_job(torch.device("cpu"), timeout_seconds=7)
     assert joined == ["gloo"]
+    # torch's default would wait 30 minutes for a stopped peer.
+    assert timeouts == [datetime.timedelta(seconds=300), datetime.timedelta(seconds=7)]
+
+
+# ---- ranks that disagree, or stop: one error, within the timeout ----------------------
+
+def launch_ranks(tmp_path, arguments_of_rank, world=2, timeout=5):
+    """`vocabxfer transfer` in `world` processes of one job (the environment
+    torchrun gives), each with its own command line."""
+    port = free_port()
+    processes = []
+    for rank in range(world):
+        env = dict(os.environ, RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(world),
+                   LOCAL_WORLD_SIZE=str(world), MASTER_ADDR="127.0.0.1",
+                   MASTER_PORT=str(port), HF_HUB_OFFLINE="1", OMP_NUM_THREADS="1")
+        command = [sys.executable, "-m", "vocabxfer", "transfer", "--dist-timeout",
+                   str(timeout)] + arguments_of_rank(rank)
+        processes.append(subprocess.Popen(command, env=env, stdout=subprocess.PIPE,
+                                          stderr=subprocess.PIPE, text=True))
+    return processes
+
+
+@pytest.fixture
+def job_inputs(tmp_path, corpus_file):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
+    wordpiece_tokenizer(TARGET[:-2]).save(str(tmp_path / "other.json"))
+    return ["--model", str(tmp_path / "source"), "--refine-corpus", str(corpus_file),
+            "--out", str(tmp_path / "out")]
+
+
+@pytest.mark.slow
+def test_ranks_given_different_settings_all_stop_with_one_line_naming_them(tmp_path,
+                                                                             job_inputs):
+    def arguments(rank):
+        return job_inputs + ["--tokenizer", str(tmp_path / ("target.json" if rank == 0
+                                                            else "other.json")),
+                             "--refine-steps", str(3 + rank), "--seed", str(rank)]
+
+    outcomes = [(process.wait(timeout=240), process.communicate())
+                for process in launch_ranks(tmp_path, arguments)]
+    for code, (out, err) in outcomes:
+        assert code == 2, err[-2000:]
+        line = err.strip().splitlines()[-1]
+        assert "were given different settings" in line and "Traceback" not in err, err
+        for setting in ("refine_steps (rank 1 differs", "seed (rank 1",
+                        "the target tokenizer (rank 1"):
+            assert setting in line, line
+        assert "wrote" not in out
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.slow
+def test_a_stopped_peer_ends_the_job_within_the_timeout(tmp_path, job_inputs):
+    import signal
+    import time
+
+    processes = launch_ranks(tmp_path, lambda rank: job_inputs + [
+        "--tokenizer", str(tmp_path / "target.json"), "--refine-steps", "3"], timeout=5)
+    survivor, stopped = processes
+    stopped.send_signal(signal.SIGSTOP)
+    started = time.monotonic()
+    try:
+        code = survivor.wait(timeout=120)
+        waited = time.monotonic() - started
+    finally:
+        stopped.kill()
+        stopped.wait()
+    err = survivor.stderr.read()
+    assert code == 2, err[-2000:]
+    assert "Traceback" not in err and "--dist-timeout" in err.strip().splitlines()[-1], err
+    assert waited < 90, waited
+    assert not (tmp_path / "out").exists()
+
+
+def test_a_transfer_without_refinement_refuses_to_run_on_several_processes(tmp_path,
+                                                                           job_inputs):
+    outcomes = [(process.wait(timeout=240), process.communicate()) for process in
+                launch_ranks(tmp_path, lambda rank: job_inputs[:2] + job_inputs[4:] + [
+                    "--tokenizer", str(tmp_path / "target.json")])]
+    for code, (_, err) in outcomes:
+        assert code == 2 and "only refinement runs on several" in err, err[-2000:]
+    assert not (tmp_path / "out").exists()

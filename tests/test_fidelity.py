@@ -135,3 +135,19 @@ def test_passages_the_target_tokenizer_cuts_are_left_out():
     assert everything.measure(model, load_vocab(long)) == \
         pytest.approx(only_whole.measure(model, load_vocab(long)), rel=1e-9)
     assert LETTERS_AND_THE == WITH_CAT[:len(LETTERS_AND_THE)]
+
+
+def test_a_figure_that_is_not_finite_is_written_as_strict_json():
+    from vocabxfer.fidelity import Fidelity
+
+    def refuse(constant):
+        raise ValueError(f"bare {constant} is not JSON")
+
+    report = Fidelity(measure="bpb ratio", passages=20, token_ratio=0.8,
+                      zero_shot=float("nan"), refined=float("inf"), source_bpb=1.2)
+    document = json.loads(report.to_json(), parse_constant=refuse)
+    assert document["zero_shot"] is None and document["refined"] is None
+    assert document["finite"] is False and document["source_bpb"] == 1.2
+    honest = json.loads(Fidelity(measure="word cosine", passages=20, token_ratio=1.1,
+                                 zero_shot=0.9).to_json(), parse_constant=refuse)
+    assert honest["finite"] is True and honest["zero_shot"] == 0.9

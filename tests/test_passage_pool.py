@@ -206,7 +206,11 @@ def test_long_passages_are_cut_to_what_max_length_reaches():
     assert long_text.startswith(cut) and len(cut.split()) == WORDS_PER_TOKEN * 32
     assert first_words("a  b ", 5) == "a  b "
     pool = pool_for([long_text] * 8, max_length=32)
-    assert pool.passages[0] == cut and int(pool.target.word_counts.max()) <= 30
+    assert long_text.startswith(pool.passages[0]) and int(pool.target.word_counts.max()) <= 30
+    # What matters: the cut loses nothing the tokenizer reads within max_length.
+    target = load_vocab(wordpiece_tokenizer(TARGET))
+    whole = encode_side(passage_pool.rust_tokenizer(target, 32, "target"), [long_text], 32)
+    assert torch.equal(pool.target.ids[0], whole.ids[0])
 
 
 # ---- pieces both tokenizations cut alike ------------------------------------
@@ -317,3 +321,29 @@ def test_with_specials_the_first_and_last_special_tokens_pair_up():
     pool = pool_for(["the cats sat on the mat"], align="spans+specials")
     assert pool.target.words[0, :8].tolist() == [6, 0, 1, 2, 3, 4, 5, 7]
     assert pool.source.words[0, :9].tolist() == [6, 0, 1, 1, 2, 3, 4, 5, 7]
+
+
+@pytest.mark.parametrize("unit", ["!?", "한국어", " \u3000"], ids=["punctuation", "cjk",
+                                                                   "spaces"])
+def test_text_without_spaces_is_cut_to_what_the_tokens_can_reach(unit):
+    from vocabxfer.passage_pool import SPACE_ALLOWANCE, within_reach
+
+    line = unit * 1_000_000
+    cut = within_reach(line, words=128, tokens=32, longest=12)
+    budget = 2 * 32 * 12
+    assert line.startswith(cut) and 0 < len(cut) <= budget * SPACE_ALLOWANCE
+    assert sum(not char.isspace() for char in cut) <= budget
+    # Ordinary text is cut by words as before, not by characters.
+    text = " ".join(["word"] * 300)
+    assert within_reach(text, words=128, tokens=32, longest=12) == first_words(text, 128)
+
+
+def test_a_pool_of_megabyte_lines_without_spaces_reads_only_their_reach():
+    from vocabxfer.passage_pool import longest_token
+
+    source, target = load_vocab(wordpiece_tokenizer(SOURCE)), load_vocab(wordpiece_tokenizer(TARGET))
+    trained = torch.ones(len(target), dtype=torch.bool)
+    passages = ["cats" * 250_000, "!?" * 500_000] + TEXTS
+    pool = PassagePool(passages, source, target, trained, 16, pool_size=100, seed=0)
+    limit = 2 * 16 * longest_token(source, target)
+    assert all(len(text) <= limit for text in pool.passages)

@@ -85,8 +85,9 @@ def test_texts_are_passages_or_files(tmp_path):
     assert read_texts(["the cat", " ", "a dog"]) == ["the cat", "a dog"]
     assert read_texts(str(first)) == lines[:2]
     assert read_texts([first, second]) == lines
-    # File names given as strings are read, not trained on as passages.
-    assert read_texts([str(first), str(second)]) == lines
+    # Strings are passages, even the ones that name files: a corpus whose
+    # lines are paths trains on those lines, never on the files they name.
+    assert read_texts([str(first), str(second)]) == [str(first), str(second)]
     assert read_texts([str(first), "a passage"]) == [str(first), "a passage"]
 
 
@@ -338,3 +339,18 @@ def test_a_causal_lm_with_a_byte_level_tokenizer_without_pad_refines():
     assert result.steps == 5 and not torch.equal(after[-3:], before[-3:])
     assert torch.equal(after[:-3], before[:-3])
     assert student.get_output_embeddings().weight.data_ptr() == after.data_ptr()  # still tied
+
+
+def test_a_nan_in_the_body_is_named_not_blamed_on_the_learning_rate():
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    student = copy.deepcopy(teacher)
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    transfer_model(student, source, target)
+    with torch.no_grad():
+        student.bert.encoder.layer[0].attention.self.query.weight[0, 0] = float("nan")
+    before = student.get_input_embeddings().weight.detach().clone()
+    with pytest.raises(ModelError, match=r"bert.encoder.layer.0.attention.self.query.weight "
+                                         r"holds NaN or infinite values") as raised:
+        refine(student, teacher, source, target, TEXTS, steps=2, show_progress=False)
+    assert "lr" not in str(raised.value)
+    assert torch.equal(student.get_input_embeddings().weight, before)

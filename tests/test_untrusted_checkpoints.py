@@ -272,17 +272,23 @@ def test_crafted_checkpoint_api(pristine, tmp_path, name, crafted, message):
 
 @pytest.mark.parametrize("name,crafted,message", CASES, ids=[case[0] for case in CASES])
 def test_crafted_checkpoint_cli(pristine, tmp_path, capsys, name, crafted, message):
-    import re
-
     place = crafted_place(pristine, tmp_path, crafted)
     before = file_hashes(place, place / "out")
+    transfer_is_refused(place, capsys, message)
+    assert file_hashes(place, place / "out") == before
+
+
+def transfer_is_refused(place: Path, capsys, message: str) -> None:
+    """`vocabxfer transfer --force` of place/model to place/target.json exits
+    2 with one line matching `message`, and writes no output folder."""
+    import re
+
     code = main(["transfer", "--model", str(place / "model"), "--tokenizer",
                  str(place / "target.json"), "--out", str(place / "out"), "--force"])
     err = capsys.readouterr().err
     assert code == 2 and one_error_line(err), err
     assert re.search(message, err.rstrip().splitlines()[-1]), err
     assert not (place / "out").exists()
-    assert file_hashes(place, place / "out") == before
 
 
 def test_hub_cache_links_are_followed(pristine, tmp_path):

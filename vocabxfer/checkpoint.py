@@ -19,7 +19,7 @@ import torch
 
 from . import safetensors_io
 from .architecture import VocabTensor, vocab_tensors
-from .atomic import check_apart, check_output_folder, write_folder
+from .atomic import check_apart, check_output_folder, input_path, write_folder
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
 from .fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
@@ -28,8 +28,9 @@ from .loading import PICKLES, load_config, model_class
 from .matching import TokenMap, match_vocab
 from .model import (as_stored, check_fits, check_seed, target_size_for, tensor_generator,
                     update_config)
-from .readers import VocabSource
+from .readers import VocabSource, first_line
 from .saving import as_transformers_tokenizer
+from .untrusted import check_inside, check_model_folder, read_json
 
 logger = logging.getLogger(__name__)
 
@@ -70,28 +71,23 @@ def weight_file(folder: Path, name: object, where: str) -> Path:
         raise ModelError(f"{folder}: {where} names the weight file {name!r}, which is not a "
                          "plain file name inside the model folder; refusing a path that "
                          "could lead outside it")
+    if not name.endswith(".safetensors"):
+        raise ModelError(f"{folder}: {where} names the weight file {name!r}, expected a "
+                         "file name ending in .safetensors; refusing a name that the output's "
+                         "config or tokenizer files could take")
     path = folder / name
     if not path.is_file():
         raise ModelError(f"{folder}: {where} names the weight file {name}, which is "
                          "missing; the checkpoint is incomplete")
-    real = path.resolve()
-    inside = [folder]
-    if folder.parent.name == "snapshots":  # a hub cache: snapshots/<revision>/ -> blobs/
-        inside.append((folder.parent.parent / "blobs").resolve())
-    if not any(real.parent == root or real.is_relative_to(root) for root in inside):
-        raise ModelError(f"{folder}: the weight file {name} is a link to {real}, outside the "
-                         "model folder; refusing to read it")
+    check_inside(folder, path, ModelError)
     return path
 
 
 def read_index(folder: Path) -> Tuple[Dict[str, Any], Dict[str, str]]:
     """The index document and its weight map, with every part checked."""
     path = folder / INDEX_FILE
-    try:
-        index = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError, UnicodeDecodeError, RecursionError) as error:
-        raise ModelError(f"{path}: is not a safetensors index ({type(error).__name__}: "
-                         f"{error})") from None
+    check_inside(folder, path, ModelError)
+    index = read_json(path, "tokenizer", ModelError, "a safetensors index")
     if not isinstance(index, dict) or not isinstance(index.get("weight_map"), dict):
         raise ModelError(f"{path}: is not a safetensors index (expected a JSON object with a "
                          "weight_map object)")
@@ -153,14 +149,53 @@ def check_stored_shapes(checkpoint: Checkpoint,
                     f"({', '.join(safetensors_io.FLOAT_DTYPES)})")
 
 
+def check_ties(checkpoint: Checkpoint, stored: List[Tuple[VocabTensor, List[str]]],
+               config: Any) -> None:
+    """Names the architecture ties (one tensor, as the config's
+    tie_word_embeddings makes them) must hold the same bytes where the
+    checkpoint stores each: a config that says tied over weights that are
+    not would otherwise replace the stored head by the embedding rows."""
+    for vocab_tensor, names in stored:
+        for other in names[1:]:
+            if not same_stored_tensor(checkpoint, names[0], other, vocab_tensor.row_dim):
+                raise ModelError(
+                    f"{checkpoint.folder}: config.json makes {other} one tensor with "
+                    f"{names[0]} (tie_word_embeddings: "
+                    f"{getattr(config, 'tie_word_embeddings', None)}), but the checkpoint "
+                    "stores them with different values; the config does not describe these "
+                    "weights (set tie_word_embeddings to false if the head is its own)")
+
+
+def same_stored_tensor(checkpoint: Checkpoint, first: str, second: str, row_dim: int) -> bool:
+    """Whether two stored tensors hold the same dtype, shape and bytes, read
+    a chunk of rows at a time."""
+    one, two = checkpoint.entry(first), checkpoint.entry(second)
+    if one.dtype != two.dtype or one.shape != two.shape:
+        return False
+    first_file = checkpoint.files[checkpoint.weight_map[first]]
+    second_file = checkpoint.files[checkpoint.weight_map[second]]
+    rows, _ = first_file.rows_of(first, row_dim)
+    for chunk, twin in zip(first_file.row_chunks(first, row_dim, rows, STATISTICS_CHUNK_ROWS),
+                           second_file.row_chunks(second, row_dim, rows, STATISTICS_CHUNK_ROWS)):
+        if not torch.equal(chunk.view(torch.uint8), twin.view(torch.uint8)):
+            return False
+    return True
+
+
 def meta_model(config: Any) -> Any:
     """The config's model class built on the meta device: names and shapes,
     no weights."""
     cls = model_class(config)
-    with torch.device("meta"):
-        if hasattr(cls, "from_config"):  # the Auto classes
-            return cls.from_config(config)
-        return cls(config)
+    try:
+        with torch.device("meta"):
+            if hasattr(cls, "from_config"):  # the Auto classes
+                return cls.from_config(config)
+            return cls(config)
+    except (ValueError, TypeError, KeyError, AttributeError, IndexError, RuntimeError,
+            ZeroDivisionError) as error:
+        raise ModelError(f"the config does not build a {getattr(cls, '__name__', cls)} "
+                         f"({type(error).__name__}: {first_line(error)}); expected a "
+                         "config.json that save_pretrained wrote") from None
 
 
 def stored_names(vocab_tensor: VocabTensor, checkpoint: Checkpoint, prefix: str) -> List[str]:
@@ -279,7 +314,10 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
         raise ModelError(f"{model_dir}: no such model folder (expected a folder with "
                          "config.json and safetensors weights)")
     folder = folder.resolve()
-    check_apart(folder, out_path)
+    check_apart(out_path, {"the input model folder": folder,
+                           "the source tokenizer": input_path(source_tokenizer),
+                           "the target tokenizer": input_path(target_tokenizer)})
+    check_model_folder(folder, ModelError)
     checkpoint = open_checkpoint(folder)
     config = load_config(str(folder))
     model = meta_model(config)
@@ -292,6 +330,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
                          f"{', '.join(tensors[0].names)} (the input embeddings of "
                          f"{type(model).__name__})")
     check_stored_shapes(checkpoint, stored)
+    check_ties(checkpoint, stored, config)
     source_rows = checkpoint.entry(stored[0][1][0]).shape[0]
 
     token_map = match_vocab(source_tokenizer if source_tokenizer is not None else folder,
@@ -388,7 +427,7 @@ def read_generation_config(folder: Path) -> Any:
 
     try:
         return GenerationConfig.from_pretrained(str(folder))
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
         raise ModelError(f"{folder / 'generation_config.json'}: could not be read "
                          f"({type(error).__name__}: {error})") from None
 

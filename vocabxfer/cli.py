@@ -4,6 +4,7 @@ for files) ends in one line and exit status 2; -v shows the traceback too."""
 
 import argparse
 import json
+import os
 import logging
 import sys
 import traceback
@@ -102,6 +103,10 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--device", default=None, help="cpu, cuda or cuda:N (default: where "
                                                          "the model loads, the CPU)")
     transfer.add_argument("--seed", type=int, default=0, help="seed of sampled inits")
+    transfer.add_argument("--dist-timeout", type=float, default=300.0, metavar="S",
+                          help="under torchrun: how long a rank waits for the others in a "
+                               "collective before the job fails with one error (default: "
+                               "300)")
     transfer.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
     transfer.add_argument("--link", action="store_true",
                           help="hard-link the weight files that do not change instead of "
@@ -152,10 +157,18 @@ def command_transfer(args) -> int:
     from .devices import resolve_device
     from .workflow import transfer_to_folder
 
-    if args.refine or args.refine_steps or args.refine_seconds is not None:
+    refining = args.refine or args.refine_steps or args.refine_seconds is not None
+    if distributed.launched_by_torchrun() and not refining:
+        raise VocabxferError(
+            f"this transfer was launched on {os.environ.get('WORLD_SIZE')} processes (torchrun), "
+            "but only refinement runs on several; without --refine, --refine-steps or "
+            "--refine-seconds every process would write the same folder. Run it as one "
+            "process, or ask for refinement")
+    if refining:
         # Under torchrun --nproc-per-node N: refine on N ranks, rank 0 writes.
-        distributed.join_launched_job(resolve_device(args.device) or torch.device("cpu"))
-    print(transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer, corpus=args.corpus,
+        distributed.join_launched_job(resolve_device(args.device) or torch.device("cpu"),
+                                      args.dist_timeout)
+    result = transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer, corpus=args.corpus,
                              init=args.init, mode=args.match, piece_weights=args.piece_weights,
                              output_piece_weights=args.output_piece_weights,
                              device=args.device, seed=args.seed, vocab_size=args.vocab_size,
@@ -166,7 +179,9 @@ def command_transfer(args) -> int:
                              refine_corpus=args.refine_corpus,
                              refine_plot=args.plot, overwrite=args.force, link=args.link,
                              fidelity=not args.no_fidelity,
-                             overwrite_flag="--force"))
+                             overwrite_flag="--force")
+    if distributed.current().writes:  # the other ranks wrote nothing to report
+        print(result)
     return 0
 
 
@@ -190,6 +205,20 @@ COMMANDS = {"train-tokenizer": command_train_tokenizer, "match": command_match,
             "transfer": command_transfer, "demo": command_demo, "doctor": command_doctor}
 
 
+def leave_job_at_once(code: int) -> None:
+    """In a distributed job that failed, exit now: the process group's
+    threads may still wait on a peer, and at interpreter teardown they
+    abort the process (SIGABRT) after the one error line was printed."""
+    if "torch" not in sys.modules:
+        return
+    from . import distributed
+
+    if distributed.in_a_job():
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO if args.verbose else logging.WARNING,
@@ -203,6 +232,7 @@ def main(argv: Optional[List[str]] = None) -> int:
         if args.verbose:
             traceback.print_exc()
         print(f"vocabxfer: error: {error}", file=sys.stderr)
+        leave_job_at_once(2)
         return 2
 
 

@@ -8,13 +8,19 @@ are in the whole global batch, so that the gradients all-reduced (summed)
 across ranks equal those of one process reading the same batch.
 """
 
+import datetime
+import hashlib
 import os
 from dataclasses import dataclass
-from typing import List
+from typing import Dict, List
 
 import torch
 
 from .errors import VocabxferError
+
+# How long a collective waits for a peer before the job fails: long enough
+# for a slow rank to tokenise its pool, far below torch's 30 minutes.
+DEFAULT_TIMEOUT_SECONDS = 300.0
 
 
 @dataclass(frozen=True)
@@ -47,24 +53,88 @@ def launched_by_torchrun() -> bool:
     return int(os.environ.get("WORLD_SIZE", "1")) > 1 and "MASTER_ADDR" in os.environ
 
 
-def join_launched_job(device: torch.device) -> None:
+def join_launched_job(device: torch.device,
+                      timeout_seconds: float = DEFAULT_TIMEOUT_SECONDS) -> None:
     """Under torchrun, join its process group if the caller has not already:
     NCCL when every process has a GPU of its own, gloo otherwise (on the
-    CPU, or several processes sharing a GPU, which NCCL refuses)."""
+    CPU, or several processes sharing a GPU, which NCCL refuses). A
+    collective that waits longer than `timeout_seconds` for a peer (one
+    stopped, or gone) fails, and the job ends with one error, instead of
+    torch's default of 30 minutes."""
     dist = torch.distributed
     if not launched_by_torchrun() or dist.is_initialized():
         return
+    if not (isinstance(timeout_seconds, (int, float)) and not isinstance(timeout_seconds, bool)
+            and 0 < timeout_seconds < 10 ** 7):
+        raise VocabxferError(f"the distributed timeout is {timeout_seconds!r} seconds; expected "
+                             "a positive number")
     own_gpu = (device.type == "cuda"
                and int(os.environ.get("LOCAL_WORLD_SIZE", "1")) <= torch.cuda.device_count())
     if own_gpu:
         torch.cuda.set_device(device)
-    dist.init_process_group("nccl" if own_gpu else "gloo")
+    try:
+        dist.init_process_group("nccl" if own_gpu else "gloo",
+                                timeout=datetime.timedelta(seconds=timeout_seconds))
+    except RuntimeError as error:  # a peer that never came (stopped, or gone)
+        raise VocabxferError(f"could not join the distributed job of {os.environ['WORLD_SIZE']} "
+                             f"processes within {timeout_seconds:g} s "
+                             f"({type(error).__name__}: {str(error)[:300]}); every rank must "
+                             "start (--dist-timeout sets how long to wait)") from None
 
 
-def lost_contact(ranks: Ranks, error: BaseException) -> VocabxferError:
+def in_a_job() -> bool:
+    """Whether this process has joined a process group."""
+    dist = torch.distributed
+    return dist.is_available() and dist.is_initialized()
+
+
+def fingerprint(value: object) -> int:
+    """A setting as a signed 64-bit number that is the same on every rank
+    for the same value (repr of plain values; never Python's salted hash)."""
+    digest = hashlib.sha256(repr(value).encode("utf-8")).digest()
+    return int.from_bytes(digest[:8], "little", signed=True)
+
+
+def check_agreement(ranks: Ranks, settings: Dict[str, object]) -> None:
+    """Every rank must run with rank 0's settings (steps, budget, seed, the
+    tokenizers, the corpus...): ranks that differ would deadlock, abort in
+    a collective of another size, or train on each other's held-out
+    passages. One collective of a fixed size compares them; every rank
+    raises the same error naming the settings that differ."""
+    if ranks.world == 1:
+        return
+    names = sorted(settings)
+    # NCCL moves CUDA tensors only; gloo takes CPU ones.
+    device = (torch.device("cuda", torch.cuda.current_device())
+              if torch.distributed.get_backend() == "nccl" else torch.device("cpu"))
+    mine = torch.tensor([fingerprint(settings[name]) for name in names], dtype=torch.int64,
+                        device=device)
+    gathered = [torch.empty_like(mine) for _ in range(ranks.world)]
+    try:
+        torch.distributed.all_gather(gathered, mine)
+    except RuntimeError as error:
+        raise lost_contact(ranks, error, "before refine") from None
+    differing = {name: [rank for rank in range(1, ranks.world)
+                        if int(gathered[rank][position]) != int(gathered[0][position])]
+                 for position, name in enumerate(names)}
+    differing = {name: others for name, others in differing.items() if others}
+    if differing:
+        described = "; ".join(f"{name} (rank{'s' if len(others) > 1 else ''} "
+                              f"{', '.join(map(str, others))} "
+                              f"differ{'' if len(others) > 1 else 's'} from rank 0)"
+                              for name, others in differing.items())
+        raise VocabxferError(f"the ranks of this job were given different settings: "
+                             f"{described}; every rank must be given the same command line "
+                             "and the same files")
+
+
+def lost_contact(ranks: Ranks, error: BaseException,
+                 when: str = "with the model's weights as they were before refine"
+                 ) -> VocabxferError:
     return VocabxferError(f"refine: rank {ranks.rank} of {ranks.world} lost contact with the "
                           f"other ranks ({type(error).__name__}: {str(error)[:300]}); stopped "
-                          "with the model's weights as they were before refine")
+                          f"{when} (a peer that is stopped or gone ends the job after the "
+                          "distributed timeout, --dist-timeout)")
 
 
 def sum_across(ranks: Ranks, values: torch.Tensor) -> torch.Tensor:

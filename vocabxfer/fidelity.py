@@ -25,8 +25,8 @@ import torch
 import torch.nn.functional as F
 
 from .objectives import is_causal_lm
-from .passage_pool import (Side, encode_side, first_words, gather, pool_words,
-                           rust_tokenizer)
+from .passage_pool import (Side, encode_side, gather, longest_token, pool_words,
+                           rust_tokenizer, within_reach)
 from .vocab import Vocab
 
 HELD_OUT_PASSAGES, MIN_HELD_OUT = 200, 20
@@ -76,7 +76,16 @@ class Fidelity:
         return text + f"; target tokens {self.token_ratio:.3f}x the source's"
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), indent=2) + "\n"
+        """Strict JSON: a figure that is not finite (a model with NaN
+        weights) is written as null, and `finite` says so, since bare NaN
+        is not JSON and strict parsers refuse it."""
+        figures = asdict(self)
+        finite = all(not isinstance(value, float) or math.isfinite(value)
+                     for value in figures.values())
+        figures = {name: (value if not isinstance(value, float) or math.isfinite(value)
+                          else None) for name, value in figures.items()}
+        figures["finite"] = finite
+        return json.dumps(figures, indent=2, allow_nan=False) + "\n"
 
 
 def encode(vocab: Vocab, texts: List[str], what: str) -> Side:
@@ -89,7 +98,9 @@ class FidelityProbe:
     LM) on the held-out passages."""
 
     def __init__(self, model: Any, source: Vocab, passages: List[str]):
-        texts = [first_words(text, WORDS_PER_PASSAGE) for text in passages]
+        longest = longest_token(source)
+        texts = [within_reach(text, WORDS_PER_PASSAGE, MAX_TOKENS, longest)
+                 for text in passages]
         source_side = encode(source, texts, "source")
         fits = source_side.lengths < MAX_TOKENS
         self.texts = [text for text, keep in zip(texts, fits.tolist()) if keep]

@@ -11,6 +11,7 @@ from typing import Any, Union
 from .devices import DeviceLike, resolve_device
 from .errors import ModelError
 from .readers import first_line, looks_like_hub_id
+from .untrusted import check_generation_config, check_model_folder, read_config
 
 logger = logging.getLogger(__name__)
 
@@ -50,11 +51,21 @@ def model_class(config: Any) -> Any:
 
 
 def load_config(location: str) -> Any:
+    """The model's config. A local folder is checked first as a stranger's
+    (untrusted.py): its links stay inside it, config.json and
+    generation_config.json are bounded, well-formed JSON objects whose
+    fields the transfer uses have sane types and ranges."""
     from transformers import AutoConfig
 
+    folder = Path(location)
+    if folder.is_dir():
+        check_model_folder(folder)
+        document = read_config(folder)
+        vocab_size = document.get("vocab_size")
+        check_generation_config(folder, vocab_size if isinstance(vocab_size, int) else None)
     try:
         return AutoConfig.from_pretrained(location)
-    except (OSError, ValueError) as error:
+    except (OSError, ValueError, TypeError, KeyError, AttributeError, RecursionError) as error:
         raise ModelError(f"{location}: could not read the model's config "
                          f"({type(error).__name__}: {first_line(error)})") from None
 

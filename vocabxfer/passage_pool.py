@@ -30,10 +30,41 @@ ENCODE_CHUNK = 4096  # passages per encode_batch call: bounded memory for a larg
 PICKS_AHEAD = 32  # steps whose passages are drawn and moved to the device at once
 
 
+NON_SPACE = re.compile(r"\S")
+# Spaces a tokenizer may read between the characters it keeps, per kept
+# character, before the cut stops counting them (a line of 10**6 spaces).
+SPACE_ALLOWANCE = 16
+
+
 def first_words(text: str, count: int) -> str:
     """The text up to the end of its `count`-th word, as written."""
     for number, match in enumerate(WORD.finditer(text), 1):
         if number == count:
+            return text[:match.end()]
+    return text
+
+
+def longest_token(*vocabs: Vocab) -> int:
+    """The most characters any token of these vocabularies spells (markers
+    included): the most text one token can cover."""
+    return max((len(token) for vocab in vocabs for token in vocab.tokens), default=1)
+
+
+def within_reach(text: str, words: int, tokens: int, longest: int) -> str:
+    """What `tokens` tokens of at most `longest` characters each can reach
+    of `text`, cut before any tokenising: at most `words` words, and at most
+    ``2 * tokens * longest`` characters that are not white space (twice:
+    normalisers may fold several characters into one), with white space
+    between them up to SPACE_ALLOWANCE times that in all. A passage with
+    no spaces (a line of CJK or of punctuation, megabytes long) otherwise
+    reaches the tokenizer whole."""
+    text = first_words(text, words)
+    budget = 2 * tokens * max(longest, 1)
+    if len(text) <= budget:
+        return text
+    text = text[:budget * SPACE_ALLOWANCE]
+    for number, match in enumerate(NON_SPACE.finditer(text), 1):
+        if number == budget:
             return text[:match.end()]
     return text
 
@@ -273,7 +304,9 @@ class PassagePool:
         if len(passages) > pool_size:
             chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
             passages = [passages[i] for i in sorted(chosen.tolist())]
-        texts = [first_words(passage, WORDS_PER_TOKEN * max_length) for passage in passages]
+        longest = longest_token(source, target)
+        texts = [within_reach(passage, WORDS_PER_TOKEN * max_length, max_length, longest)
+                 for passage in passages]
         target_side = encode_side(rust_tokenizer(target, max_length, "target"), texts,
                                   max_length)
         real = filled_slots(target_side.lengths, max_length, target_side.ids.device)

@@ -14,6 +14,8 @@ from typing import Any, Callable, Dict, List, Mapping, Optional, Tuple, Union
 
 from . import families
 from .errors import VocabError
+from .untrusted import (MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_VOCAB_FILE_BYTES,
+                        check_regular_file, check_tokenizer_folder, json_depth, read_json)
 from .vocab import Vocab, indexed, roles_from_strings, tokens_by_id
 
 VocabSource = Union[Vocab, str, os.PathLike, Mapping[str, int], Any]
@@ -58,6 +60,7 @@ def read_vocab_txt(path: Path, lowercase: Optional[bool] = None) -> Vocab:
     Line ends may be \\n, \\r\\n or \\r; a UTF-8 byte-order mark is not part of
     the first token."""
     name = str(path)
+    check_regular_file(path, MAX_VOCAB_FILE_BYTES, VocabError, "a vocab.txt or tokenizer.json")
     raw = path.read_bytes()
     if b"\x00" in raw:
         raise VocabError(f"{name}: holds NUL bytes, so it is not a vocabulary file "
@@ -250,11 +253,17 @@ def read_tokenizer_json(path: Path) -> Vocab:
     """A tokenizer.json, read as JSON; the Rust tokenizer is built only if
     something needs it (fvt, save)."""
     name = str(path)
+    check_regular_file(path, MAX_JSON_BYTES["tokenizer"], VocabError, "a tokenizer.json")
     raw = path.read_bytes()
     try:
         document = json.loads(raw.decode("utf-8"))
+    except RecursionError:
+        raise VocabError(f"{name}: is nested deeper than any tokenizer.json") from None
     except (UnicodeDecodeError, ValueError) as error:
         raise VocabError(f"{name}: {diagnose_tokenizer_json(path, error)}") from None
+    if json_depth(document) > MAX_JSON_DEPTH:
+        raise VocabError(f"{name}: is nested deeper than any tokenizer.json (at most "
+                         f"{MAX_JSON_DEPTH} levels are read)")
     return vocab_from_document(
         document, name, lambda: load_tokenizer_file(path),
         lambda: diagnose_tokenizer_json(path, ValueError("no model vocabulary")))
@@ -325,7 +334,9 @@ def from_transformers(tokenizer: Any, name: str) -> Vocab:
 
 def read_folder(folder: Path) -> Vocab:
     """A tokenizer folder: tokenizer.json if present, else vocab.txt; roles
-    and casing from tokenizer_config.json / special_tokens_map.json."""
+    and casing from tokenizer_config.json / special_tokens_map.json. Every
+    file read resolves inside the folder (untrusted.py)."""
+    check_tokenizer_folder(folder)
     config = read_json_if_present(folder / "tokenizer_config.json")
     special_map = read_json_if_present(folder / "special_tokens_map.json")
     if (folder / "tokenizer.json").is_file():
@@ -351,10 +362,7 @@ def read_folder(folder: Path) -> Vocab:
 def read_json_if_present(path: Path) -> Any:
     if not path.is_file():
         return {}
-    try:
-        return json.loads(path.read_text(encoding="utf-8"))
-    except (UnicodeDecodeError, ValueError) as error:
-        raise VocabError(f"{path}: is not valid JSON ({error})") from None
+    return read_json(path, "tokenizer", VocabError, f"a {path.name}")
 
 
 def read_path(path: Path, lowercase: Optional[bool] = None) -> Vocab:

@@ -31,7 +31,7 @@ import torch
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from .atomic import output_path, write_file
+from .atomic import check_writable_place, output_path, write_file
 from .devices import DeviceLike, resolve_device
 from .errors import CorpusError, ModelError, VocabxferError
 from .initialise import special_by_role
@@ -86,6 +86,8 @@ DEFAULT_OPTIMIZER = {"words": "adam", "next-token": "row-adam"}
 MAX_LR = 1.0
 PRECISIONS = ("auto", "float32", "bfloat16")
 MIN_PASSAGES = 8
+# [CLS] and [SEP] (or a start token) take two slots; a word needs the rest.
+MIN_MAX_LENGTH = 4
 # Passages tokenised to choose from: a few times what the run reads; with a
 # time budget the steps are not known, so a pool that a fast device would
 # read a few times over in a minute.
@@ -122,15 +124,16 @@ class Refinement:
 
 def read_texts(texts: Texts) -> List[str]:
     """Passages: a list of strings as they are (blank ones left out), or the
-    lines of text files (one path, or a list of paths). A list of strings
-    that all name existing files is read as files: passages that are file
-    names are implausible, and training on the names would fail silently."""
+    lines of text files: one path (a str or a path object), or a list of
+    path objects (``pathlib.Path``). A list of strings is always passages,
+    even where a passage names a file: what a corpus holds is text, never
+    an instruction to read something else."""
     if isinstance(texts, (str, os.PathLike)) or (
-            texts and all(isinstance(text, os.PathLike) or
-                          (isinstance(text, str) and os.path.isfile(text)) for text in texts)):
+            texts and all(isinstance(text, os.PathLike) for text in texts)):
         return list(iter_passages(corpus_paths(texts)))
     if not all(isinstance(text, str) for text in texts):
-        raise CorpusError("refine: texts must be passages (strings) or paths to text files")
+        raise CorpusError("refine: texts must be passages (strings), or path objects of text "
+                          "files, not a mixture")
     return [text for text in texts if text.strip()]
 
 
@@ -423,6 +426,10 @@ def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
             continue
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise VocabxferError(f"refine: {name} must be a positive int, got {value!r}")
+    if max_length < MIN_MAX_LENGTH:
+        raise VocabxferError(f"refine: max_length is {max_length}, which leaves no token to "
+                             "learn from beside a passage's special tokens; expected at least "
+                             f"{MIN_MAX_LENGTH}")
     if seconds is not None and not (isinstance(seconds, (int, float)) and
                                     not isinstance(seconds, bool) and math.isfinite(seconds)
                                     and seconds > 0):
@@ -463,6 +470,15 @@ def check_model(model: Any, embedding: Any, teacher_rows: torch.Tensor,
         if parameter.is_meta:
             raise ModelError(f"refine: the model's {name} is on the meta device and holds no "
                              "weights; load the model with its weights first")
+    # A NaN in the frozen body would turn every loss to NaN, and the
+    # divergence check would then blame the learning rate.
+    tensors = list(model.named_parameters()) + list(model.named_buffers())
+    for name, tensor in tensors:
+        if tensor.dtype.is_floating_point and not tensor.is_meta and \
+                not bool(torch.isfinite(tensor).all()):
+            raise ModelError(f"refine: the model's {name} holds NaN or infinite values; "
+                             "expected finite weights (the checkpoint is damaged, or an "
+                             "earlier step diverged)")
     config = getattr(model, "config", None)
     depth = getattr(config, "num_hidden_layers", None)
     if getattr(config, "is_encoder_decoder", False):
@@ -496,6 +512,7 @@ def check_plot_path(plot: Union[str, os.PathLike]) -> Path:
     except ImportError:
         raise VocabxferError("refine: plotting the loss needs matplotlib (pip install "
                              "matplotlib)") from None
+    check_writable_place(path, "refine: the plot path")
     return path
 
 

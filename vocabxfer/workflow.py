@@ -7,11 +7,11 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 from tqdm.auto import tqdm
 
-from .atomic import check_apart, check_output_folder
+from .atomic import check_apart, check_output_folder, input_path
 from .checkpoint import has_safetensors, transfer_checkpoint
 from .devices import DeviceLike, resolve_device
 from . import distributed
@@ -29,6 +29,7 @@ from .saving import save, save_tokenizer
 from .training import check_corpus, corpus_paths, iter_passages, train_tokenizer
 
 PathLike = Union[str, os.PathLike]
+FINGERPRINT_BYTES = 65536
 
 
 @dataclass
@@ -146,6 +147,10 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                              "it first (vocabxfer train-tokenizer) and pass it (--tokenizer)")
     check_seed(seed)
     refining = refine or bool(refine_steps) or refine_seconds is not None
+    if distributed.current().world > 1 and not refining:
+        raise VocabxferError("this process is one rank of a distributed job, but only "
+                             "refinement runs on several: without it every rank would write "
+                             "the same folder; run the transfer in one process, or refine")
     if not refining and (refine_corpus is not None or refine_plot is not None):
         given = "refine_corpus (--refine-corpus)" if refine_corpus is not None \
             else "refine_plot (--plot)"
@@ -156,13 +161,20 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR["words"],
                        batch_size=DEFAULT_BATCH_SIZE, max_length=DEFAULT_MAX_LENGTH,
                        trainable="new", precision="auto", layers=(-1,), seed=seed)
-    if refine_plot is not None:
-        check_plot_path(refine_plot)
     out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    plot_path = check_plot_path(refine_plot) if refine_plot is not None else None
     resolved_device = resolve_device(device)
     location = model_location(model)
     model_folder = Path(location) if Path(location).is_dir() else None
-    check_apart(model_folder, out_path)
+    # --force replaces the output folder: never one that holds what this
+    # run reads or writes beside it.
+    inputs = {"the input model folder": model_folder,
+              "the target tokenizer": input_path(tokenizer), "the loss plot": plot_path}
+    for what, files in (("the corpus file", corpus), ("the refine corpus file", refine_corpus)):
+        for file in ([] if files is None else
+                     [files] if isinstance(files, (str, os.PathLike)) else files):
+            inputs[f"{what} {file}"] = input_path(file)
+    check_apart(out_path, inputs)
     load_config(location)
     target = load_vocab(tokenizer) if tokenizer is not None else None
     if corpus is not None:
@@ -173,6 +185,14 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
                                  "a corpus")
         check_corpus(corpus_paths(refine_texts))
+
+    ranks = distributed.current()
+    if ranks.world > 1:
+        distributed.check_agreement(ranks, job_settings(
+            location, target, refine_texts if refining else None, refine=refine,
+            refine_steps=refine_steps, refine_seconds=refine_seconds, seed=seed, init=init,
+            mode=mode, piece_weights=piece_weights, output_piece_weights=output_piece_weights,
+            fidelity=fidelity))
 
     streaming = model_folder is not None and has_safetensors(model_folder) and not refining
     fidelity_texts = refine_texts if refining else corpus
@@ -225,7 +245,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                 refinement = run_refine(loaded, teacher_rows, location, target, passages,
                                     steps=refine_steps or None, seconds=refine_seconds,
                                     mode=mode, device=resolved_device, seed=seed,
-                                    show_progress=show_progress, plot=refine_plot)
+                                    show_progress=show_progress, plot=plot_path)
                 del teacher_rows
             if probe is not None:
                 with steps.step("measure refined"):
@@ -240,6 +260,31 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
                           tensors=result.tensors, seconds=steps.seconds,
                           trained_tokenizer=trained, refinement=refinement, fidelity=measured)
+
+
+def file_fingerprint(path: Path) -> Tuple[int, bytes, bytes]:
+    """Size, first and last 64 KiB of a file: the same file on every rank
+    gives the same, cheaply, however large it is."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(FINGERPRINT_BYTES)
+        handle.seek(max(0, size - FINGERPRINT_BYTES))
+        tail = handle.read(FINGERPRINT_BYTES)
+    return size, head, tail
+
+
+def job_settings(location: str, target: Any, refine_texts: Optional[Sequence[PathLike]],
+                 **options: Any) -> Dict[str, object]:
+    """What every rank of a distributed job must agree on: the options, the
+    model's config, the target vocabulary and the refine corpus's files."""
+    config = load_config(location).to_dict()
+    settings: Dict[str, object] = dict(options)
+    settings["the model's config"] = sorted((key, repr(value)) for key, value in config.items()
+                                            if not key.startswith("_name"))
+    settings["the target tokenizer"] = target.tokens if target is not None else None
+    settings["the refine corpus"] = None if refine_texts is None else [
+        file_fingerprint(path) for path in corpus_paths(refine_texts)]
+    return settings
 
 
 def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,
