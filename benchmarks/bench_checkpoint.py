@@ -51,7 +51,7 @@ def source_tokenizer(data: Path, vocab_size: int):
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
     from transformers import PreTrainedTokenizerFast
 
-    from vocabxfer.demo import python_docs_passages
+    from vocabxfer.cli.demo import python_docs_passages
 
     tokenizer = Tokenizer(models.BPE())
     tokenizer.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
@@ -242,7 +242,7 @@ def main(argv=None):
     args.work.mkdir(parents=True, exist_ok=True)
     build_inputs(args.work, data, shape, layers, tag)
     model_dir, target_dir = args.work / f"llama-{tag}", args.work / f"target-{tag}"
-    from vocabxfer.checkpoint import open_checkpoint
+    from vocabxfer.checkpoints.streamed import open_checkpoint
 
     checkpoint = open_checkpoint(model_dir)
     vocab_bytes = sum(checkpoint.entry(name).size

@@ -43,8 +43,8 @@ assert vocabxfer.__file__.startswith(sys.argv[1]), vocabxfer.__file__
 case = json.loads(sys.argv[2])
 torch.manual_seed(0)
 if case["shape"] == "minilm":
-    from vocabxfer import demo
-    from vocabxfer.loading import load_model
+    from vocabxfer.cli import demo
+    from vocabxfer.models.loading import load_model
     model_dir = str(demo.minilm_folder())
     teacher = load_model(model_dir)
 else:
@@ -72,10 +72,10 @@ if case["device"] != "cpu":
 import contextlib
 backends = contextlib.nullcontext()
 if case.get("sdpa") == "torch":  # an experiment: torch's own choice, cuDNN's included
-    sys.modules["vocabxfer.refine"].attention_for_training = \
+    sys.modules["vocabxfer.refinement.loop"].attention_for_training = \
         lambda device: contextlib.nullcontext()
 if case.get("graphs") == "off":  # an experiment: the GPU step run eagerly
-    sys.modules["vocabxfer.refine"].CUDA_GRAPHS = False
+    sys.modules["vocabxfer.refinement.loop"].CUDA_GRAPHS = False
 profiler, kernels = None, None
 if case.get("profile"):
     import cProfile
@@ -185,7 +185,7 @@ def main() -> None:
     import corpora
     from eval_quality import HELD_OUT, split, train_target
 
-    from vocabxfer import demo
+    from vocabxfer.cli import demo
 
     with tempfile.TemporaryDirectory() as scratch:
         scratch = Path(scratch)

@@ -13,7 +13,7 @@ import re
 from pathlib import Path
 from typing import Iterator, List
 
-from vocabxfer.demo import MIN_PASSAGE_CHARS, clean_passage, python_docs_passages
+from vocabxfer.cli.demo import MIN_PASSAGE_CHARS, clean_passage, python_docs_passages
 
 MAN_ROOT = Path("/usr/share/man")
 MAN_SECTIONS = ("man1", "man5", "man7", "man8")

@@ -74,7 +74,7 @@ def smollm2_folder(cache: Path) -> Path:
         model.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
 
-    from vocabxfer.atomic import publish_once
+    from vocabxfer.checkpoints.atomic import publish_once
     return publish_once(folder, write)
 
 
@@ -139,7 +139,7 @@ def main() -> None:
     model_dir = smollm2_folder(args.cache)
     from transformers import AutoTokenizer
 
-    from vocabxfer.loading import load_model
+    from vocabxfer.models.loading import load_model
     source_model = load_model(model_dir).eval()
     source_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
     results, zero_shot_rows = [], []

@@ -30,7 +30,7 @@ import corpora  # noqa: E402
 from eval_quality import HELD_OUT, WEIGHTINGS, split, train_target  # noqa: E402
 
 import vocabxfer  # noqa: E402
-from vocabxfer import demo  # noqa: E402
+from vocabxfer.cli import demo
 
 MASK_SHARE = 0.15
 MAX_LENGTH = 64

@@ -51,7 +51,7 @@ import corpora  # noqa: E402
 import peers  # noqa: E402
 
 import vocabxfer  # noqa: E402
-from vocabxfer import demo  # noqa: E402
+from vocabxfer.cli import demo
 
 HELD_OUT, VALIDATION = 1000, 300
 MERGEKIT = "real mergekit 0.1.5, subword"
@@ -258,7 +258,7 @@ def tune(corpus, teacher, model_dir, best, seed, steps=None):
     validation passages. The settings named in KNOBS set the objective's
     constants for the run; "chunk_words" cuts the training passages into
     pieces of that many words; the rest are refine's arguments."""
-    from vocabxfer import objectives
+    from vocabxfer.refinement import objectives
 
     results = []
     length = dict(steps=steps) if steps else dict(seconds=BUDGET)

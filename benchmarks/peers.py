@@ -39,7 +39,7 @@ def mergekit_embeddings(model_dir: str, target_tokenizer: Any, source_rows: torc
     logging.getLogger("mergekit").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as scratch:
         target_dir = Path(scratch) / "target"
-        vocabxfer.saving.as_transformers_tokenizer(target_tokenizer).save_pretrained(
+        vocabxfer.checkpoints.saving.as_transformers_tokenizer(target_tokenizer).save_pretrained(
             str(target_dir))
         options = tokensurgeon.TokenSurgeonOptions(
             model=ModelReference.model_validate(str(model_dir)),

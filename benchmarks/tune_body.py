@@ -30,10 +30,10 @@ import corpora  # noqa: E402
 import eval_quality as eq  # noqa: E402
 
 import vocabxfer  # noqa: E402
-from vocabxfer import demo  # noqa: E402
-from vocabxfer.loading import load_model  # noqa: E402
+from vocabxfer.cli import demo
+from vocabxfer.models.loading import load_model  # noqa: E402
 
-R = sys.modules["vocabxfer.refine"]  # the module (vocabxfer.refine is the function)
+R = sys.modules["vocabxfer.refinement.loop"]  # the module (vocabxfer.refine is the function)
 ORIGINAL = (R.word_loss, R.make_optimizer, R.StepLosses)
 
 

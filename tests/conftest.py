@@ -49,7 +49,7 @@ def error_paths_survive():
     raises them here: if that crashes (a second C++ runtime in the process
     does), the error tests fail naming the cause instead of the whole run
     dying with a segfault."""
-    from vocabxfer.checkup import PASS, check_error_paths
+    from vocabxfer.ops.doctor import PASS, check_error_paths
 
     verdict = check_error_paths()
     if verdict.status != PASS:
@@ -162,7 +162,7 @@ def save_bert_folder(folder, tokens, tied=True):
 # old folder moved aside, the new one not yet in place).
 KILL_BETWEEN_RENAMES = """
 import os, signal
-from vocabxfer import atomic
+from vocabxfer.checkpoints import atomic
 atomic.exchange = lambda first, second: False
 _rename = os.rename
 def _rename_then_die(source, target):

@@ -13,12 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from vocabxfer import atomic
+from vocabxfer.checkpoints import atomic
 from vocabxfer.errors import OutputError
 
 from .conftest import KILL_BETWEEN_RENAMES
 
-PACKAGE = Path(atomic.__file__).parent
+PACKAGE = Path(atomic.__file__).parents[1]  # vocabxfer/
 FILES = {"model.bin": 3_000_000, "config.json": 200, "tokenizer.json": 50_000}
 
 
@@ -290,14 +290,14 @@ def test_permissions_follow_the_umask(tmp_path):
 
 # ---- processes killed with SIGKILL in the middle of a save ----------------------
 
-# The child loads vocabxfer.atomic without vocabxfer/__init__ (no torch), so
+# The child loads vocabxfer.checkpoints.atomic without vocabxfer/__init__ (no torch), so
 # that it starts in milliseconds, then saves versions A and B in turn.
 CHILD = """
 import sys, types
 package = types.ModuleType("vocabxfer")
 package.__path__ = [{package!r}]
 sys.modules["vocabxfer"] = package
-from vocabxfer import atomic
+from vocabxfer.checkpoints import atomic
 FILES = {files!r}
 
 def write_version(version):

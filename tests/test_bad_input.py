@@ -10,8 +10,8 @@ import pytest
 
 import vocabxfer
 from vocabxfer import CorpusError, ModelError, OutputError, VocabError, VocabxferError
-from vocabxfer.cli import main
-from vocabxfer.loading import load_model
+from vocabxfer.cli.main import main
+from vocabxfer.models.loading import load_model
 
 from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
 
@@ -273,7 +273,7 @@ def test_cli_verbose_shows_the_traceback(place, capsys):
 def test_cli_lets_a_bug_show_its_traceback(place, monkeypatch):
     # Only vocabxfer's errors and OSError are bad input; a ValueError from
     # inside a library is a bug and must not be hidden as one.
-    from vocabxfer import matching
+    from vocabxfer.vocabularies import matching
 
     def broken(*args, **kwargs):
         raise ValueError("a bug")

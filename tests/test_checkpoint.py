@@ -12,11 +12,11 @@ import pytest
 import torch
 
 from vocabxfer import ModelError, OutputError, transfer_checkpoint, transfer_model
-from vocabxfer import safetensors_io
-from vocabxfer.checkpoint import INDEX_FILE, SINGLE_FILE
-from vocabxfer.loading import load_model, model_class
-from vocabxfer.saving import as_transformers_tokenizer
-from vocabxfer.workflow import transfer_to_folder
+from vocabxfer.checkpoints import safetensors_io
+from vocabxfer.checkpoints.streamed import INDEX_FILE, SINGLE_FILE
+from vocabxfer.models.loading import load_model, model_class
+from vocabxfer.checkpoints.saving import as_transformers_tokenizer
+from vocabxfer.cli.jobs import transfer_to_folder
 
 from .conftest import BERT_SPECIALS, byte_level_text, byte_level_tokenizer, wordpiece_tokenizer
 

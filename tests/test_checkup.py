@@ -5,8 +5,8 @@ import subprocess
 import sys
 
 from vocabxfer import doctor
-from vocabxfer.checkup import FAIL, PASS, SKIP, check_error_paths, run_error_cases
-from vocabxfer.cli import main
+from vocabxfer.ops.doctor import FAIL, PASS, SKIP, check_error_paths, run_error_cases
+from vocabxfer.cli.main import main
 
 
 def test_doctor_passes_here():

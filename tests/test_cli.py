@@ -8,7 +8,7 @@ import sys
 import pytest
 from transformers import AutoModel, AutoTokenizer
 
-from vocabxfer.cli import main
+from vocabxfer.cli.main import main
 
 from .conftest import BERT_SPECIALS, save_bert_folder
 

@@ -10,8 +10,9 @@ import pytest
 import torch
 
 import vocabxfer
-from vocabxfer import compiled, elf
-from vocabxfer.compiled import CudaCode
+from vocabxfer.ops import build_info as compiled
+from vocabxfer.ops import elf
+from vocabxfer.ops.build_info import CudaCode
 
 NVCC = shutil.which("nvcc", path=str(Path("/usr/local/cuda/bin"))) or shutil.which("nvcc")
 

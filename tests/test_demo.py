@@ -8,7 +8,9 @@ import zipfile
 
 import pytest
 
-from vocabxfer import ModelError, demo
+from vocabxfer import ModelError
+
+from vocabxfer.cli import demo
 
 
 @pytest.fixture(autouse=True)
@@ -84,7 +86,7 @@ def test_python_docs_corpus(tmp_path):
 def test_demo_on_real_weights(tmp_path, capsys):
     from transformers import AutoModel, AutoTokenizer
 
-    from vocabxfer.cli import main
+    from vocabxfer.cli.main import main
 
     out = tmp_path / "out"
     assert main(["demo", "--out", str(out), "--vocab-size", "2000",

@@ -28,7 +28,7 @@ RANK_PROGRAM = textwrap.dedent("""
     from tests.conftest import tiny_bert, wordpiece_tokenizer
     from tests.test_refine import SOURCE, TARGET, TEXTS
     from vocabxfer import VocabxferError, refine, transfer_model
-    refine_module = sys.modules["vocabxfer.refine"]
+    refine_module = sys.modules["vocabxfer.refinement.loop"]
     rank = int(os.environ["RANK"])
     backend, device = os.environ.get("BACKEND", "gloo"), os.environ.get("DEVICE", "cpu")
     if device == "cuda":
@@ -50,7 +50,7 @@ RANK_PROGRAM = textwrap.dedent("""
             return real(*args, **kwargs)
         refine_module.word_loss = dying
     if os.environ.get("SHARD"):
-        from vocabxfer.sharding import shard_body, is_sharded
+        from vocabxfer.refinement.sharding import shard_body, is_sharded
         shard_body(student, torch.device(device))
         assert is_sharded(student)
         layer = student.bert.encoder.layer[0].attention.self.query.weight
@@ -141,7 +141,7 @@ def test_a_body_sharded_across_two_ranks_trains_the_same_rows(tmp_path):
 
 def test_sharding_needs_a_process_group_and_refine_refuses_a_device_for_it():
     from vocabxfer import ModelError, VocabxferError
-    from vocabxfer.sharding import shard_body, transformer_layers
+    from vocabxfer.refinement.sharding import shard_body, transformer_layers
 
     model = tiny_bert(len(SOURCE), seed=3)
     assert transformer_layers(model) is model.bert.encoder.layer
@@ -179,8 +179,9 @@ def test_under_torchrun_rank_0_alone_writes_the_folder(tmp_path, corpus_file):
 
 
 def test_a_multi_rank_job_needs_a_given_tokenizer(monkeypatch, tmp_path, corpus_file):
-    from vocabxfer import VocabxferError, distributed
-    from vocabxfer.workflow import transfer_to_folder
+    from vocabxfer import VocabxferError
+    from vocabxfer.refinement import distributed
+    from vocabxfer.cli.jobs import transfer_to_folder
 
     monkeypatch.setattr(distributed, "current", lambda: distributed.Ranks(0, 2))
     with pytest.raises(VocabxferError, match="every rank must read the same target tokenizer"):
@@ -195,7 +196,7 @@ def fake_gpus(monkeypatch, count):
 
 
 def test_under_torchrun_a_bare_cuda_is_the_process_own_gpu(monkeypatch):
-    from vocabxfer.devices import resolve_device
+    from vocabxfer.models.devices import resolve_device
 
     fake_gpus(monkeypatch, 2)
     monkeypatch.delenv("LOCAL_RANK", raising=False)
@@ -210,7 +211,7 @@ def test_under_torchrun_a_bare_cuda_is_the_process_own_gpu(monkeypatch):
 @pytest.mark.parametrize("local_world,expected", [("2", "nccl"), ("3", "gloo")])
 def test_torchrun_processes_join_with_nccl_only_when_each_has_its_own_gpu(
         monkeypatch, local_world, expected):
-    from vocabxfer import distributed
+    from vocabxfer.refinement import distributed
 
     fake_gpus(monkeypatch, 2)
     import datetime

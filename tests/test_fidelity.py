@@ -11,8 +11,8 @@ import sys
 import pytest
 
 from vocabxfer import load_vocab, transfer_model
-from vocabxfer.fidelity import REPORT_FILE, FidelityProbe, hold_out
-from vocabxfer.workflow import transfer_to_folder
+from vocabxfer.refinement.fidelity import REPORT_FILE, FidelityProbe, hold_out
+from vocabxfer.cli.jobs import transfer_to_folder
 
 from .conftest import save_bert_folder, tiny_bert, wordpiece_tokenizer
 from .test_objectives import causal_lm, tokenizers
@@ -75,7 +75,7 @@ def test_transfer_reports_fidelity_on_passages_it_never_trains_on(tmp_path, monk
     corpus = tmp_path / "corpus.txt"
     passages = sentences(400)
     corpus.write_text("\n".join(passages) + "\n", encoding="utf-8")
-    refine_module, training = sys.modules["vocabxfer.refine"], sys.modules["vocabxfer.workflow"]
+    refine_module, training = sys.modules["vocabxfer.refinement.loop"], sys.modules["vocabxfer.cli.jobs"]
     seen = {}
     real_refine, real_train = refine_module.refine, training.train_tokenizer
 
@@ -117,7 +117,7 @@ def test_no_fidelity_when_asked_or_without_text(tmp_path):
 def test_passages_the_target_tokenizer_cuts_are_left_out():
     """A passage the target reads only in part would count bytes it never
     predicted: the figure is the one over the passages both read whole."""
-    from vocabxfer.fidelity import MAX_TOKENS, WORDS_PER_PASSAGE
+    from vocabxfer.refinement.fidelity import MAX_TOKENS, WORDS_PER_PASSAGE
 
     from .test_objectives import SOURCE as LETTERS_AND_THE, TARGET as WITH_CAT
 
@@ -138,7 +138,7 @@ def test_passages_the_target_tokenizer_cuts_are_left_out():
 
 
 def test_a_figure_that_is_not_finite_is_written_as_strict_json():
-    from vocabxfer.fidelity import Fidelity
+    from vocabxfer.refinement.fidelity import Fidelity
 
     def refuse(constant):
         raise ValueError(f"bare {constant} is not JSON")

@@ -6,7 +6,7 @@ import torch
 
 from vocabxfer import (VocabxferError, load_vocab, match_vocab, plan_initialisation,
                        transfer_embeddings)
-from vocabxfer.fvt import split_tokens, wordpiece_continuation
+from vocabxfer.initialisation.fvt import split_tokens, wordpiece_continuation
 
 from .conftest import BERT_SPECIALS, unigram_tokenizer, wordpiece_tokenizer
 

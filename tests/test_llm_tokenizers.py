@@ -9,8 +9,10 @@ import pytest
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
 from transformers import PreTrainedTokenizerFast
 
-from vocabxfer import families, match_vocab, plan_initialisation, train_tokenizer
-from vocabxfer.demo import python_docs_passages
+from vocabxfer import match_vocab, plan_initialisation, train_tokenizer
+
+from vocabxfer.vocabularies import families
+from vocabxfer.cli.demo import python_docs_passages
 
 from .conftest import SHARED_DATA
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from vocabxfer import ModelError, VocabxferError, load_vocab, refine, transfer_model
-from vocabxfer.objectives import (Trained, attention_mask, is_causal_lm, next_token_loss,
+from vocabxfer.refinement.objectives import (Trained, attention_mask, is_causal_lm, next_token_loss,
                                   word_loss)
-from vocabxfer.passage_pool import PassagePool
+from vocabxfer.refinement.passage_pool import PassagePool
 
 from .conftest import CORPUS, byte_level_text, byte_level_tokenizer, tiny_bert, \
     wordpiece_tokenizer

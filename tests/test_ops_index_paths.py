@@ -8,7 +8,8 @@ import pytest
 import torch
 
 import vocabxfer
-from vocabxfer import _op_checks, match_vocab, plan_initialisation
+from vocabxfer import match_vocab, plan_initialisation
+from vocabxfer.ops import checks as _op_checks
 
 from .conftest import BERT_SPECIALS, wordpiece_tokenizer
 
@@ -171,7 +172,7 @@ def test_host_indices_never_wait_for_the_gpu_and_device_indices_once(generator):
 
 
 def test_a_list_of_indices_joins_the_tensors_device():
-    from vocabxfer.ops import _as_index, _index_device
+    from vocabxfer.ops.rows import _as_index, _index_device
 
     meta = torch.empty(3, dtype=torch.int64, device="meta")
     on_cpu, on_meta = torch.empty(2, 2), torch.empty(2, 2, device="meta")

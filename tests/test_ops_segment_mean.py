@@ -5,7 +5,7 @@ import pytest
 import torch
 
 import vocabxfer
-from vocabxfer import _fallback
+from vocabxfer.ops import fallback as _fallback
 
 from .conftest import FLOAT_DTYPES
 

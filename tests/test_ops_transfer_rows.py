@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vocabxfer
-from vocabxfer import _fallback
+from vocabxfer.ops import fallback as _fallback
 
 from .conftest import FLOAT_DTYPES
 
@@ -357,7 +357,7 @@ def test_import_without_compiled_module_warns_and_works():
 def test_compiled_ops_are_in_use():
     # CI builds the extension; a silent fall back to pure torch would hide a
     # broken build behind passing tests.
-    assert vocabxfer.has_compiled_ops(), vocabxfer._extension.LOAD_ERROR
+    assert vocabxfer.has_compiled_ops(), vocabxfer.ops._extension.LOAD_ERROR
 
 
 # ---- no silent wrong answers ---------------------------------------------------

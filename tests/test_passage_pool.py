@@ -9,11 +9,13 @@ import numpy as np
 import pytest
 import torch
 
-from vocabxfer import load_vocab, passage_pool
-from vocabxfer.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side, first_words,
+from vocabxfer import load_vocab
+
+from vocabxfer.refinement import passage_pool
+from vocabxfer.refinement.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side, first_words,
                                     pool_words, rust_tokenizer, shared_cuts,
                                     texts_token_words)
-from vocabxfer.refine import trainable_rows
+from vocabxfer.refinement.loop import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
     wordpiece_tokenizer
@@ -326,7 +328,7 @@ def test_with_specials_the_first_and_last_special_tokens_pair_up():
 @pytest.mark.parametrize("unit", ["!?", "한국어", " \u3000"], ids=["punctuation", "cjk",
                                                                    "spaces"])
 def test_text_without_spaces_is_cut_to_what_the_tokens_can_reach(unit):
-    from vocabxfer.passage_pool import SPACE_ALLOWANCE, within_reach
+    from vocabxfer.refinement.passage_pool import SPACE_ALLOWANCE, within_reach
 
     line = unit * 1_000_000
     cut = within_reach(line, words=128, tokens=32, longest=12)
@@ -339,7 +341,7 @@ def test_text_without_spaces_is_cut_to_what_the_tokens_can_reach(unit):
 
 
 def test_a_pool_of_megabyte_lines_without_spaces_reads_only_their_reach():
-    from vocabxfer.passage_pool import longest_token
+    from vocabxfer.refinement.passage_pool import longest_token
 
     source, target = load_vocab(wordpiece_tokenizer(SOURCE)), load_vocab(wordpiece_tokenizer(TARGET))
     trained = torch.ones(len(target), dtype=torch.bool)

@@ -11,8 +11,8 @@ import torch
 
 from vocabxfer import (CorpusError, ModelError, OutputError, Refinement, VocabxferError,
                        load_vocab, refine, transfer_model)
-from vocabxfer.cli import main
-from vocabxfer.refine import read_texts, trainable_rows
+from vocabxfer.cli.main import main
+from vocabxfer.refinement.loop import read_texts, trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
 
@@ -181,7 +181,7 @@ def test_bad_input_changes_nothing(pair, name, change, error, message):
 
 
 def test_a_diverging_loss_stops_with_the_weights_as_they_were(pair, monkeypatch):
-    refine_module = sys.modules["vocabxfer.refine"]
+    refine_module = sys.modules["vocabxfer.refinement.loop"]
 
     teacher, student, source, target = pair
     real_loss, calls = refine_module.word_loss, []
@@ -203,7 +203,7 @@ def test_a_diverging_loss_stops_with_the_weights_as_they_were(pair, monkeypatch)
 
 
 def test_a_failing_plot_leaves_the_weights_as_they_were(pair, monkeypatch, tmp_path):
-    refine_module = sys.modules["vocabxfer.refine"]
+    refine_module = sys.modules["vocabxfer.refinement.loop"]
 
     teacher, student, source, target = pair
 
@@ -249,7 +249,7 @@ class FakeClock:
 
 
 def test_the_horizon_is_the_step_count_or_the_budget(monkeypatch):
-    budget = sys.modules["vocabxfer.budget"]
+    budget = sys.modules["vocabxfer.refinement.budget"]
     clock = FakeClock()
     monkeypatch.setattr(budget.time, "perf_counter", clock)
     assert [budget.Horizon(4, None).progress(done) for done in range(5)] == \
@@ -265,7 +265,7 @@ def test_the_horizon_is_the_step_count_or_the_budget(monkeypatch):
 
 
 def test_a_budget_runs_steps_and_decays_the_rate(pair, monkeypatch):
-    refine_module = sys.modules["vocabxfer.refine"]
+    refine_module = sys.modules["vocabxfer.refinement.loop"]
     clock = FakeClock()
     monkeypatch.setattr(refine_module.time, "perf_counter", clock)
     real_step, rates = torch.optim.Adam.step, []
@@ -284,7 +284,7 @@ def test_a_budget_runs_steps_and_decays_the_rate(pair, monkeypatch):
 
 
 def test_without_steps_or_seconds_the_default_budget_of_the_device_runs(pair, monkeypatch):
-    refine_module = sys.modules["vocabxfer.refine"]
+    refine_module = sys.modules["vocabxfer.refinement.loop"]
     assert refine_module.default_seconds("words", torch.device("cpu")) == 180.0
     assert refine_module.default_seconds("words", torch.device("cuda")) == 30.0
     assert refine_module.default_seconds("next-token", torch.device("cpu")) == 600.0
@@ -305,7 +305,7 @@ def test_without_steps_or_seconds_the_default_budget_of_the_device_runs(pair, mo
 
 
 def test_cli_refine_runs_the_default_budget(tmp_path, corpus_file, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules["vocabxfer.refine"].DEFAULT_SECONDS["words"], "cpu", 1.0)
+    monkeypatch.setitem(sys.modules["vocabxfer.refinement.loop"].DEFAULT_SECONDS["words"], "cpu", 1.0)
     save_bert_folder(tmp_path / "source", SOURCE)
     out = tmp_path / "out"
     assert main(["transfer", "--model", str(tmp_path / "source"), "--corpus", str(corpus_file),

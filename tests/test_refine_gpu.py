@@ -9,7 +9,9 @@ import sys
 import pytest
 import torch
 
-from vocabxfer import graphed_step, refine, transfer_model
+from vocabxfer import refine, transfer_model
+
+from vocabxfer.refinement import graphed_step
 
 from .conftest import tiny_bert, wordpiece_tokenizer
 from .test_objectives import TEXTS as LM_TEXTS, causal_lm, tokenizers
@@ -37,7 +39,7 @@ def causal_lm_case():
 @pytest.mark.parametrize("case", [encoder_case, causal_lm_case], ids=["encoder", "causal LM"])
 def test_graphed_gpu_steps_match_the_cpus(case, monkeypatch):
     teacher, student, source, target, texts = case()
-    refine_module = sys.modules["vocabxfer.refine"]
+    refine_module = sys.modules["vocabxfer.refinement.loop"]
     captured = []
     real_capture = graphed_step.GraphedStep.capture
 

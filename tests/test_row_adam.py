@@ -5,7 +5,7 @@ sighting for many steps after."""
 
 import torch
 
-from vocabxfer.row_adam import RowAdam
+from vocabxfer.refinement.row_adam import RowAdam
 
 
 def test_dense_gradients_are_plain_adam():

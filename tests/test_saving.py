@@ -10,7 +10,9 @@ import pytest
 import torch
 from transformers import AutoModelForMaskedLM, AutoTokenizer
 
-from vocabxfer import atomic, save, transfer_model
+from vocabxfer import save, transfer_model
+
+from vocabxfer.checkpoints import atomic
 
 from .conftest import BERT_SPECIALS, tiny_bert, wordpiece_tokenizer
 

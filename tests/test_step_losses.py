@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from vocabxfer import VocabxferError
-from vocabxfer.step_losses import StepLosses
+from vocabxfer.refinement.step_losses import StepLosses
 
 
 class Bar:
@@ -56,7 +56,7 @@ def test_a_non_finite_row_stops_the_run_even_with_finite_losses():
 
 
 def test_only_a_model_wholly_on_one_gpu_of_one_process_is_captured():
-    from vocabxfer.graphed_step import can_capture
+    from vocabxfer.refinement.graphed_step import can_capture
 
     from .conftest import tiny_bert
 

@@ -6,8 +6,8 @@ import logging
 import pytest
 
 from vocabxfer import CorpusError, load_vocab, train_tokenizer
-from vocabxfer import families
-from vocabxfer.training import corpus_alphabet_size, unknown_rate
+from vocabxfer.vocabularies import families
+from vocabxfer.training.tokenizer import corpus_alphabet_size, unknown_rate
 
 from .conftest import BERT_SPECIALS, CORPUS, wordpiece_tokenizer
 
@@ -29,7 +29,7 @@ def test_hangul_alphabet_comes_from_the_corpus(corpus_file, caplog):
     backend = tokenizer.backend_tokenizer
     assert unknown_rate(backend, CORPUS, "[UNK]") == 0.0
     # A small alphabet leaves Hangul unknown: measured, and warned about.
-    with caplog.at_level(logging.WARNING, logger="vocabxfer.training"):
+    with caplog.at_level(logging.WARNING, logger="vocabxfer.training.tokenizer"):
         small = train_tokenizer([corpus_file], vocab_size=300, limit_alphabet=10,
                                 show_progress=False)
     assert unknown_rate(small.backend_tokenizer, CORPUS, "[UNK]") > 0.05

@@ -15,9 +15,9 @@ from pathlib import Path
 import pytest
 
 from vocabxfer import VocabxferError, transfer_checkpoint
-from vocabxfer.checkpoint import INDEX_FILE
-from vocabxfer.cli import main
-from vocabxfer.untrusted import MAX_JSON_DEPTH, check_config_document, json_depth
+from vocabxfer.checkpoints.streamed import INDEX_FILE
+from vocabxfer.cli.main import main
+from vocabxfer.checkpoints.untrusted import MAX_JSON_DEPTH, check_config_document, json_depth
 
 from .test_untrusted_checkpoints import (  # noqa: F401
     file_hashes, one_error_line, pristine, transfer_is_refused)
@@ -162,7 +162,7 @@ def test_crafted_folder_cli(pristine, tmp_path, capsys, name, crafted, message):
 def test_an_honest_tie_is_accepted(pristine, tmp_path):  # noqa: F811
     """A config that says tied over a checkpoint that stores the head as an
     exact copy of the embeddings is telling the truth."""
-    from vocabxfer.checkpoint import open_checkpoint
+    from vocabxfer.checkpoints.streamed import open_checkpoint
 
     place = crafted_place(pristine, tmp_path, tie_lie)
     checkpoint = open_checkpoint(place / "model")

@@ -18,9 +18,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from vocabxfer import ModelError, OutputError, atomic, safetensors_io, transfer_checkpoint
-from vocabxfer.checkpoint import INDEX_FILE, SINGLE_FILE
-from vocabxfer.cli import main
+from vocabxfer import ModelError, OutputError, transfer_checkpoint
+
+from vocabxfer.checkpoints import atomic
+
+from vocabxfer.checkpoints import safetensors_io
+from vocabxfer.checkpoints.streamed import INDEX_FILE, SINGLE_FILE
+from vocabxfer.cli.main import main
 
 from .test_checkpoint import build_checkpoint
 
@@ -437,7 +441,7 @@ def test_an_old_folder_that_cannot_be_deleted_is_reported(tmp_path, monkeypatch,
     destination.mkdir()
     (destination / "old").write_text("old model")
     monkeypatch.setattr(atomic.shutil, "rmtree", lambda *args, **kwargs: None)
-    with caplog.at_level("WARNING", logger="vocabxfer.atomic"):
+    with caplog.at_level("WARNING", logger="vocabxfer.checkpoints.atomic"):
         atomic.write_folder(destination, lambda folder: (folder / "new").write_text("new"),
                             overwrite=True)
     assert (destination / "new").read_text() == "new"

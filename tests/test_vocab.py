@@ -8,7 +8,7 @@ from tokenizers.implementations import BertWordPieceTokenizer
 from transformers import BertTokenizerFast, PreTrainedTokenizerFast
 
 from vocabxfer import Vocab, VocabError, load_vocab
-from vocabxfer import families
+from vocabxfer.vocabularies import families
 
 from .conftest import (BERT_SPECIALS, SHARED_DATA, byte_level_text, byte_level_tokenizer,
                        unigram_tokenizer, wordpiece_tokenizer)

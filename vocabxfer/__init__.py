@@ -5,21 +5,21 @@ fused C++/CUDA row transfer, start the others from what the pretrained model
 knows, and write a ready model folder.
 """
 
-from .checkpoint import CheckpointTransfer, transfer_checkpoint
-from .checkup import doctor
-from .errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
-from .fidelity import Fidelity, FidelityProbe
-from .initialise import InitPlan, plan_initialisation, transfer_embeddings
-from .loading import load_model
-from .matching import MatchReport, TokenMap, match_vocab
-from .model import ModelTransfer, transfer_model
-from .ops import has_compiled_ops, segment_mean_, transfer_rows_
-from .readers import load_vocab
-from .refine import Refinement, refine
-from .saving import save, save_tokenizer
-from .training import train_tokenizer
-from .vocab import Vocab
-from .workflow import FolderTransfer, transfer_to_folder
+from vocabxfer.checkpoints.streamed import CheckpointTransfer, transfer_checkpoint
+from vocabxfer.ops.doctor import doctor
+from vocabxfer.errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
+from vocabxfer.refinement.fidelity import Fidelity, FidelityProbe
+from vocabxfer.initialisation.plan import InitPlan, plan_initialisation, transfer_embeddings
+from vocabxfer.models.loading import load_model
+from vocabxfer.vocabularies.matching import MatchReport, TokenMap, match_vocab
+from vocabxfer.models.in_memory import ModelTransfer, transfer_model
+from vocabxfer.ops.rows import has_compiled_ops, segment_mean_, transfer_rows_
+from vocabxfer.vocabularies.readers import load_vocab
+from vocabxfer.refinement.loop import Refinement, refine
+from vocabxfer.checkpoints.saving import save, save_tokenizer
+from vocabxfer.training.tokenizer import train_tokenizer
+from vocabxfer.vocabularies.vocab import Vocab
+from vocabxfer.cli.jobs import FolderTransfer, transfer_to_folder
 
 __all__ = [
     "CheckpointTransfer", "CorpusError", "Fidelity", "FidelityProbe", "FolderTransfer",

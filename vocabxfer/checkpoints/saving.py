@@ -1,0 +1,64 @@
+"""Writes a model or tokenizer folder that transformers loads as it is,
+atomically (see atomic.py)."""
+
+import os
+from pathlib import Path
+from typing import Any, Dict, Optional, Union
+
+from vocabxfer.vocabularies import families
+from vocabxfer.checkpoints.atomic import write_folder
+from vocabxfer.errors import VocabError
+from vocabxfer.vocabularies.readers import VocabSource, load_vocab
+
+
+def as_transformers_tokenizer(tokenizer: VocabSource) -> Any:
+    """A transformers fast tokenizer for whatever the target tokenizer is, so
+    that AutoTokenizer can load what we save."""
+    vocab = load_vocab(tokenizer)
+    original = vocab.tokenizer
+    if original is not None and hasattr(original, "save_pretrained"):
+        return original
+    if original is None:
+        raise VocabError(f"{vocab.name}: a {vocab.family} vocabulary without its tokenizer "
+                         "cannot be saved as a tokenizer; pass the tokenizer itself (a folder, "
+                         "tokenizer.json or tokenizer object)")
+    from transformers import PreTrainedTokenizerFast
+
+    roles = {f"{role}_token": token for role, token in vocab.special_tokens_map.items()
+             if role in families.ROLES}
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=original, **roles)
+    wrapped.model_input_names = families.model_input_names(vocab.family)
+    return wrapped
+
+
+def save_tokenizer(tokenizer: VocabSource, out_dir: Union[str, os.PathLike], *,
+                   overwrite: bool = False) -> Path:
+    """Write a tokenizer folder that AutoTokenizer loads, atomically."""
+    wrapped = as_transformers_tokenizer(tokenizer)
+    return write_folder(out_dir, lambda folder: wrapped.save_pretrained(str(folder)),
+                        overwrite=overwrite)
+
+
+def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathLike],
+         *, overwrite: bool = False, extra_files: Optional[Dict[str, str]] = None) -> Path:
+    """Write `model` (safetensors + config) and the target tokenizer to
+    `out_dir`, so that ``AutoModel.from_pretrained(out_dir)`` and
+    ``AutoTokenizer.from_pretrained(out_dir)`` load it offline.
+
+    The folder appears whole or not at all, even if the process is killed or
+    the power fails: it is written under a hidden name beside `out_dir`,
+    flushed to disk, and moved into place in one step. An existing non-empty
+    folder is replaced only with ``overwrite=True``, and only once the new
+    one is complete; a symbolic link is refused. Raises FileExistsError or
+    OutputError otherwise. ``extra_files`` (name: text) are written beside
+    them, in the same step.
+    """
+    tokenizer = as_transformers_tokenizer(target_tokenizer)
+
+    def write(folder: Path) -> None:
+        model.save_pretrained(str(folder), safe_serialization=True)
+        tokenizer.save_pretrained(str(folder))
+        for name, text in (extra_files or {}).items():
+            (folder / name).write_text(text, encoding="utf-8")
+
+    return write_folder(out_dir, write, overwrite=overwrite)

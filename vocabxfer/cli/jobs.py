@@ -1,0 +1,300 @@
+"""The complete jobs behind the command line, one function each: every input
+is checked before the first long step, each step shows progress, and the
+result's str is its report."""
+
+import os
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+
+from tqdm.auto import tqdm
+
+from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input_path
+from vocabxfer.checkpoints.streamed import has_safetensors, transfer_checkpoint
+from vocabxfer.models.devices import DeviceLike, resolve_device
+from vocabxfer.refinement import distributed
+from vocabxfer.errors import VocabxferError
+from vocabxfer.refinement.fidelity import REPORT_FILE, Fidelity, FidelityProbe, hold_out
+from vocabxfer.initialisation.fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
+from vocabxfer.initialisation.plan import InitPlan
+from vocabxfer.models.loading import load_config, load_model, model_location
+from vocabxfer.vocabularies.matching import TokenMap
+from vocabxfer.models.in_memory import check_seed, transfer_model
+from vocabxfer.vocabularies.readers import VocabSource, load_vocab
+from vocabxfer.refinement.loop import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_LENGTH, Refinement,
+                     check_plot_path, check_settings, refine as run_refine)
+from vocabxfer.checkpoints.saving import save, save_tokenizer
+from vocabxfer.training.tokenizer import check_corpus, corpus_paths, iter_passages, train_tokenizer
+
+PathLike = Union[str, os.PathLike]
+FINGERPRINT_BYTES = 65536
+
+
+@dataclass
+class FolderTransfer:
+    """What transfer_to_folder did: where it wrote, the token map and plan,
+    the tensors it refilled, how long each step took, and, when it streamed
+    the checkpoint, what became of its weight files."""
+
+    path: Path
+    token_map: TokenMap
+    plan: InitPlan
+    tensors: List[str]
+    seconds: Dict[str, float] = field(default_factory=dict)
+    trained_tokenizer: Optional[str] = None
+    weight_files: Optional[str] = None  # None when the model was loaded whole
+    refinement: Optional[Refinement] = None
+    fidelity: Optional[Fidelity] = None
+
+    def __str__(self) -> str:
+        lines = []
+        if self.trained_tokenizer:
+            lines.append(f"target tokenizer: {self.trained_tokenizer} "
+                         f"({len(self.token_map.target):,} tokens)")
+        lines += [str(self.token_map.report), str(self.plan),
+                  "vocabulary-sized tensors refilled: " + ", ".join(self.tensors)]
+        if self.weight_files:
+            lines.append(f"streamed the checkpoint; weight files: {self.weight_files}")
+        if self.refinement:
+            lines.append(str(self.refinement))
+        if self.fidelity:
+            lines.append(str(self.fidelity) + f" (in {REPORT_FILE})")
+        lines += ["timings: " + ", ".join(f"{step} {seconds:.2f} s"
+                                          for step, seconds in self.seconds.items()),
+                  f"wrote {self.path}"]
+        return "\n".join(lines)
+
+
+@dataclass
+class TrainedTokenizer:
+    path: Path
+    tokenizer: Any
+
+    def __str__(self) -> str:
+        return (f"trained {self.tokenizer.name_or_path}: {len(self.tokenizer):,} tokens; "
+                f"wrote {self.path}")
+
+
+class Steps:
+    """A tqdm bar over the job's steps that also times each one."""
+
+    def __init__(self, total: int, show: bool):
+        self.bar = tqdm(total=total, desc="vocabxfer", unit="step", leave=False,
+                        disable=not show)
+        self.seconds: Dict[str, float] = {}
+
+    @contextmanager
+    def step(self, name: str) -> Iterator[None]:
+        self.bar.set_description(name)
+        started = time.perf_counter()
+        yield
+        self.seconds[name] = time.perf_counter() - started
+        self.bar.update()
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
+                       tokenizer: Optional[VocabSource] = None,
+                       corpus: Optional[Sequence[PathLike]] = None, init: str = "fvt",
+                       mode: str = "exact", piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
+                       output_piece_weights: Optional[PieceWeighting] = None,
+                       device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
+                       min_frequency: int = 2, tokenizer_model: Optional[str] = None,
+                       refine: bool = False, refine_steps: int = 0,
+                       refine_seconds: Optional[float] = None,
+                       refine_corpus: Optional[Sequence[PathLike]] = None,
+                       refine_plot: Optional[PathLike] = None, overwrite: bool = False,
+                       link: bool = False, overwrite_flag: str = "overwrite=True",
+                       fidelity: bool = True, show_progress: bool = True) -> FolderTransfer:
+    """Move the model in folder (or hub id) `model` to a new vocabulary and
+    write the ready folder `out_dir`: the target `tokenizer`, or one trained
+    on `corpus` that follows the model's tokenizer. Every input is checked
+    before the first long step; the folder appears whole or not at all.
+
+    A local folder with safetensors weights is streamed (see
+    ``transfer_checkpoint``: only the vocabulary-sized tensors are loaded,
+    ``link`` hard-links the shards that do not change); anything else (a hub
+    id, pickle weights read with ``torch.load(weights_only=True)``) is
+    loaded whole, moved by ``transfer_model`` and saved. With ``refine``
+    (the default time budget for the device: see ``refine``), or
+    ``refine_steps`` or ``refine_seconds`` (a time budget; with both,
+    whichever ends first) the model is loaded whole and refined
+    on `refine_corpus` (default: `corpus`) before it is saved; ``refine_plot``
+    writes the loss curve. ``overwrite_flag`` is how messages name the
+    switch that allows replacing a non-empty folder (the command line's
+    ``--force``).
+
+    With ``fidelity`` (the default), whenever the model is loaded and text
+    was given (`refine_corpus`, else `corpus`), up to 200 passages of it (at
+    most a tenth) are held out from tokenizer training and refinement, and
+    the moved model is
+    measured against the source on them, zero-shot and after refinement
+    (see ``fidelity.py``); the figures are printed and written to
+    vocabxfer_fidelity.json in the output folder.
+
+    Raises VocabxferError (or one of its kinds) for bad input, OSError for
+    files, FileExistsError for an output folder that exists.
+    """
+    if (tokenizer is None) == (corpus is None):
+        raise VocabxferError("give either the target tokenizer or a corpus to train it on")
+    if tokenizer is None and distributed.current().world > 1:
+        raise VocabxferError("in a distributed job every rank must read the same target "
+                             "tokenizer, and training one is not bit-for-bit repeatable: train "
+                             "it first (vocabxfer train-tokenizer) and pass it (--tokenizer)")
+    check_seed(seed)
+    refining = refine or bool(refine_steps) or refine_seconds is not None
+    if distributed.current().world > 1 and not refining:
+        raise VocabxferError("this process is one rank of a distributed job, but only "
+                             "refinement runs on several: without it every rank would write "
+                             "the same folder; run the transfer in one process, or refine")
+    if not refining and (refine_corpus is not None or refine_plot is not None):
+        given = "refine_corpus (--refine-corpus)" if refine_corpus is not None \
+            else "refine_plot (--plot)"
+        raise VocabxferError(f"{given} is given but no refinement is asked for; pass "
+                             "refine (--refine), refine_steps (--refine-steps N) or "
+                             "refine_seconds (--refine-seconds S) too, or leave it out")
+    if refining:
+        check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR["words"],
+                       batch_size=DEFAULT_BATCH_SIZE, max_length=DEFAULT_MAX_LENGTH,
+                       trainable="new", precision="auto", layers=(-1,), seed=seed)
+    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    plot_path = check_plot_path(refine_plot) if refine_plot is not None else None
+    resolved_device = resolve_device(device)
+    location = model_location(model)
+    model_folder = Path(location) if Path(location).is_dir() else None
+    # --force replaces the output folder: never one that holds what this
+    # run reads or writes beside it.
+    inputs = {"the input model folder": model_folder,
+              "the target tokenizer": input_path(tokenizer), "the loss plot": plot_path}
+    for what, files in (("the corpus file", corpus), ("the refine corpus file", refine_corpus)):
+        for file in ([] if files is None else
+                     [files] if isinstance(files, (str, os.PathLike)) else files):
+            inputs[f"{what} {file}"] = input_path(file)
+    check_apart(out_path, inputs)
+    load_config(location)
+    target = load_vocab(tokenizer) if tokenizer is not None else None
+    if corpus is not None:
+        check_corpus(corpus_paths(corpus))
+    refine_texts = refine_corpus if refine_corpus is not None else corpus
+    if refining:
+        if refine_texts is None:
+            raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
+                                 "a corpus")
+        check_corpus(corpus_paths(refine_texts))
+
+    ranks = distributed.current()
+    if ranks.world > 1:
+        distributed.check_agreement(ranks, job_settings(
+            location, target, refine_texts if refining else None, refine=refine,
+            refine_steps=refine_steps, refine_seconds=refine_seconds, seed=seed, init=init,
+            mode=mode, piece_weights=piece_weights, output_piece_weights=output_piece_weights,
+            fidelity=fidelity))
+
+    streaming = model_folder is not None and has_safetensors(model_folder) and not refining
+    fidelity_texts = refine_texts if refining else corpus
+    measuring = fidelity and not streaming and fidelity_texts is not None
+    held_out = hold_out(iter_passages(corpus_paths(fidelity_texts)), seed=seed) \
+        if measuring else []
+    measuring = measuring and bool(held_out)  # a corpus too small to spare any
+    probe: Optional[FidelityProbe] = None
+    measured: Optional[Fidelity] = None
+    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining +
+                  (2 + refining) * measuring,
+                  show=show_progress)
+    plan_options = dict(init=init, mode=mode, seed=seed, piece_weights=piece_weights,
+                        output_piece_weights=output_piece_weights, device=resolved_device)
+    trained = refinement = None
+    try:
+        if target is None:
+            with steps.step("train tokenizer"):
+                target = train_tokenizer(corpus, vocab_size, min_frequency,
+                                         model=tokenizer_model, like=location,
+                                         show_progress=False, exclude=held_out)
+                trained = target.name_or_path
+        if streaming:
+            with steps.step("stream the checkpoint"):
+                streamed = transfer_checkpoint(model_folder, target, out_path,
+                                               overwrite=overwrite, link=link,
+                                               overwrite_flag=overwrite_flag, **plan_options)
+            return FolderTransfer(path=streamed.path, token_map=streamed.token_map,
+                                  plan=streamed.plan, tensors=streamed.tensors,
+                                  seconds=steps.seconds, trained_tokenizer=trained,
+                                  weight_files=streamed.weight_files())
+        with steps.step("load model"):
+            loaded = load_model(location, resolved_device)
+            teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
+                if refining else None
+        if measuring:
+            # Before the transfer changes the model: the source's side.
+            with steps.step("measure the source"):
+                probe = FidelityProbe(loaded, load_vocab(location), held_out)
+        with steps.step("match and initialise"):
+            result = transfer_model(loaded, location, target, **plan_options)
+        if probe is not None:
+            with steps.step("measure zero-shot"):
+                measured = probe.report(loaded, load_vocab(target))
+        if refining:
+            with steps.step("refine"):
+                excluded = set(held_out)
+                passages = [passage for passage in iter_passages(corpus_paths(refine_texts))
+                            if passage not in excluded]
+                refinement = run_refine(loaded, teacher_rows, location, target, passages,
+                                    steps=refine_steps or None, seconds=refine_seconds,
+                                    mode=mode, device=resolved_device, seed=seed,
+                                    show_progress=show_progress, plot=plot_path)
+                del teacher_rows
+            if probe is not None:
+                with steps.step("measure refined"):
+                    measured.refined = probe.measure(loaded, load_vocab(target))[0]
+        extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
+        with steps.step("save"):
+            # In a distributed job every rank holds the same model; rank 0 writes it.
+            path = save(result.model, target, out_path, overwrite=overwrite,
+                        extra_files=extra) if distributed.current().writes else out_path
+    finally:
+        steps.close()
+    return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
+                          tensors=result.tensors, seconds=steps.seconds,
+                          trained_tokenizer=trained, refinement=refinement, fidelity=measured)
+
+
+def file_fingerprint(path: Path) -> Tuple[int, bytes, bytes]:
+    """Size, first and last 64 KiB of a file: the same file on every rank
+    gives the same, cheaply, however large it is."""
+    size = path.stat().st_size
+    with open(path, "rb") as handle:
+        head = handle.read(FINGERPRINT_BYTES)
+        handle.seek(max(0, size - FINGERPRINT_BYTES))
+        tail = handle.read(FINGERPRINT_BYTES)
+    return size, head, tail
+
+
+def job_settings(location: str, target: Any, refine_texts: Optional[Sequence[PathLike]],
+                 **options: Any) -> Dict[str, object]:
+    """What every rank of a distributed job must agree on: the options, the
+    model's config, the target vocabulary and the refine corpus's files."""
+    config = load_config(location).to_dict()
+    settings: Dict[str, object] = dict(options)
+    settings["the model's config"] = sorted((key, repr(value)) for key, value in config.items()
+                                            if not key.startswith("_name"))
+    settings["the target tokenizer"] = target.tokens if target is not None else None
+    settings["the refine corpus"] = None if refine_texts is None else [
+        file_fingerprint(path) for path in corpus_paths(refine_texts)]
+    return settings
+
+
+def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,
+                              vocab_size: int = 30000, min_frequency: int = 2,
+                              model: Optional[str] = None, like: Optional[VocabSource] = None,
+                              overwrite: bool = False,
+                              overwrite_flag: str = "overwrite=True") -> TrainedTokenizer:
+    """Train a tokenizer on `corpus` (see train_tokenizer) and write it to
+    `out_dir` as a folder AutoTokenizer loads. The output folder is checked
+    before training starts."""
+    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    tokenizer = train_tokenizer(corpus, vocab_size, min_frequency, model=model, like=like)
+    return TrainedTokenizer(save_tokenizer(tokenizer, out_path, overwrite=overwrite), tokenizer)

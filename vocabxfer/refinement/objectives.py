@@ -1,0 +1,155 @@
+"""What refinement minimises, given one batch of the passage pool.
+
+- ``words`` (encoders): the student's word vectors (hidden states pooled
+  over each word's tokens) against the teacher's, cosine distance.
+- ``next-token`` (causal language models): the student's next-token loss on
+  the passages under the target tokenizer. The body stays frozen; the new
+  input rows learn through it, the new output rows (the same rows when
+  tied; an untied head's rows and biases otherwise) learn directly.
+
+Only the trained rows are parameters; every other row is read from the
+model's own tables, and nothing the size of the vocabulary by the width is
+copied per step. Each loss is returned as (sum, count): the step divides
+by the count of the whole global batch, so that data-parallel ranks
+(distributed.py) sum to the gradient of one process.
+"""
+
+from dataclasses import dataclass
+from typing import Any, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from transformers import __version__ as transformers_version
+
+from vocabxfer.refinement.passage_pool import Batch, pool_words
+
+OBJECTIVES = ("auto", "words", "next-token")
+# Words with no trained row's token still teach (through attention), but
+# less. On the manual pages' validation split, weighting them 0.3 (against
+# 1 for words holding one) beat weighting all words alike by 0.0006-0.0007
+# mean cosine in both settings tried; 0 (ignoring them) did not. Small, at
+# the size of the seed's noise, but never worse.
+UNTRAINED_WORD_WEIGHT = 0.3
+# Weight of a passage-level term: the cosine distance between the two
+# sides' token-weighted means over the words both read (what a mean-pooled
+# sentence embedding sees, where a word the source splits in three counts
+# three times), each passage weighing as much as its words together.
+SENTENCE_WEIGHT = 0.0
+# transformers 5 takes a 4-D attention mask as it is (masking_utils).
+FOUR_D_MASKS = int(transformers_version.split(".")[0]) >= 5
+
+
+def is_causal_lm(model: Any) -> bool:
+    """A transformers causal language model: one whose class is registered
+    for AutoModelForCausalLM and whose head is a linear output layer."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_CAUSAL_LM_MAPPING_NAMES
+
+    get_output = getattr(model, "get_output_embeddings", None)
+    return (type(model).__name__ in set(MODEL_FOR_CAUSAL_LM_MAPPING_NAMES.values()) and
+            callable(get_output) and isinstance(get_output(), torch.nn.Linear))
+
+
+@dataclass
+class Trained:
+    """The rows that train: ``rows`` stands in for the input embeddings'
+    rows ``slot >= 0`` (slot[id] is the row's place in it); an untied
+    head has its own ``output_rows`` and ``output_bias`` for the same ids."""
+
+    rows: torch.Tensor
+    slot: torch.Tensor
+    ids: torch.Tensor
+    output_rows: Optional[torch.Tensor] = None
+    output_bias: Optional[torch.Tensor] = None
+
+    def parameters(self):
+        return [tensor for tensor in (self.rows, self.output_rows, self.output_bias)
+                if tensor is not None]
+
+
+def student_embeddings(ids: torch.Tensor, table: torch.Tensor, trained: Trained) -> torch.Tensor:
+    """The student's input vectors: the trained rows (differentiable) where
+    the token is trained, the table's rows elsewhere."""
+    token_slot = trained.slot[ids]
+    rows = F.embedding(token_slot.clamp(min=0), trained.rows).to(table.dtype)
+    return torch.where((token_slot >= 0)[..., None], rows, F.embedding(ids, table))
+
+
+def attention_mask(body: Any, mask: torch.Tensor, fixed_shape: bool,
+                   causal: bool = False) -> torch.Tensor:
+    """The padding mask as the body should take it. Given a 2-D mask,
+    transformers (5.x, SDPA attention) asks the device whether any token is
+    padding before each forward pass, which makes the host wait for the
+    device every step; a 4-D boolean mask (batch, 1, query, key) is taken
+    as it is. Used for fixed-shape batches (an accelerator) under SDPA
+    only: eager attention adds its mask as floats, and transformers 4's
+    BERT refuses 4-D masks."""
+    implementation = getattr(getattr(body, "config", None), "_attn_implementation", None)
+    if not (fixed_shape and FOUR_D_MASKS and implementation == "sdpa"):
+        return mask
+    length = mask.shape[1]
+    keys = mask.bool()[:, None, None, :]
+    if causal:
+        keys = keys & torch.ones(length, length, dtype=torch.bool, device=mask.device).tril()
+    return keys.expand(-1, 1, length, length)
+
+
+def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
+              teacher_table: torch.Tensor,
+              layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance between the student's and the teacher's word vectors,
+    over words both sides read (words holding a trained row's token weigh
+    1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`: (the weighted
+    sum of distances, the sum of the weights)."""
+    with torch.no_grad():
+        teacher = body(inputs_embeds=F.embedding(batch.source_ids, teacher_table),
+                       attention_mask=attention_mask(body, batch.source_mask, batch.fixed_shape),
+                       output_hidden_states=True).hidden_states
+    student = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
+                   attention_mask=attention_mask(body, batch.target_mask, batch.fixed_shape),
+                   output_hidden_states=True).hidden_states
+    width = batch.width
+    holds = (trained.slot[batch.target_ids] >= 0).to(torch.float32)[..., None]
+    trained_tokens, target_counts = pool_words(holds, batch.target_words, width)
+    source_counts = pool_words(holds.new_zeros(batch.source_ids.shape + (1,)),
+                               batch.source_words, width)[1]
+    both = (source_counts > 0) & (target_counts > 0)
+    weights = both * torch.where(trained_tokens[..., 0] > 0, 1.0, UNTRAINED_WORD_WEIGHT)
+    sums = []
+    for layer in layers:
+        teacher_words, _ = pool_words(teacher[layer].float(), batch.source_words, width)
+        student_words, _ = pool_words(student[layer].float(), batch.target_words, width)
+        distance = 1 - F.cosine_similarity(student_words, teacher_words, dim=-1, eps=1e-6)
+        total = (distance * weights).sum()
+        if SENTENCE_WEIGHT:
+            read = both.float()
+            student_mean = (student_words * (target_counts * read)[..., None]).sum(1)
+            teacher_mean = (teacher_words * (source_counts * read)[..., None]).sum(1)
+            passage = 1 - F.cosine_similarity(student_mean, teacher_mean, dim=-1, eps=1e-6)
+            total = total + SENTENCE_WEIGHT * (passage * read.sum(1)).sum()
+        sums.append(total)
+    return torch.stack(sums).mean(), weights.sum()
+
+
+def next_token_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
+                    output: torch.nn.Linear,
+                    tied: bool) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The student's next-token cross-entropy (nats) over the batch's target
+    tokens: (its sum, the number of tokens predicted). Logits of the trained
+    ids come from the trained rows; the others from the model's head as it
+    is."""
+    # No cache: nothing is generated, and building one costs every forward pass.
+    hidden = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
+                  attention_mask=attention_mask(body, batch.target_mask, batch.fixed_shape,
+                                                causal=True),
+                  use_cache=False).last_hidden_state[:, :-1]
+    logits = F.linear(hidden, output.weight.detach(),
+                      None if output.bias is None else output.bias.detach())
+    trained_rows = trained.rows if tied else trained.output_rows
+    bias = None if trained.output_bias is None else trained.output_bias.to(hidden.dtype)
+    trained_logits = F.linear(hidden, trained_rows.to(hidden.dtype), bias)
+    index = trained.ids.view(1, 1, -1).expand(*hidden.shape[:2], -1)
+    logits = logits.scatter(-1, index, trained_logits.to(logits.dtype))
+    labels = batch.target_ids[:, 1:].masked_fill(batch.target_mask[:, 1:] == 0, -100)
+    total = F.cross_entropy(logits.float().flatten(0, 1), labels.flatten(), ignore_index=-100,
+                            reduction="sum")
+    return total, (labels != -100).sum().float()
