@@ -55,7 +55,7 @@ else:
         else tf.AutoModel.from_config(config)
 teacher.eval()
 student = copy.deepcopy(teacher)
-vocabxfer.transfer_model(student, model_dir, case["target"])
+transferred = vocabxfer.transfer_model(student, model_dir, case["target"])
 teacher_rows = teacher.get_input_embeddings().weight.detach().clone()
 del teacher
 texts = [line for line in open(case["corpus"], encoding="utf-8").read().splitlines() if line]
@@ -88,7 +88,7 @@ if case.get("torch_profile"):
     kernels.__enter__()
 started = time.perf_counter()
 with backends:
-    result = vocabxfer.refine(student, teacher_rows, model_dir, case["target"], texts,
+    result = vocabxfer.refine(student, teacher_rows, transferred, texts,
                               **options)
 if case["device"].startswith("cuda"):
     torch.cuda.synchronize()

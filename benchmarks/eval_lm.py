@@ -182,8 +182,8 @@ def main() -> None:
                 for options in TUNING:
                     model = copy.deepcopy(source_model)
                     started = time.perf_counter()
-                    vocabxfer.transfer_model(model, model_dir, target)
-                    refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
+                    moved = vocabxfer.transfer_model(model, model_dir, target)
+                    refinement = vocabxfer.refine(model, source_model, moved, texts,
                                                   seconds=seconds, show_progress=False,
                                                   **options)
                     label = ", ".join(f"{key} {value}" for key, value in options.items())
@@ -196,8 +196,8 @@ def main() -> None:
             """fvt, then refine for `length` (steps= or seconds=), reported."""
             model = copy.deepcopy(source_model)
             started = time.perf_counter()
-            vocabxfer.transfer_model(model, model_dir, target)
-            refinement = vocabxfer.refine(model, source_model, model_dir, target, texts,
+            moved = vocabxfer.transfer_model(model, model_dir, target)
+            refinement = vocabxfer.refine(model, source_model, moved, texts,
                                           show_progress=False, **length)
             report(f"fvt + refine, {label} ({refinement.objective})",
                    *bits_per_byte(model.eval(), target, held_out),

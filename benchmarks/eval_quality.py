@@ -240,8 +240,8 @@ def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False, 
             started = time.perf_counter()
             result = vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed,
                                               **options)
-            refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target,
-                                          corpus.training, seed=seed, show_progress=False,
+            refinement = vocabxfer.refine(model, teacher, result, corpus.training, seed=seed,
+                                          show_progress=False,
                                           **length)
             how = f"{length['steps']} steps" if "steps" in length else \
                 f"{length['seconds']:.0f} s ({refinement.steps} steps)"
@@ -265,7 +265,8 @@ def tune(corpus, teacher, model_dir, best, seed, steps=None):
     defaults = {name: getattr(objectives, name) for name in KNOBS.values()}
     for options in TUNING:
         model = copy.deepcopy(teacher)
-        vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed, init="fvt",
+        transferred = vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed,
+                                               init="fvt",
                                  piece_weights=best)
         settings = {key: value for key, value in options.items()
                     if key not in KNOBS and key != "chunk_words"}
@@ -277,7 +278,7 @@ def tune(corpus, teacher, model_dir, best, seed, steps=None):
         for key, name in KNOBS.items():
             setattr(objectives, name, options.get(key, defaults[name]))
         try:
-            refinement = vocabxfer.refine(model, teacher, model_dir, corpus.target, texts,
+            refinement = vocabxfer.refine(model, teacher, transferred, texts,
                                           seed=seed, show_progress=False, **length,
                                           **settings)
         finally:

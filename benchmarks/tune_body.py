@@ -34,7 +34,8 @@ from vocabxfer.cli import demo
 from vocabxfer.models.loading import load_model  # noqa: E402
 
 R = sys.modules["vocabxfer.refinement.loop"]  # the module (vocabxfer.refine is the function)
-ORIGINAL = (R.word_loss, R.make_optimizer, R.StepLosses)
+O = sys.modules["vocabxfer.refinement.objectives"]
+ORIGINAL = (O.word_loss, R.make_optimizer, R.StepLosses)
 
 
 class Proxy:
@@ -99,7 +100,7 @@ def patch(model, which, body_lr):
                 parameter.requires_grad_(True)
             super().__init__(*args, **kwargs)
 
-    R.word_loss, R.make_optimizer, R.StepLosses = patched_loss, patched_optimizer, PatchedLosses
+    O.word_loss, R.make_optimizer, R.StepLosses = patched_loss, patched_optimizer, PatchedLosses
     return sum(p.numel() for p in extra)
 
 
@@ -115,15 +116,15 @@ def main():
                        source_tokenizer, 8000, 0, eq.HELD_OUT)
     for label, which, body_lr in variants:
         model = copy.deepcopy(teacher)
-        vocabxfer.transfer_model(model, model_dir, corpus.target, seed=0, init="fvt")
+        transferred = vocabxfer.transfer_model(model, model_dir, corpus.target, seed=0, init="fvt")
         trained = patch(model, which, body_lr) if which else 0
         started = time.perf_counter()
         try:
-            result = vocabxfer.refine(model, teacher, model_dir, corpus.target,
+            result = vocabxfer.refine(model, teacher, transferred,
                                       corpus.training, seed=0, show_progress=False,
                                       steps=steps)
         finally:
-            R.word_loss, R.make_optimizer, R.StepLosses = ORIGINAL
+            O.word_loss, R.make_optimizer, R.StepLosses = ORIGINAL
         model.requires_grad_(False)
         validation, _ = eq.fidelity(corpus.validation_reference,
                                     eq.embed(model, corpus.target, corpus.validation))

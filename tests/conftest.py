@@ -60,7 +60,7 @@ def error_paths_survive():
 
 from pathlib import Path  # noqa: E402
 
-from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors  # noqa: E402
+from tokenizers import (Tokenizer, decoders, models, normalizers, pre_tokenizers, processors)  # noqa: E402
 
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"

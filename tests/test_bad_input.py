@@ -83,7 +83,8 @@ API_CASES = [
                                                      p / "a-file" / "out"),
      OutputError, r"a-file is a file, so .* cannot be created under it"),
     ("refine max_length 1", lambda p: vocabxfer.refine(
-        tiny_bert(len(SOURCE)), tiny_bert(len(SOURCE)), SOURCE_VOCAB, SOURCE_VOCAB,
+        tiny_bert(len(SOURCE)), tiny_bert(len(SOURCE)),
+        vocabxfer.match_vocab(SOURCE_VOCAB, SOURCE_VOCAB),
         ["the cat sat"] * 10, steps=1, max_length=1),
      VocabxferError, r"refine: max_length is 1, which leaves no token to learn from"),
     ("output inside the input", lambda p: vocabxfer.transfer_to_folder(
@@ -181,7 +182,7 @@ CLI_CASES = [
      "not large enough to contain all chars"),
     ("plot without refinement", ("transfer", "--model", "{p}/model", "--tokenizer",
                                  "{p}/good.json", "--out", "{p}/out", "--plot", "{p}/loss.png"),
-     "refine_plot (--plot) is given but no refinement is asked for"),
+     "--plot is given but no refinement is asked for"),
     ("refine corpus without refinement", ("transfer", "--model", "{p}/model", "--tokenizer",
                                           "{p}/good.json", "--out", "{p}/out",
                                           "--refine-corpus", "{p}/corpus.txt"),

@@ -73,7 +73,7 @@ def test_transfer_errors(source_folder, corpus_file, tmp_path, capsys):
     (out / "keep.txt").write_text("precious")
     message = run_failing(["transfer", "--model", str(source_folder), "--corpus",
                            str(corpus_file), "--out", str(out)], capsys)
-    assert "exists and is not empty; pass --force to replace it" in message
+    assert "exists and is not empty; pass overwrite=True (--force) to replace it" in message
     assert [p.name for p in out.iterdir()] == ["keep.txt"]
 
     fresh = tmp_path / "fresh"

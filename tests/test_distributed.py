@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from vocabxfer import refine, transfer_model
+from vocabxfer import match_vocab, refine, transfer_model
 
 from .conftest import save_bert_folder, tiny_bert, wordpiece_tokenizer
 from .test_refine import SOURCE, TARGET, TEXTS
@@ -27,8 +27,8 @@ RANK_PROGRAM = textwrap.dedent("""
     sys.path.insert(0, {root!r})
     from tests.conftest import tiny_bert, wordpiece_tokenizer
     from tests.test_refine import SOURCE, TARGET, TEXTS
-    from vocabxfer import VocabxferError, refine, transfer_model
-    refine_module = sys.modules["vocabxfer.refinement.loop"]
+    from vocabxfer import VocabxferError, match_vocab, refine, transfer_model
+    objectives = sys.modules["vocabxfer.refinement.objectives"]
     rank = int(os.environ["RANK"])
     backend, device = os.environ.get("BACKEND", "gloo"), os.environ.get("DEVICE", "cpu")
     if device == "cuda":
@@ -42,13 +42,13 @@ RANK_PROGRAM = textwrap.dedent("""
     source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
     transfer_model(student, source, target)
     if rank == 1 and os.environ.get("DIE_AT"):
-        real, calls = refine_module.word_loss, []
+        real, calls = objectives.word_loss, []
         def dying(*args, **kwargs):
             calls.append(1)
             if len(calls) == int(os.environ["DIE_AT"]):
                 os._exit(1)
             return real(*args, **kwargs)
-        refine_module.word_loss = dying
+        objectives.word_loss = dying
     if os.environ.get("SHARD"):
         from vocabxfer.refinement.sharding import shard_body, is_sharded
         shard_body(student, torch.device(device))
@@ -58,7 +58,7 @@ RANK_PROGRAM = textwrap.dedent("""
         device = None
     before = student.get_input_embeddings().weight.detach().clone()
     try:
-        refine(student, teacher, source, target, TEXTS, device=device, **{settings!r})
+        refine(student, teacher, match_vocab(source, target), TEXTS, device=device, **{settings!r})
     except VocabxferError as error:
         unchanged = torch.equal(student.get_input_embeddings().weight, before)
         print("ERROR", error, "| unchanged:", unchanged, flush=True)
@@ -113,7 +113,7 @@ def test_two_ranks_train_the_rows_one_process_trains(tmp_path, backend, device):
     source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
     transfer_model(student, source, target)
     start = student.get_input_embeddings().weight.detach().clone()
-    refine(student, teacher, source, target, TEXTS, device=device, **SETTINGS)
+    refine(student, teacher, match_vocab(source, target), TEXTS, device=device, **SETTINGS)
     alone = student.get_input_embeddings().weight.detach().cpu()
     first, second = (torch.load(tmp_path / f"rows-{rank}.pt") for rank in (0, 1))
     assert torch.equal(first, second)
@@ -132,7 +132,7 @@ def test_a_body_sharded_across_two_ranks_trains_the_same_rows(tmp_path):
     student = tiny_bert(len(SOURCE), seed=3)
     source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
     transfer_model(student, source, target)
-    refine(student, teacher, source, target, TEXTS, device="cpu", **SETTINGS)
+    refine(student, teacher, match_vocab(source, target), TEXTS, device="cpu", **SETTINGS)
     alone = student.get_input_embeddings().weight.detach()
     first, second = (torch.load(tmp_path / f"rows-{rank}.pt") for rank in (0, 1))
     assert torch.equal(first, second)
@@ -179,14 +179,14 @@ def test_under_torchrun_rank_0_alone_writes_the_folder(tmp_path, corpus_file):
 
 
 def test_a_multi_rank_job_needs_a_given_tokenizer(monkeypatch, tmp_path, corpus_file):
-    from vocabxfer import VocabxferError
+    from vocabxfer import RefineSettings, VocabxferError
     from vocabxfer.refinement import distributed
     from vocabxfer.cli.jobs import transfer_to_folder
 
     monkeypatch.setattr(distributed, "current", lambda: distributed.Ranks(0, 2))
     with pytest.raises(VocabxferError, match="every rank must read the same target tokenizer"):
         transfer_to_folder(tmp_path / "model", tmp_path / "out", corpus=[corpus_file],
-                           refine_steps=2)
+                           refinement=RefineSettings(steps=2))
     assert not (tmp_path / "out").exists()
 
 
@@ -276,8 +276,8 @@ def test_ranks_given_different_settings_all_stop_with_one_line_naming_them(tmp_p
         assert code == 2, err[-2000:]
         line = err.strip().splitlines()[-1]
         assert "were given different settings" in line and "Traceback" not in err, err
-        for setting in ("refine_steps (rank 1 differs", "seed (rank 1",
-                        "the target tokenizer (rank 1"):
+        for setting in ("refinement.steps (rank 1 differs", "initialisation.seed (rank 1",
+                        "refinement.seed (rank 1", "the target tokenizer (rank 1"):
             assert setting in line, line
         assert "wrote" not in out
     assert not (tmp_path / "out").exists()

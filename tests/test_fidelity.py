@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from vocabxfer import load_vocab, transfer_model
+from vocabxfer import RefineSettings, TokenizerTraining, load_vocab, transfer_model
 from vocabxfer.refinement.fidelity import REPORT_FILE, FidelityProbe, hold_out
 from vocabxfer.cli.jobs import transfer_to_folder
 
@@ -75,22 +75,23 @@ def test_transfer_reports_fidelity_on_passages_it_never_trains_on(tmp_path, monk
     corpus = tmp_path / "corpus.txt"
     passages = sentences(400)
     corpus.write_text("\n".join(passages) + "\n", encoding="utf-8")
-    refine_module, training = sys.modules["vocabxfer.refinement.loop"], sys.modules["vocabxfer.cli.jobs"]
+    jobs = sys.modules["vocabxfer.cli.jobs"]
     seen = {}
-    real_refine, real_train = refine_module.refine, training.train_tokenizer
+    real_refine, real_train = jobs.refine, jobs.train_tokenizer
 
     def spy_refine(*args, **kwargs):
-        seen["refined on"] = set(args[4])
+        seen["refined on"] = set(args[3])
         return real_refine(*args, **kwargs)
 
     def spy_train(*args, **kwargs):
         seen["excluded"] = set(kwargs["exclude"])
         return real_train(*args, **kwargs)
 
-    monkeypatch.setattr(training, "run_refine", spy_refine)
-    monkeypatch.setattr(training, "train_tokenizer", spy_train)
+    monkeypatch.setattr(jobs, "refine", spy_refine)
+    monkeypatch.setattr(jobs, "train_tokenizer", spy_train)
     result = transfer_to_folder(tmp_path / "source", tmp_path / "out", corpus=[corpus],
-                                vocab_size=60, refine_steps=5, show_progress=False)
+                                training=TokenizerTraining(vocab_size=60),
+                                refinement=RefineSettings(steps=5), show_progress=False)
     report = json.loads((tmp_path / "out" / REPORT_FILE).read_text())
     assert report["measure"] == "word cosine" and 0 < report["zero_shot"] <= 1
     assert 0 < report["refined"] <= 1 and report["passages"] == result.fidelity.passages > 0
@@ -105,7 +106,8 @@ def test_no_fidelity_when_asked_or_without_text(tmp_path):
     corpus.write_text("\n".join(sentences(400)) + "\n", encoding="utf-8")
     wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
     result = transfer_to_folder(tmp_path / "source", tmp_path / "out", corpus=[corpus],
-                                vocab_size=60, fidelity=False, refine_steps=2,
+                                training=TokenizerTraining(vocab_size=60), fidelity=False,
+                                refinement=RefineSettings(steps=2),
                                 show_progress=False)
     assert result.fidelity is None and not (tmp_path / "out" / REPORT_FILE).exists()
     # A tokenizer and no text: nothing to measure on.

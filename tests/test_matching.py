@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from vocabxfer import VocabxferError, load_vocab, match_vocab
-from vocabxfer.vocabularies.families import BYTE, CONTINUATION, SPECIAL, WORD_START, decode_byte_level
+from vocabxfer.vocabularies.families import (BYTE, CONTINUATION, SPECIAL, WORD_START,
+                                             decode_byte_level)
 
 from .conftest import (BERT_SPECIALS, byte_level_text, byte_level_tokenizer, unigram_tokenizer,
                        wordpiece_tokenizer)

@@ -8,7 +8,7 @@ import copy
 import pytest
 import torch
 
-from vocabxfer import ModelError, VocabxferError, load_vocab, refine, transfer_model
+from vocabxfer import ModelError, VocabxferError, load_vocab, match_vocab, refine, transfer_model
 from vocabxfer.refinement.objectives import (Trained, attention_mask, is_causal_lm, next_token_loss,
                                   word_loss)
 from vocabxfer.refinement.passage_pool import PassagePool
@@ -145,7 +145,8 @@ def test_refining_a_causal_lm_trains_its_new_rows_only(tied, bias):
     new = torch.arange(len(SOURCE), len(TARGET))
     copied = torch.arange(len(SOURCE))
     before = copy.deepcopy(student.state_dict())
-    result = refine(student, teacher, source, target, TEXTS, steps=30, lr=1e-2, batch_size=8,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, steps=30, lr=1e-2,
+                    batch_size=8,
                     show_progress=False)
     assert result.objective == "next-token" and "next-token loss" in str(result)
     assert sum(result.losses[-5:]) < sum(result.losses[:5])
@@ -173,7 +174,8 @@ def test_objective_choices_are_checked():
     transfer_model(student, source, target)
     with pytest.raises(VocabxferError, match="refine: objective 'bits' is not one of auto, "
                                              "words, next-token"):
-        refine(student, teacher, source, target, TEXTS, objective="bits", show_progress=False)
+        refine(student, teacher, match_vocab(source, target), TEXTS, objective="bits",
+               show_progress=False)
     bert_teacher = tiny_bert(5 + 3)
     bert_student = copy.deepcopy(bert_teacher)
     specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
@@ -182,10 +184,11 @@ def test_objective_choices_are_checked():
     transfer_model(bert_student, bert_source, bert_target)
     with pytest.raises(ModelError, match="the next-token objective needs a causal language "
                                          "model"):
-        refine(bert_student, bert_teacher, bert_source, bert_target, TEXTS,
+        refine(bert_student, bert_teacher, match_vocab(bert_source, bert_target), TEXTS,
                objective="next-token", show_progress=False)
     # The word objective still works for a causal LM, when asked for.
-    result = refine(student, teacher, source, target, TEXTS, objective="words", steps=3,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, objective="words",
+                    steps=3,
                     batch_size=8, show_progress=False)
     assert result.objective == "words" and result.steps == 3
 
@@ -199,7 +202,7 @@ def test_a_bfloat16_model_refines_in_its_dtype(precision):
     student = copy.deepcopy(teacher)
     transfer_model(student, source, target)
     before = student.lm_head.weight.detach().clone()
-    result = refine(student, teacher, source, target, TEXTS, steps=3, batch_size=8,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, steps=3, batch_size=8,
                     precision=precision, show_progress=False)
     assert result.steps == 3
     assert student.lm_head.weight.dtype == student.model.embed_tokens.weight.dtype == \

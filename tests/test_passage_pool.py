@@ -9,12 +9,12 @@ import numpy as np
 import pytest
 import torch
 
-from vocabxfer import load_vocab
+from vocabxfer import load_vocab, match_vocab
 
 from vocabxfer.refinement import passage_pool
-from vocabxfer.refinement.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side, first_words,
-                                    pool_words, rust_tokenizer, shared_cuts,
-                                    texts_token_words)
+from vocabxfer.refinement.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side,
+                                               first_words, pool_words, rust_tokenizer,
+                                               shared_cuts, texts_token_words)
 from vocabxfer.refinement.loop import trainable_rows
 
 from .conftest import BERT_SPECIALS, CORPUS, byte_level_text, byte_level_tokenizer, \
@@ -31,7 +31,7 @@ def pool_for(texts, max_length=32, pool_size=1000, source=SOURCE, target=TARGET,
     source = load_vocab(wordpiece_tokenizer(source))
     target = load_vocab(wordpiece_tokenizer(target))
     is_trained = torch.zeros(len(target), dtype=torch.bool)
-    is_trained[trainable_rows(source, target, "exact", "new")] = True
+    is_trained[trainable_rows(match_vocab(source, target), "new")] = True
     return PassagePool(texts, source, target, is_trained, max_length, pool_size=pool_size,
                        seed=0, align=align)
 
@@ -343,7 +343,8 @@ def test_text_without_spaces_is_cut_to_what_the_tokens_can_reach(unit):
 def test_a_pool_of_megabyte_lines_without_spaces_reads_only_their_reach():
     from vocabxfer.refinement.passage_pool import longest_token
 
-    source, target = load_vocab(wordpiece_tokenizer(SOURCE)), load_vocab(wordpiece_tokenizer(TARGET))
+    source = load_vocab(wordpiece_tokenizer(SOURCE))
+    target = load_vocab(wordpiece_tokenizer(TARGET))
     trained = torch.ones(len(target), dtype=torch.bool)
     passages = ["cats" * 250_000, "!?" * 500_000] + TEXTS
     pool = PassagePool(passages, source, target, trained, 16, pool_size=100, seed=0)

@@ -9,10 +9,12 @@ import sys
 import pytest
 import torch
 
-from vocabxfer import (CorpusError, ModelError, OutputError, Refinement, VocabxferError,
-                       load_vocab, refine, transfer_model)
+from vocabxfer import (CorpusError, ModelError, OutputError, VocabxferError,
+                       load_vocab, match_vocab, refine, transfer_model)
 from vocabxfer.cli.main import main
-from vocabxfer.refinement.loop import read_texts, trainable_rows
+from vocabxfer.refinement.loop import Refinement, trainable_rows
+from vocabxfer.refinement.objectives import OBJECTIVES
+from vocabxfer.training.corpus import read_texts
 
 from .conftest import BERT_SPECIALS, CORPUS, save_bert_folder, tiny_bert, wordpiece_tokenizer
 
@@ -37,10 +39,11 @@ def test_new_rows_learn_and_copied_rows_stay_bit_exact(pair):
     before = student.get_input_embeddings().weight.detach().clone()
     teacher_before = copy.deepcopy(teacher.state_dict())
     student_before = copy.deepcopy(student.state_dict())
-    result = refine(student, teacher, source, target, TEXTS, steps=40, lr=1e-2, batch_size=8,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, steps=40, lr=1e-2,
+                    batch_size=8,
                     show_progress=False)
     after = student.get_input_embeddings().weight.detach()
-    new = trainable_rows(load_vocab(source), load_vocab(target), "exact", "new")
+    new = trainable_rows(match_vocab(source, target), "new")
     copied = torch.ones(len(TARGET), dtype=torch.bool)
     copied[new] = False
     assert new.tolist() == [TARGET.index(token) for token in
@@ -60,7 +63,8 @@ def test_new_rows_learn_and_copied_rows_stay_bit_exact(pair):
 
 def test_a_tied_output_layer_follows(pair):
     teacher, student, source, target = pair
-    refine(student, teacher, source, target, TEXTS, steps=5, batch_size=8, show_progress=False)
+    refine(student, teacher, match_vocab(source, target), TEXTS, steps=5, batch_size=8,
+           show_progress=False)
     assert student.get_output_embeddings().weight is student.get_input_embeddings().weight
 
 
@@ -68,9 +72,11 @@ def test_trainable_all_moves_every_row_and_runs_repeat(pair):
     teacher, student, source, target = pair
     other = copy.deepcopy(student)
     before = student.get_input_embeddings().weight.detach().clone()
-    refine(student, teacher, source, target, TEXTS, steps=5, batch_size=8, trainable="all",
+    refine(student, teacher, match_vocab(source, target), TEXTS, steps=5, batch_size=8,
+           trainable="all",
            seed=1, show_progress=False)
-    refine(other, teacher.get_input_embeddings().weight, source, target, TEXTS, steps=5,
+    refine(other, teacher.get_input_embeddings().weight, match_vocab(source, target), TEXTS,
+           steps=5,
            batch_size=8, trainable="all", seed=1, show_progress=False)
     after = student.get_input_embeddings().weight.detach()
     assert (after != before).any(-1).sum() > len(TARGET) // 2
@@ -100,7 +106,7 @@ def test_summary_compares_the_two_ends_of_a_short_run():
 def test_plot(pair, tmp_path):
     pytest.importorskip("matplotlib")
     teacher, student, source, target = pair
-    result = refine(student, teacher, source, target, TEXTS, steps=3, batch_size=8,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, steps=3, batch_size=8,
                     show_progress=False, plot=tmp_path / "loss.png")
     assert result.plot == tmp_path / "loss.png" and (tmp_path / "loss.png").stat().st_size > 1000
 
@@ -174,29 +180,29 @@ def test_bad_input_changes_nothing(pair, name, change, error, message):
     texts = change.pop("texts", TEXTS)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(error, match=message):
-        refine(student, teacher, source, target, texts, show_progress=False, **change)
+        refine(student, teacher, match_vocab(source, target), texts, show_progress=False, **change)
     for key, tensor in student.state_dict().items():
         assert tensor.is_meta or torch.allclose(tensor, before[key], rtol=0, atol=0,
                                                 equal_nan=True), key
 
 
 def test_a_diverging_loss_stops_with_the_weights_as_they_were(pair, monkeypatch):
-    refine_module = sys.modules["vocabxfer.refinement.loop"]
+    objectives = sys.modules["vocabxfer.refinement.objectives"]
 
     teacher, student, source, target = pair
-    real_loss, calls = refine_module.word_loss, []
+    real_loss, calls = objectives.word_loss, []
 
     def diverging(*args, **kwargs):
         calls.append(1)
         total, count = real_loss(*args, **kwargs)
         return (total * float("nan"), count) if len(calls) == 4 else (total, count)
 
-    monkeypatch.setattr(refine_module, "word_loss", diverging)
+    monkeypatch.setattr(objectives, "word_loss", diverging)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(VocabxferError, match=r"refine: the loss diverged at step 4 \(loss nan, "
                                              r"lr 0.005\); stopped with the model's weights as "
                                              "they were before refine"):
-        refine(student, teacher, source, target, TEXTS, steps=10, batch_size=8,
+        refine(student, teacher, match_vocab(source, target), TEXTS, steps=10, batch_size=8,
                show_progress=False)
     for key, tensor in student.state_dict().items():
         assert torch.equal(tensor, before[key]), key
@@ -213,7 +219,7 @@ def test_a_failing_plot_leaves_the_weights_as_they_were(pair, monkeypatch, tmp_p
     monkeypatch.setattr(refine_module, "plot_losses", failing_plot)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(OSError, match="disk full"):
-        refine(student, teacher, source, target, TEXTS, steps=3, batch_size=8,
+        refine(student, teacher, match_vocab(source, target), TEXTS, steps=3, batch_size=8,
                show_progress=False, plot=tmp_path / "loss.png")
     for key, tensor in student.state_dict().items():
         assert torch.equal(tensor, before[key]), key
@@ -277,7 +283,8 @@ def test_a_budget_runs_steps_and_decays_the_rate(pair, monkeypatch):
 
     monkeypatch.setattr(torch.optim.Adam, "step", step_and_tick)
     teacher, student, source, target = pair
-    result = refine(student, teacher, source, target, TEXTS, seconds=5, lr=1e-2, batch_size=8,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, seconds=5, lr=1e-2,
+                    batch_size=8,
                     show_progress=False)
     assert result.steps == len(result.losses) == 5
     assert rates == pytest.approx([1e-2, 8e-3, 6e-3, 4e-3, 2e-3])
@@ -285,13 +292,14 @@ def test_a_budget_runs_steps_and_decays_the_rate(pair, monkeypatch):
 
 def test_without_steps_or_seconds_the_default_budget_of_the_device_runs(pair, monkeypatch):
     refine_module = sys.modules["vocabxfer.refinement.loop"]
-    assert refine_module.default_seconds("words", torch.device("cpu")) == 180.0
-    assert refine_module.default_seconds("words", torch.device("cuda")) == 30.0
-    assert refine_module.default_seconds("next-token", torch.device("cpu")) == 600.0
-    assert refine_module.default_seconds("next-token", torch.device("cuda")) == 60.0
+    words, next_token = OBJECTIVES["words"], OBJECTIVES["next-token"]
+    assert words.seconds_for(torch.device("cpu")) == 180.0
+    assert words.seconds_for(torch.device("cuda")) == 30.0
+    assert next_token.seconds_for(torch.device("cpu")) == 600.0
+    assert next_token.seconds_for(torch.device("cuda")) == 60.0
     clock = FakeClock()
     monkeypatch.setattr(refine_module.time, "perf_counter", clock)
-    monkeypatch.setitem(refine_module.DEFAULT_SECONDS["words"], "cpu", 4.0)
+    monkeypatch.setitem(OBJECTIVES["words"].default_seconds, "cpu", 4.0)
     real_step = torch.optim.Adam.step
 
     def step_and_tick(self, *args, **kwargs):
@@ -300,12 +308,13 @@ def test_without_steps_or_seconds_the_default_budget_of_the_device_runs(pair, mo
 
     monkeypatch.setattr(torch.optim.Adam, "step", step_and_tick)
     teacher, student, source, target = pair
-    result = refine(student, teacher, source, target, TEXTS, batch_size=8, show_progress=False)
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, batch_size=8,
+                    show_progress=False)
     assert result.steps == 4
 
 
 def test_cli_refine_runs_the_default_budget(tmp_path, corpus_file, capsys, monkeypatch):
-    monkeypatch.setitem(sys.modules["vocabxfer.refinement.loop"].DEFAULT_SECONDS["words"], "cpu", 1.0)
+    monkeypatch.setitem(OBJECTIVES["words"].default_seconds, "cpu", 1.0)
     save_bert_folder(tmp_path / "source", SOURCE)
     out = tmp_path / "out"
     assert main(["transfer", "--model", str(tmp_path / "source"), "--corpus", str(corpus_file),
@@ -333,7 +342,7 @@ def test_a_causal_lm_with_a_byte_level_tokenizer_without_pad_refines():
     student = copy.deepcopy(teacher)
     transfer_model(student, source, target)
     before = student.get_input_embeddings().weight.detach().clone()
-    result = refine(student, teacher, source, target, TEXTS, steps=5, batch_size=8,
+    result = refine(student, teacher, match_vocab(source, target), TEXTS, steps=5, batch_size=8,
                     show_progress=False)
     after = student.get_input_embeddings().weight.detach()
     assert result.steps == 5 and not torch.equal(after[-3:], before[-3:])
@@ -351,6 +360,6 @@ def test_a_nan_in_the_body_is_named_not_blamed_on_the_learning_rate():
     before = student.get_input_embeddings().weight.detach().clone()
     with pytest.raises(ModelError, match=r"bert.encoder.layer.0.attention.self.query.weight "
                                          r"holds NaN or infinite values") as raised:
-        refine(student, teacher, source, target, TEXTS, steps=2, show_progress=False)
+        refine(student, teacher, match_vocab(source, target), TEXTS, steps=2, show_progress=False)
     assert "lr" not in str(raised.value)
     assert torch.equal(student.get_input_embeddings().weight, before)

@@ -9,7 +9,7 @@ import sys
 import pytest
 import torch
 
-from vocabxfer import refine, transfer_model
+from vocabxfer import match_vocab, refine, transfer_model
 
 from vocabxfer.refinement import graphed_step
 
@@ -39,7 +39,6 @@ def causal_lm_case():
 @pytest.mark.parametrize("case", [encoder_case, causal_lm_case], ids=["encoder", "causal LM"])
 def test_graphed_gpu_steps_match_the_cpus(case, monkeypatch):
     teacher, student, source, target, texts = case()
-    refine_module = sys.modules["vocabxfer.refinement.loop"]
     captured = []
     real_capture = graphed_step.GraphedStep.capture
 
@@ -51,9 +50,10 @@ def test_graphed_gpu_steps_match_the_cpus(case, monkeypatch):
     runs = {}
     for name, device, graphs in (("cpu", "cpu", False), ("gpu eager", "cuda", False),
                                  ("gpu graphed", "cuda", True)):
-        monkeypatch.setattr(refine_module, "CUDA_GRAPHS", graphs)
+        monkeypatch.setattr(sys.modules["vocabxfer.refinement.backend"], "CUDA_GRAPHS", graphs)
         model = copy.deepcopy(student)
-        result = refine(model, teacher.to(device), source, target, texts, steps=30, lr=1e-2,
+        result = refine(model, teacher.to(device), match_vocab(source, target), texts, steps=30,
+                        lr=1e-2,
                         batch_size=8, device=device, precision="float32", show_progress=False)
         runs[name] = (result.losses, model.get_input_embeddings().weight.detach().cpu())
     assert captured == [True]  # only the graphed run captured, and it succeeded

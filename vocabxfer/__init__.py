@@ -2,32 +2,54 @@
 
 Copy the pretrained vector of every token both vocabularies share with one
 fused C++/CUDA row transfer, start the others from what the pretrained model
-knows, and write a ready model folder.
+knows, optionally refine them, and write a ready model folder.
+
+The verbs, from the whole job down to the op:
+
+- ``transfer_to_folder``: a model folder (or hub id) to a ready folder, with
+  option objects ``InitOptions``, ``RefineSettings`` and
+  ``TokenizerTraining``;
+- ``transfer_model`` (in memory), ``transfer_checkpoint`` (streamed),
+  ``refine``, ``save``;
+- ``load_vocab``, ``match_vocab``, ``plan_initialisation``,
+  ``transfer_embeddings``, ``train_tokenizer``;
+- the row ops ``transfer_rows_`` and ``segment_mean_``.
+
+The subpackages show the architecture (see ARCHITECTURE.md): ops,
+vocabularies, initialisation, models, checkpoints, refinement, training,
+cli.
 """
 
-from vocabxfer.checkpoints.streamed import CheckpointTransfer, transfer_checkpoint
-from vocabxfer.ops.doctor import doctor
-from vocabxfer.errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
-from vocabxfer.refinement.fidelity import Fidelity, FidelityProbe
-from vocabxfer.initialisation.plan import InitPlan, plan_initialisation, transfer_embeddings
-from vocabxfer.models.loading import load_model
-from vocabxfer.vocabularies.matching import MatchReport, TokenMap, match_vocab
-from vocabxfer.models.in_memory import ModelTransfer, transfer_model
-from vocabxfer.ops.rows import has_compiled_ops, segment_mean_, transfer_rows_
-from vocabxfer.vocabularies.readers import load_vocab
-from vocabxfer.refinement.loop import Refinement, refine
 from vocabxfer.checkpoints.saving import save, save_tokenizer
-from vocabxfer.training.tokenizer import train_tokenizer
+from vocabxfer.checkpoints.streamed import transfer_checkpoint
+from vocabxfer.cli.jobs import transfer_to_folder
+from vocabxfer.errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
+from vocabxfer.initialisation.options import InitOptions
+from vocabxfer.initialisation.plan import plan_initialisation, transfer_embeddings
+from vocabxfer.models.in_memory import transfer_model
+from vocabxfer.models.loading import load_model
+from vocabxfer.ops.doctor import doctor
+from vocabxfer.ops.rows import has_compiled_ops, segment_mean_, transfer_rows_
+from vocabxfer.refinement.loop import refine
+from vocabxfer.refinement.settings import RefineSettings
+from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
+from vocabxfer.vocabularies.matching import TokenMap, match_vocab
+from vocabxfer.vocabularies.readers import load_vocab
 from vocabxfer.vocabularies.vocab import Vocab
-from vocabxfer.cli.jobs import FolderTransfer, transfer_to_folder
 
 __all__ = [
-    "CheckpointTransfer", "CorpusError", "Fidelity", "FidelityProbe", "FolderTransfer",
-    "InitPlan", "MatchReport", "ModelError",
-    "ModelTransfer", "OutputError", "Refinement", "TokenMap", "Vocab", "VocabError",
-    "VocabxferError", "doctor", "has_compiled_ops", "load_model", "load_vocab", "match_vocab",
-    "plan_initialisation", "refine", "save", "save_tokenizer", "segment_mean_", "train_tokenizer",
-    "transfer_checkpoint", "transfer_embeddings", "transfer_model", "transfer_rows_",
-    "transfer_to_folder"
+    # the whole job, and its option objects
+    "transfer_to_folder", "InitOptions", "RefineSettings", "TokenizerTraining",
+    # the steps
+    "transfer_model", "transfer_checkpoint", "refine", "save", "save_tokenizer",
+    "load_model", "load_vocab", "match_vocab", "plan_initialisation", "transfer_embeddings",
+    "train_tokenizer",
+    # the ops
+    "transfer_rows_", "segment_mean_", "has_compiled_ops", "doctor",
+    # what the verbs take beside paths and models (their results live in
+    # their modules: vocabxfer.cli.jobs.FolderTransfer, ...)
+    "TokenMap", "Vocab",
+    # what they raise
+    "VocabxferError", "VocabError", "ModelError", "CorpusError", "OutputError",
 ]
 __version__ = "0.1.0"

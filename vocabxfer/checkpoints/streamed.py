@@ -23,11 +23,12 @@ from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input
 from vocabxfer.models.devices import DeviceLike, resolve_device
 from vocabxfer.errors import ModelError
 from vocabxfer.initialisation.fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
-from vocabxfer.initialisation.plan import STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation, row_statistics
+from vocabxfer.initialisation.plan import (STATISTICS_CHUNK_ROWS, InitPlan, plan_initialisation,
+                                           row_statistics)
 from vocabxfer.models.loading import PICKLES, load_config, model_class
 from vocabxfer.vocabularies.matching import TokenMap, match_vocab
-from vocabxfer.models.in_memory import (as_stored, check_fits, check_seed, target_size_for, tensor_generator,
-                    update_config)
+from vocabxfer.models.in_memory import (as_stored, check_fits, check_seed, target_size_for,
+                                        tensor_generator, update_config)
 from vocabxfer.vocabularies.readers import VocabSource, first_line
 from vocabxfer.checkpoints.saving import as_transformers_tokenizer
 from vocabxfer.checkpoints.untrusted import check_inside, check_model_folder, read_json
@@ -279,8 +280,8 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
                         mode: str = "exact", device: DeviceLike = None, seed: int = 0,
                         pad_to_multiple_of: Optional[int] = None, overwrite: bool = False,
                         link: bool = False, piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
-                        output_piece_weights: Optional[PieceWeighting] = None,
-                        overwrite_flag: str = "overwrite=True") -> CheckpointTransfer:
+                        output_piece_weights: Optional[PieceWeighting] = None
+                        ) -> CheckpointTransfer:
     """Move the checkpoint in `model_dir` (a folder with safetensors weights,
     one file or sharded) to the target tokenizer's vocabulary and write the
     ready folder `out_dir`, without loading the model.
@@ -307,7 +308,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
     seconds: Dict[str, float] = {}
     started = time.perf_counter()
     check_seed(seed)
-    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    out_path = check_output_folder(out_dir, overwrite)
     device = resolve_device(device)
     folder = Path(model_dir).expanduser()
     if not folder.is_dir():
@@ -389,7 +390,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
             generation_config.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
 
-    path = write_folder(out_path, write, overwrite=overwrite, flag=overwrite_flag)
+    path = write_folder(out_path, write, overwrite=overwrite)
     seconds["rebuild and write"] = time.perf_counter() - started
     return CheckpointTransfer(
         path=path, token_map=token_map, plan=plan,

@@ -150,8 +150,11 @@ def run_demo(out_dir: Union[str, os.PathLike] = OUT_DIR, vocab_size: int = VOCAB
     refined for that long and measured against the source on held-out
     passages."""
     from vocabxfer.cli.jobs import transfer_to_folder
+    from vocabxfer.refinement.settings import RefineSettings
+    from vocabxfer.training.tokenizer import TokenizerTraining
 
     return transfer_to_folder(minilm_folder(), out_dir, corpus=[python_docs_corpus()],
-                              vocab_size=vocab_size, overwrite=overwrite,
-                              refine_seconds=refine_seconds or None,
-                              show_progress=show_progress)
+                              training=TokenizerTraining(vocab_size=vocab_size),
+                              refinement=(RefineSettings(seconds=refine_seconds)
+                                          if refine_seconds else None),
+                              overwrite=overwrite, show_progress=show_progress)

@@ -2,6 +2,7 @@
 is checked before the first long step, each step shows progress, and the
 result's str is its report."""
 
+import dataclasses
 import os
 import time
 from contextlib import contextmanager
@@ -12,21 +13,22 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 from tqdm.auto import tqdm
 
 from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input_path
-from vocabxfer.checkpoints.streamed import has_safetensors, transfer_checkpoint
-from vocabxfer.models.devices import DeviceLike, resolve_device
-from vocabxfer.refinement import distributed
-from vocabxfer.errors import VocabxferError
-from vocabxfer.refinement.fidelity import REPORT_FILE, Fidelity, FidelityProbe, hold_out
-from vocabxfer.initialisation.fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
-from vocabxfer.initialisation.plan import InitPlan
-from vocabxfer.models.loading import load_config, load_model, model_location
-from vocabxfer.vocabularies.matching import TokenMap
-from vocabxfer.models.in_memory import check_seed, transfer_model
-from vocabxfer.vocabularies.readers import VocabSource, load_vocab
-from vocabxfer.refinement.loop import (DEFAULT_BATCH_SIZE, DEFAULT_LR, DEFAULT_MAX_LENGTH, Refinement,
-                     check_plot_path, check_settings, refine as run_refine)
 from vocabxfer.checkpoints.saving import save, save_tokenizer
-from vocabxfer.training.tokenizer import check_corpus, corpus_paths, iter_passages, train_tokenizer
+from vocabxfer.checkpoints.streamed import has_safetensors, transfer_checkpoint
+from vocabxfer.errors import VocabxferError
+from vocabxfer.initialisation.options import InitOptions
+from vocabxfer.initialisation.plan import InitPlan
+from vocabxfer.models.devices import DeviceLike, resolve_device
+from vocabxfer.models.in_memory import transfer_model
+from vocabxfer.models.loading import load_config, load_model, model_location
+from vocabxfer.refinement import distributed
+from vocabxfer.refinement.fidelity import REPORT_FILE, Fidelity, FidelityProbe, hold_out
+from vocabxfer.refinement.loop import Refinement, refine
+from vocabxfer.refinement.settings import RefineSettings
+from vocabxfer.training.corpus import check_corpus, corpus_paths, iter_passages, read_texts
+from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
+from vocabxfer.vocabularies.matching import TokenMap
+from vocabxfer.vocabularies.readers import VocabSource, load_vocab
 
 PathLike = Union[str, os.PathLike]
 FINGERPRINT_BYTES = 65536
@@ -99,70 +101,67 @@ class Steps:
 
 def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        tokenizer: Optional[VocabSource] = None,
-                       corpus: Optional[Sequence[PathLike]] = None, init: str = "fvt",
-                       mode: str = "exact", piece_weights: PieceWeighting = DEFAULT_PIECE_WEIGHTS,
-                       output_piece_weights: Optional[PieceWeighting] = None,
-                       device: DeviceLike = None, seed: int = 0, vocab_size: int = 30000,
-                       min_frequency: int = 2, tokenizer_model: Optional[str] = None,
-                       refine: bool = False, refine_steps: int = 0,
-                       refine_seconds: Optional[float] = None,
+                       corpus: Optional[Sequence[PathLike]] = None,
+                       initialisation: InitOptions = InitOptions(),
+                       refinement: Optional[RefineSettings] = None,
                        refine_corpus: Optional[Sequence[PathLike]] = None,
-                       refine_plot: Optional[PathLike] = None, overwrite: bool = False,
-                       link: bool = False, overwrite_flag: str = "overwrite=True",
+                       training: TokenizerTraining = TokenizerTraining(),
+                       device: DeviceLike = None, overwrite: bool = False, link: bool = False,
                        fidelity: bool = True, show_progress: bool = True) -> FolderTransfer:
     """Move the model in folder (or hub id) `model` to a new vocabulary and
     write the ready folder `out_dir`: the target `tokenizer`, or one trained
-    on `corpus` that follows the model's tokenizer. Every input is checked
-    before the first long step; the folder appears whole or not at all.
+    on `corpus` (as `training` says) that follows the model's tokenizer. The
+    rows start as `initialisation` says. Every input is checked, and read
+    once, before the first long step; the folder appears whole or not at
+    all.
 
-    A local folder with safetensors weights is streamed (see
-    ``transfer_checkpoint``: only the vocabulary-sized tensors are loaded,
-    ``link`` hard-links the shards that do not change); anything else (a hub
-    id, pickle weights read with ``torch.load(weights_only=True)``) is
-    loaded whole, moved by ``transfer_model`` and saved. With ``refine``
-    (the default time budget for the device: see ``refine``), or
-    ``refine_steps`` or ``refine_seconds`` (a time budget; with both,
-    whichever ends first) the model is loaded whole and refined
-    on `refine_corpus` (default: `corpus`) before it is saved; ``refine_plot``
-    writes the loss curve. ``overwrite_flag`` is how messages name the
-    switch that allows replacing a non-empty folder (the command line's
-    ``--force``).
+    Without `refinement`, a local folder with safetensors weights is
+    streamed (see ``transfer_checkpoint``: only the vocabulary-sized tensors
+    are loaded, ``link`` hard-links the shards that do not change; no
+    fidelity report, since no model is run); anything else (a hub id,
+    pickle weights read with ``torch.load(weights_only=True)``) is loaded
+    whole, moved by ``transfer_model`` and saved. With `refinement` (a
+    ``RefineSettings``: ``RefineSettings()`` is the default time budget for
+    the device) the model is loaded whole, moved, and refined on
+    `refine_corpus` (default: `corpus`) with the transfer's own token map
+    before it is saved.
 
     With ``fidelity`` (the default), whenever the model is loaded and text
     was given (`refine_corpus`, else `corpus`), up to 200 passages of it (at
     most a tenth) are held out from tokenizer training and refinement, and
-    the moved model is
-    measured against the source on them, zero-shot and after refinement
-    (see ``fidelity.py``); the figures are printed and written to
-    vocabxfer_fidelity.json in the output folder.
+    the moved model is measured against the source on them, zero-shot and
+    after refinement (see ``refinement/fidelity.py``); the figures are
+    printed and written to vocabxfer_fidelity.json in the output folder.
 
     Raises VocabxferError (or one of its kinds) for bad input, OSError for
     files, FileExistsError for an output folder that exists.
     """
+    for name, value, kind in (("initialisation", initialisation, InitOptions),
+                              ("training", training, TokenizerTraining)):
+        if not isinstance(value, kind):
+            raise VocabxferError(f"{name} must be an {kind.__name__} object, got a "
+                                 f"{type(value).__name__}")
+    if refinement is not None and not isinstance(refinement, RefineSettings):
+        raise VocabxferError(f"refinement must be a RefineSettings or None, got a "
+                             f"{type(refinement).__name__}")
     if (tokenizer is None) == (corpus is None):
         raise VocabxferError("give either the target tokenizer or a corpus to train it on")
-    if tokenizer is None and distributed.current().world > 1:
+    ranks = distributed.current()
+    if tokenizer is None and ranks.world > 1:
         raise VocabxferError("in a distributed job every rank must read the same target "
                              "tokenizer, and training one is not bit-for-bit repeatable: train "
                              "it first (vocabxfer train-tokenizer) and pass it (--tokenizer)")
-    check_seed(seed)
-    refining = refine or bool(refine_steps) or refine_seconds is not None
-    if distributed.current().world > 1 and not refining:
+    refining = refinement is not None
+    if ranks.world > 1 and not refining:
         raise VocabxferError("this process is one rank of a distributed job, but only "
                              "refinement runs on several: without it every rank would write "
                              "the same folder; run the transfer in one process, or refine")
-    if not refining and (refine_corpus is not None or refine_plot is not None):
-        given = "refine_corpus (--refine-corpus)" if refine_corpus is not None \
-            else "refine_plot (--plot)"
-        raise VocabxferError(f"{given} is given but no refinement is asked for; pass "
-                             "refine (--refine), refine_steps (--refine-steps N) or "
-                             "refine_seconds (--refine-seconds S) too, or leave it out")
-    if refining:
-        check_settings(steps=refine_steps or None, seconds=refine_seconds, lr=DEFAULT_LR["words"],
-                       batch_size=DEFAULT_BATCH_SIZE, max_length=DEFAULT_MAX_LENGTH,
-                       trainable="new", precision="auto", layers=(-1,), seed=seed)
-    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
-    plot_path = check_plot_path(refine_plot) if refine_plot is not None else None
+    if not refining and refine_corpus is not None:
+        raise VocabxferError("refine_corpus (--refine-corpus) is given but no refinement is "
+                             "asked for; pass refinement=RefineSettings(...) (--refine, "
+                             "--refine-steps N or --refine-seconds S) too, or leave it out")
+    out_path = check_output_folder(out_dir, overwrite)
+    plot_path = refinement.plot if refining else None
     resolved_device = resolve_device(device)
     location = model_location(model)
     model_folder = Path(location) if Path(location).is_dir() else None
@@ -175,7 +174,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                      [files] if isinstance(files, (str, os.PathLike)) else files):
             inputs[f"{what} {file}"] = input_path(file)
     check_apart(out_path, inputs)
-    load_config(location)
+    config = load_config(location)
     target = load_vocab(tokenizer) if tokenizer is not None else None
     if corpus is not None:
         check_corpus(corpus_paths(corpus))
@@ -185,45 +184,43 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
                                  "a corpus")
         check_corpus(corpus_paths(refine_texts))
-
-    ranks = distributed.current()
     if ranks.world > 1:
         distributed.check_agreement(ranks, job_settings(
-            location, target, refine_texts if refining else None, refine=refine,
-            refine_steps=refine_steps, refine_seconds=refine_seconds, seed=seed, init=init,
-            mode=mode, piece_weights=piece_weights, output_piece_weights=output_piece_weights,
-            fidelity=fidelity))
+            config, target, refine_texts if refining else None,
+            initialisation=initialisation, refinement=refinement, fidelity=fidelity))
 
     streaming = model_folder is not None and has_safetensors(model_folder) and not refining
     fidelity_texts = refine_texts if refining else corpus
     measuring = fidelity and not streaming and fidelity_texts is not None
-    held_out = hold_out(iter_passages(corpus_paths(fidelity_texts)), seed=seed) \
-        if measuring else []
+    # The text refinement reads, read once: held-out passages come out of it.
+    passages = read_texts(list(corpus_paths(refine_texts))) if refining else None
+    held_out = hold_out(passages if passages is not None else
+                        iter_passages(corpus_paths(fidelity_texts)),
+                        seed=initialisation.seed) if measuring else []
     measuring = measuring and bool(held_out)  # a corpus too small to spare any
     probe: Optional[FidelityProbe] = None
     measured: Optional[Fidelity] = None
     steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining +
                   (2 + refining) * measuring,
                   show=show_progress)
-    plan_options = dict(init=init, mode=mode, seed=seed, piece_weights=piece_weights,
-                        output_piece_weights=output_piece_weights, device=resolved_device)
-    trained = refinement = None
+    plan_options = dict(initialisation.keywords(), device=resolved_device)
+    trained = refined = None
     try:
         if target is None:
             with steps.step("train tokenizer"):
-                target = train_tokenizer(corpus, vocab_size, min_frequency,
-                                         model=tokenizer_model, like=location,
-                                         show_progress=False, exclude=held_out)
-                trained = target.name_or_path
+                target = load_vocab(train_tokenizer(
+                    corpus, training.vocab_size, training.min_frequency, model=training.model,
+                    like=location, show_progress=False, exclude=held_out))
+                trained = target.name
         if streaming:
             with steps.step("stream the checkpoint"):
                 streamed = transfer_checkpoint(model_folder, target, out_path,
-                                               overwrite=overwrite, link=link,
-                                               overwrite_flag=overwrite_flag, **plan_options)
+                                               overwrite=overwrite, link=link, **plan_options)
             return FolderTransfer(path=streamed.path, token_map=streamed.token_map,
                                   plan=streamed.plan, tensors=streamed.tensors,
                                   seconds=steps.seconds, trained_tokenizer=trained,
                                   weight_files=streamed.weight_files())
+        source = load_vocab(location)  # the one reading of the source tokenizer
         with steps.step("load model"):
             loaded = load_model(location, resolved_device)
             teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
@@ -231,35 +228,35 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         if measuring:
             # Before the transfer changes the model: the source's side.
             with steps.step("measure the source"):
-                probe = FidelityProbe(loaded, load_vocab(location), held_out)
+                probe = FidelityProbe(loaded, source, held_out)
         with steps.step("match and initialise"):
-            result = transfer_model(loaded, location, target, **plan_options)
+            result = transfer_model(loaded, source, target, **plan_options)
         if probe is not None:
             with steps.step("measure zero-shot"):
-                measured = probe.report(loaded, load_vocab(target))
+                measured = probe.report(loaded, target)
         if refining:
             with steps.step("refine"):
                 excluded = set(held_out)
-                passages = [passage for passage in iter_passages(corpus_paths(refine_texts))
-                            if passage not in excluded]
-                refinement = run_refine(loaded, teacher_rows, location, target, passages,
-                                    steps=refine_steps or None, seconds=refine_seconds,
-                                    mode=mode, device=resolved_device, seed=seed,
-                                    show_progress=show_progress, plot=plot_path)
+                refined = refine(loaded, teacher_rows, result,
+                                 [passage for passage in passages if passage not in excluded],
+                                 dataclasses.replace(refinement, plot=plot_path,
+                                                     show_progress=show_progress and
+                                                     refinement.show_progress),
+                                 device=resolved_device)
                 del teacher_rows
             if probe is not None:
                 with steps.step("measure refined"):
-                    measured.refined = probe.measure(loaded, load_vocab(target))[0]
+                    measured.refined = probe.measure(loaded, target)[0]
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
             # In a distributed job every rank holds the same model; rank 0 writes it.
             path = save(result.model, target, out_path, overwrite=overwrite,
-                        extra_files=extra) if distributed.current().writes else out_path
+                        extra_files=extra) if ranks.writes else out_path
     finally:
         steps.close()
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
                           tensors=result.tensors, seconds=steps.seconds,
-                          trained_tokenizer=trained, refinement=refinement, fidelity=measured)
+                          trained_tokenizer=trained, refinement=refined, fidelity=measured)
 
 
 def file_fingerprint(path: Path) -> Tuple[int, bytes, bytes]:
@@ -273,14 +270,20 @@ def file_fingerprint(path: Path) -> Tuple[int, bytes, bytes]:
     return size, head, tail
 
 
-def job_settings(location: str, target: Any, refine_texts: Optional[Sequence[PathLike]],
+def job_settings(config: Any, target: Any, refine_texts: Optional[Sequence[PathLike]],
                  **options: Any) -> Dict[str, object]:
     """What every rank of a distributed job must agree on: the options, the
     model's config, the target vocabulary and the refine corpus's files."""
-    config = load_config(location).to_dict()
-    settings: Dict[str, object] = dict(options)
-    settings["the model's config"] = sorted((key, repr(value)) for key, value in config.items()
-                                            if not key.startswith("_name"))
+    settings: Dict[str, object] = {}
+    for name, value in options.items():
+        if dataclasses.is_dataclass(value):  # each field by name: say which one differs
+            settings.update({f"{name}.{field.name}": repr(getattr(value, field.name))
+                             for field in dataclasses.fields(value)})
+        else:
+            settings[name] = repr(value)
+    settings["the model's config"] = sorted(
+        (key, repr(value)) for key, value in config.to_dict().items()
+        if not key.startswith("_name"))
     settings["the target tokenizer"] = target.tokens if target is not None else None
     settings["the refine corpus"] = None if refine_texts is None else [
         file_fingerprint(path) for path in corpus_paths(refine_texts)]
@@ -290,11 +293,10 @@ def job_settings(location: str, target: Any, refine_texts: Optional[Sequence[Pat
 def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,
                               vocab_size: int = 30000, min_frequency: int = 2,
                               model: Optional[str] = None, like: Optional[VocabSource] = None,
-                              overwrite: bool = False,
-                              overwrite_flag: str = "overwrite=True") -> TrainedTokenizer:
+                              overwrite: bool = False) -> TrainedTokenizer:
     """Train a tokenizer on `corpus` (see train_tokenizer) and write it to
     `out_dir` as a folder AutoTokenizer loads. The output folder is checked
     before training starts."""
-    out_path = check_output_folder(out_dir, overwrite, overwrite_flag)
+    out_path = check_output_folder(out_dir, overwrite)
     tokenizer = train_tokenizer(corpus, vocab_size, min_frequency, model=model, like=like)
     return TrainedTokenizer(save_tokenizer(tokenizer, out_path, overwrite=overwrite), tokenizer)

@@ -15,7 +15,7 @@ from vocabxfer.errors import VocabxferError
 from vocabxfer.initialisation.fvt import DEFAULT_PIECE_WEIGHTS, PIECE_WEIGHTS
 from vocabxfer.initialisation.plan import INITS
 from vocabxfer.vocabularies.matching import MODES
-from vocabxfer.refinement.loop import DEFAULT_SECONDS
+from vocabxfer.refinement.objectives import OBJECTIVES
 from vocabxfer.training.tokenizer import MODELS
 
 logger = logging.getLogger("vocabxfer")
@@ -79,11 +79,12 @@ def build_parser() -> argparse.ArgumentParser:
     transfer.add_argument("--refine", action="store_true",
                           help="refine the new embedding rows against the source model for "
                                "the default time budget of the device ("
-                               f"{DEFAULT_SECONDS['words']['cpu']:.0f} s on a CPU, "
-                               f"{DEFAULT_SECONDS['words']['accelerator']:.0f} s on a GPU for "
-                               "an encoder; "
-                               f"{DEFAULT_SECONDS['next-token']['cpu']:.0f} s and "
-                               f"{DEFAULT_SECONDS['next-token']['accelerator']:.0f} s for a "
+                               f"{OBJECTIVES['words'].default_seconds['cpu']:.0f} s on a CPU, "
+                               f"{OBJECTIVES['words'].default_seconds['accelerator']:.0f} s on "
+                               "a GPU for an encoder; "
+                               f"{OBJECTIVES['next-token'].default_seconds['cpu']:.0f} s and "
+                               f"{OBJECTIVES['next-token'].default_seconds['accelerator']:.0f} s "
+                               "for a "
                                "causal language model)")
     transfer.add_argument("--refine-steps", type=int, default=0, metavar="N",
                           help="refine for N steps instead (default: 0)")
@@ -138,7 +139,7 @@ def command_train_tokenizer(args) -> int:
     print(train_tokenizer_to_folder(args.corpus, args.out, vocab_size=args.vocab_size,
                                     min_frequency=args.min_frequency,
                                     model=args.tokenizer_model, like=args.like,
-                                    overwrite=args.force, overwrite_flag="--force"))
+                                    overwrite=args.force))
     return 0
 
 
@@ -153,9 +154,12 @@ def command_match(args) -> int:
 def command_transfer(args) -> int:
     import torch
 
-    from vocabxfer.refinement import distributed
-    from vocabxfer.models.devices import resolve_device
     from vocabxfer.cli.jobs import transfer_to_folder
+    from vocabxfer.initialisation.options import InitOptions
+    from vocabxfer.models.devices import resolve_device
+    from vocabxfer.refinement import distributed
+    from vocabxfer.refinement.settings import RefineSettings
+    from vocabxfer.training.tokenizer import TokenizerTraining
 
     refining = args.refine or args.refine_steps or args.refine_seconds is not None
     if distributed.launched_by_torchrun() and not refining:
@@ -168,18 +172,21 @@ def command_transfer(args) -> int:
         # Under torchrun --nproc-per-node N: refine on N ranks, rank 0 writes.
         distributed.join_launched_job(resolve_device(args.device) or torch.device("cpu"),
                                       args.dist_timeout)
-    result = transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer, corpus=args.corpus,
-                             init=args.init, mode=args.match, piece_weights=args.piece_weights,
-                             output_piece_weights=args.output_piece_weights,
-                             device=args.device, seed=args.seed, vocab_size=args.vocab_size,
-                             min_frequency=args.min_frequency,
-                             tokenizer_model=args.tokenizer_model,
-                             refine=args.refine, refine_steps=args.refine_steps,
-                             refine_seconds=args.refine_seconds,
-                             refine_corpus=args.refine_corpus,
-                             refine_plot=args.plot, overwrite=args.force, link=args.link,
-                             fidelity=not args.no_fidelity,
-                             overwrite_flag="--force")
+    if args.plot is not None and not refining:
+        raise VocabxferError("--plot is given but no refinement is asked for; pass --refine, "
+                             "--refine-steps N or --refine-seconds S too, or leave it out")
+    initialisation = InitOptions(init=args.init, match=args.match,
+                                 piece_weights=args.piece_weights,
+                                 output_piece_weights=args.output_piece_weights, seed=args.seed)
+    refinement = RefineSettings(steps=args.refine_steps or None, seconds=args.refine_seconds,
+                                seed=args.seed, plot=args.plot) if refining else None
+    training = TokenizerTraining(vocab_size=args.vocab_size, min_frequency=args.min_frequency,
+                                 model=args.tokenizer_model)
+    result = transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer,
+                                corpus=args.corpus, initialisation=initialisation,
+                                refinement=refinement, refine_corpus=args.refine_corpus,
+                                training=training, device=args.device, overwrite=args.force,
+                                link=args.link, fidelity=not args.no_fidelity)
     if distributed.current().writes:  # the other ranks wrote nothing to report
         print(result)
     return 0

@@ -24,7 +24,7 @@ from typing import Any, Iterable, List, Optional, Tuple
 import torch
 import torch.nn.functional as F
 
-from vocabxfer.refinement.objectives import is_causal_lm
+from vocabxfer.refinement.objectives import objective_for
 from vocabxfer.refinement.passage_pool import (Side, encode_side, gather, longest_token, pool_words,
                            rust_tokenizer, within_reach)
 from vocabxfer.vocabularies.vocab import Vocab
@@ -105,7 +105,8 @@ class FidelityProbe:
         fits = source_side.lengths < MAX_TOKENS
         self.texts = [text for text, keep in zip(texts, fits.tolist()) if keep]
         self.source = source_side.select(fits.nonzero().squeeze(1))
-        self.causal = is_causal_lm(model)
+        self.measure_name = objective_for(model).fidelity_measure
+        self.causal = self.measure_name == "bpb ratio"
         self.bytes = torch.tensor([len(text.encode("utf-8")) for text in self.texts],
                                   dtype=torch.float64)
         if self.causal:
@@ -138,7 +139,7 @@ class FidelityProbe:
 
     def report(self, model: Any, target: Vocab) -> Fidelity:
         figure, ratio = self.measure(model, target)
-        return Fidelity(measure="bpb ratio" if self.causal else "word cosine",
+        return Fidelity(measure=self.measure_name,
                         passages=len(self.texts), token_ratio=ratio, zero_shot=figure,
                         source_bpb=self.source_bpb if self.causal else None)
 

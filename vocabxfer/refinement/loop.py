@@ -1,102 +1,60 @@
 """A few minutes of training of the new embedding rows after the transfer,
-against the source model they came from, with its body frozen.
+against the source model they came from, with its body frozen: the loop,
+which reads everything else from its parts.
 
 For an encoder the transferred model (the student) reads a passage with the
 target tokenizer, the source model (the teacher) reads it with the source
 tokenizer, and the student's word vectors learn to match the teacher's; for
 a causal language model the new rows learn the next-token loss of the
 corpus, input rows through the body and output rows directly
-(``objectives.py``). Words are aligned by character spans (the tokenizers'
-offsets), never by re-tokenising strings. Teacher and student run the same
-transformer body, held once: the teacher differs only by its input
-embeddings, which are fed as ``inputs_embeds``. Only the new rows train (by
-default those the transfer did not copy, which stay bit-exact); a tied
-output layer follows them. The passages are tokenised once
-(``passage_pool.py``); a run lasts a number of steps or a time budget
-(``budget.py``). On a GPU the step is replayed as a CUDA graph
-(``graphed_step.py``) and nothing in it waits for the device
-(``step_losses.py`` reads the losses every few steps).
+(``objectives.py``: each objective whole). Words are aligned by character
+spans (the tokenizers' offsets), never by re-tokenising strings. Teacher
+and student run the same transformer body, held once: the teacher differs
+only by its input embeddings, which are fed as ``inputs_embeds``. Only the
+new rows train (by default those the transfer did not copy, read from its
+token map, which stay bit-exact); a tied output layer follows them. The
+settings are one checked object (``settings.py``); the passages are
+tokenised once (``passage_pool.py``); a run lasts a number of steps or a
+time budget (``budget.py``); the device policy is ``backend.py``. On a GPU
+the step is replayed as a CUDA graph (``graphed_step.py``) and nothing in
+it waits for the device (``step_losses.py`` reads the losses every few
+steps).
 """
 
-import contextlib
 import logging
-import math
-import os
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, List, Optional, Sequence, Union
 
 import torch
-from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 
-from vocabxfer.checkpoints.atomic import check_writable_place, output_path, write_file
-from vocabxfer.models.devices import DeviceLike, resolve_device
 from vocabxfer.errors import CorpusError, ModelError, VocabxferError
 from vocabxfer.initialisation.plan import special_by_role
-from vocabxfer.vocabularies.matching import match_vocab
-from vocabxfer.models.in_memory import check_fits, check_seed
+from vocabxfer.models.devices import DeviceLike, resolve_device
+from vocabxfer.models.in_memory import ModelTransfer, check_fits
 from vocabxfer.refinement import distributed
+from vocabxfer.refinement.backend import attention_for_training, graphs_step, uses_bf16
 from vocabxfer.refinement.budget import Horizon
-from vocabxfer.refinement.objectives import (OBJECTIVES, Trained, is_causal_lm, next_token_loss, word_loss)
+from vocabxfer.refinement.graphed_step import GraphedStep
+from vocabxfer.refinement.objectives import OBJECTIVES, Objective, Trained, objective_for
 from vocabxfer.refinement.passage_pool import PassagePool
+from vocabxfer.refinement.plotting import plot_losses
 from vocabxfer.refinement.row_adam import RowAdam
+from vocabxfer.refinement.settings import RefineSettings
 from vocabxfer.refinement.sharding import is_sharded
-from vocabxfer.refinement.graphed_step import GraphedStep, can_capture
 from vocabxfer.refinement.step_losses import StepLosses
-from vocabxfer.vocabularies.readers import VocabSource, load_vocab
-from vocabxfer.training.tokenizer import corpus_paths, iter_passages
+from vocabxfer.training.corpus import Texts, read_texts
+from vocabxfer.vocabularies.matching import TokenMap
 
 logger = logging.getLogger(__name__)
 
-# Chosen on a validation split of the training passages of Python's
-# documentation (never the passages benchmarks/eval_quality.py evaluates on):
-# a cosine word loss beat squared distance, 32 passages of 32 tokens beat
-# 16 of 64 at the same cost, and 5e-3 decaying linearly to 0 beat 3e-3, 6e-3
-# or 1e-2 held constant. Checked on the Unix manual pages' validation split:
-# lr 3e-3 to 2e-2, 16 to 64 passages and 24 tokens found nothing better.
-# With passages drawn by trained tokens (TrainedTokenSampler), 250 steps of
-# 64 and 125 of 128 matched 500 of 32 within the seed's noise (about 0.001).
-# 500 steps take under 3 minutes for a MiniLM-sized model on a 2-core CPU.
-# For the next-token objective the rate was chosen on the Unix manual pages'
-# validation passages with SmolLM2-135M (benchmarks/eval_lm.py --tune).
-# Without steps or seconds a run lasts a time budget fitted to the hardware
-# at hand: what the goals of this project were set for (an encoder: 3
-# minutes of a 2-core CPU, 30 s of a GPU; a causal LM: 10 minutes, 60 s).
-DEFAULT_SECONDS = {"words": {"cpu": 180.0, "accelerator": 30.0},
-                   "next-token": {"cpu": 600.0, "accelerator": 60.0}}
-DEFAULT_LR = {"words": 5e-3, "next-token": 1e-3}
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_MAX_LENGTH = 32
-TRAINABLE = ("new", "all")
-OPTIMIZERS = ("auto", "row-adam", "adam")
-# What the word objective aligns: whole words, or the smallest pieces of
-# text both tokenizations cut alike (passage_pool.shared_cuts), with or
-# without the special tokens. On the validation passages (MiniLM, 500 steps
-# or the 3-minute budget, results/quality_tuning.md) spans+specials beat
-# words by 0.002 on Python's documentation and by 0.0001-0.0005 on the
-# manual pages, never worse.
-ALIGNS = ("words", "spans", "spans+specials")
-DEFAULT_ALIGN = "spans+specials"
-# Chosen on validation splits (benchmarks/eval_lm.py --tune, eval_quality.py).
-DEFAULT_OPTIMIZER = {"words": "adam", "next-token": "row-adam"}
-# Adam moves a row by about lr per step: past 1, embedding rows of norm ~1
-# are thrown far out and the loss turns to NaN; refused up front.
-MAX_LR = 1.0
-PRECISIONS = ("auto", "float32", "bfloat16")
 MIN_PASSAGES = 8
-# [CLS] and [SEP] (or a start token) take two slots; a word needs the rest.
-MIN_MAX_LENGTH = 4
 # Passages tokenised to choose from: a few times what the run reads; with a
 # time budget the steps are not known, so a pool that a fast device would
 # read a few times over in a minute.
 POOL_PER_DRAW, MIN_POOL, BUDGET_POOL = 4, 10_000, 32_768
-# Steps on a GPU as CUDA graphs (graphed_step.py); off to compare.
-CUDA_GRAPHS = True
-
-LOSS_NAMES = {"words": "word-alignment loss", "next-token": "next-token loss"}
-Texts = Union[Sequence[str], str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 
 @dataclass
@@ -118,23 +76,8 @@ class Refinement:
         first = sum(self.losses[:window]) / max(1, len(self.losses[:window]))
         last = sum(self.losses[-window:]) / max(1, len(self.losses[-window:]))
         text = (f"refined {self.trained_rows:,} embedding rows for {self.steps} steps in "
-                f"{self.seconds:.0f} s; {LOSS_NAMES[self.objective]} {first:.4f} -> {last:.4f}")
+                f"{self.seconds:.0f} s; {OBJECTIVES[self.objective].loss_name} {first:.4f} -> {last:.4f}")
         return text + (f"; loss curve in {self.plot}" if self.plot else "")
-
-
-def read_texts(texts: Texts) -> List[str]:
-    """Passages: a list of strings as they are (blank ones left out), or the
-    lines of text files: one path (a str or a path object), or a list of
-    path objects (``pathlib.Path``). A list of strings is always passages,
-    even where a passage names a file: what a corpus holds is text, never
-    an instruction to read something else."""
-    if isinstance(texts, (str, os.PathLike)) or (
-            texts and all(isinstance(text, os.PathLike) for text in texts)):
-        return list(iter_passages(corpus_paths(texts)))
-    if not all(isinstance(text, str) for text in texts):
-        raise CorpusError("refine: texts must be passages (strings), or path objects of text "
-                          "files, not a mixture")
-    return [text for text in texts if text.strip()]
 
 
 def teacher_embeddings(source_model: Any, model: Any) -> torch.Tensor:
@@ -162,76 +105,73 @@ def body_of(model: Any) -> Any:
     return getattr(model, "base_model", model)
 
 
-def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
-           target_tokenizer: VocabSource, texts: Texts, *, steps: Optional[int] = None,
-           seconds: Optional[float] = None, lr: Optional[float] = None,
-           batch_size: int = DEFAULT_BATCH_SIZE, device: DeviceLike = None,
-           trainable: str = "new", mode: str = "exact", layers: Sequence[int] = (-1,),
-           max_length: int = DEFAULT_MAX_LENGTH, seed: int = 0, precision: str = "auto",
-           objective: str = "auto", optimizer: str = "auto", align: str = DEFAULT_ALIGN,
-           show_progress: bool = True,
-           plot: Optional[Union[str, os.PathLike]] = None) -> Refinement:
+def token_map_of(transfer: Union[TokenMap, ModelTransfer]) -> TokenMap:
+    """The token map of a transfer: given as it is, or the one a
+    ``transfer_model`` result carries."""
+    token_map = transfer.token_map if isinstance(transfer, ModelTransfer) else transfer
+    if not isinstance(token_map, TokenMap):
+        raise VocabxferError(f"refine: expected the transfer's TokenMap (match_vocab, or "
+                             f"transfer_model's result), got a {type(transfer).__name__}")
+    return token_map
+
+
+def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfer],
+           texts: Texts, settings: Optional[RefineSettings] = None, *,
+           device: DeviceLike = None, **options: Any) -> Refinement:
     """Refine the transferred `model` (changed in place) against the source
     model it came from, on `texts` (passages, or text files of one passage
-    per line), for `steps` steps or `seconds` seconds of wall time (counted
-    from the call, tokenising included), or whichever ends first when both
-    are given; the learning rate decays to 0 over that horizon. With
-    neither, the run lasts the default budget for the objective and the
-    device (``default_seconds``: an encoder 180 s on a CPU and 30 s on a
-    GPU, a causal LM 600 s and 60 s).
+    per line), as `settings` say (a ``RefineSettings``, or its fields as
+    keyword options: ``refine(..., steps=500)``).
 
     `source_model` is the teacher: the source model itself (only its input
     embeddings are used: teacher and student share the body, held once), or
-    its input embedding matrix. Each step reads `batch_size` passages with
-    both tokenizers (truncated to `max_length` tokens) and turns the
-    student's word vectors (its hidden states at ``layers``, mean-pooled over
-    each word's tokens, words aligned by character span) towards the
-    teacher's (cosine distance); Adam, `lr` (default 5e-3) decaying
-    linearly to 0. By default (``align="spans+specials"``) the units are
-    finer than words: the pieces of text both tokenizations cut alike (a new
-    token is its own unit), and the special tokens of passages both sides
-    read whole; ``"spans"`` leaves the special tokens out, ``"words"``
-    aligns whole words. A causal language model learns the next-token loss
-    instead (``objective="auto"``; see objectives.py), with a lazy Adam
-    (``optimizer="auto"``: row_adam.py) at `lr` 1e-3 by default.
+    its input embedding matrix. `transfer` is the token map the transfer
+    used (``match_vocab``'s, or ``transfer_model``'s result): it says which
+    rows were copied, and gives both vocabularies; nothing is matched
+    again.
+
+    A run lasts ``steps`` steps or ``seconds`` seconds of wall time
+    (counted from the call, tokenising included), whichever ends first when
+    both are given; the learning rate decays to 0 over that horizon. With
+    neither, it lasts the objective's default budget for the device (an
+    encoder 180 s on a CPU and 30 s on a GPU, a causal LM 600 s and 60 s).
+    Each step reads ``batch_size`` passages with both tokenizers (truncated
+    to ``max_length`` tokens). An encoder's student's word vectors (its
+    hidden states at ``layers``, mean-pooled over each unit's tokens, units
+    aligned by character span: by default the pieces of text both
+    tokenizations cut alike, and the special tokens, ``align``) turn towards
+    the teacher's (cosine distance; Adam, lr 5e-3 by default). A causal
+    language model learns the next-token loss (lazy row Adam, lr 1e-3).
     Passages are drawn in proportion to how many trained rows' tokens they
-    hold within `max_length` (those with none teach nothing and are never
+    hold within ``max_length`` (those with none teach nothing and are never
     drawn). The forward passes run in bfloat16 autocast where the device
-    computes it fast (``precision="auto"``: a GPU with bf16, a CPU with
-    AVX512-BF16 or AMX), else in float32; the trained rows stay float32.
-    Only embedding rows train: with ``trainable="new"`` (default) the rows
-    the transfer did not copy (found by matching as ``mode`` did), which
-    leaves the copied rows bit-exact; with ``"all"``, every row. A tied
-    output layer follows. The loss shows on a tqdm bar (read from the
-    device every 20 steps: step_losses.py); `plot` writes its curve to a
-    PNG (matplotlib). ``seed`` fixes which passages are drawn. On a CUDA
-    GPU batches are padded to one shape and the step, captured once as a
-    CUDA graph, is replayed (graphed_step.py); the CPU cuts each batch to
-    its longest passage and runs the step as it is.
+    computes it fast (``precision="auto"``), else in float32; the trained
+    rows stay float32. Only embedding rows train: with ``trainable="new"``
+    the rows the transfer did not copy (the copied rows stay bit-exact);
+    with ``"all"``, every row. A tied output layer follows. The loss shows
+    on a tqdm bar (read from the device every 20 steps); ``plot`` writes its
+    curve. On a CUDA GPU batches are padded to one shape and the step,
+    captured once as a CUDA graph, is replayed; the CPU cuts each batch to
+    its longest passage.
 
-    Inside a torch.distributed job (torchrun, accelerate launch: a process
-    group initialised before the call) every rank draws the same global
-    batch of `batch_size` passages and reads its share; the gradients are
-    summed across ranks (distributed.py), so the ranks end with the rows one
-    process would train from the same batch and seed. Only rank 0 writes the
-    plot; a rank that loses the others stops with one error, the weights as
-    they were.
+    Inside a torch.distributed job (a process group initialised before the
+    call) every rank draws the same global batch of ``batch_size`` passages
+    and reads its share; the gradients are summed across ranks, so the ranks
+    end with the rows one process would train from the same batch and seed.
+    Only rank 0 writes the plot; a rank that loses the others stops with one
+    error, the weights as they were.
 
-    Raises VocabxferError before any weight changes for bad settings
-    (``steps < 1``, ...), CorpusError for too few passages or none holding a
-    trained row's token, ModelError for a teacher of another architecture
-    or a tokenizer that does not fit its model.
+    Raises VocabxferError before any weight changes for bad settings,
+    CorpusError for too few passages or none holding a trained row's token,
+    ModelError for a teacher of another architecture, a model holding NaN,
+    or a token map that does not fit the models.
     """
     started = time.perf_counter()
-    check_settings(steps=steps, seconds=seconds,
-                   lr=DEFAULT_LR["words"] if lr is None else lr, batch_size=batch_size,
-                   max_length=max_length, trainable=trainable, precision=precision,
-                   layers=layers, seed=seed, objective=objective, optimizer=optimizer,
-                   align=align)
-    plot_path = check_plot_path(plot) if plot is not None else None
+    settings = RefineSettings.from_options(settings, options)
+    token_map = token_map_of(transfer)
     ranks = distributed.current()
-    if batch_size < ranks.world:
-        raise VocabxferError(f"refine: batch_size {batch_size} is smaller than the "
+    if settings.batch_size < ranks.world:
+        raise VocabxferError(f"refine: batch_size {settings.batch_size} is smaller than the "
                              f"{ranks.world} ranks of the job; expected at least one passage "
                              "per rank (batch_size is the global batch)")
     passages = read_texts(texts)
@@ -244,10 +184,10 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
                          "already; pass device=None")
     teacher_rows = teacher_embeddings(source_model, model)
     embedding = model.get_input_embeddings()
-    check_model(model, embedding, teacher_rows, layers)
-    objective = choose_objective(model, objective)
-    lr = DEFAULT_LR[objective] if lr is None else lr
-    source_vocab, target_vocab = load_vocab(source_tokenizer), load_vocab(target_tokenizer)
+    check_model(model, embedding, teacher_rows, settings.layers)
+    objective = objective_for(model, settings.objective)
+    lr = objective.default_lr if settings.lr is None else settings.lr
+    source_vocab, target_vocab = token_map.source, token_map.target
     check_fits(source_vocab, teacher_rows.shape[0], embeddings="the source embeddings",
                op="refine: ")
     check_fits(target_vocab, embedding.weight.shape[0], which="target",
@@ -255,7 +195,7 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     if teacher_rows.shape[1] != embedding.weight.shape[1]:
         raise ModelError(f"refine: the teacher's embeddings are {teacher_rows.shape[1]} wide but "
                          f"the student's {embedding.weight.shape[1]}; expected the same model")
-    trained_ids = trainable_rows(source_vocab, target_vocab, mode, trainable)
+    trained_ids = trainable_rows(token_map, settings.trainable)
     if not trained_ids.numel():
         raise VocabxferError("refine: every target row was copied from the source, so no row "
                              "is left to refine; pass trainable='all' to refine them all")
@@ -263,19 +203,21 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     # (the loss reads the same from the trained rows' slots).
     is_trained = torch.zeros(len(target_vocab), dtype=torch.bool)
     is_trained[trained_ids] = True
-    pool_size = max(POOL_PER_DRAW * steps * batch_size, MIN_POOL) if steps else BUDGET_POOL
-    pool = PassagePool(passages, source_vocab, target_vocab, is_trained, max_length,
-                       pool_size=pool_size, seed=seed, with_source=objective == "words",
-                       align=align)
+    steps, seconds = settings.steps, settings.seconds
+    pool_size = max(POOL_PER_DRAW * steps * settings.batch_size, MIN_POOL) if steps \
+        else BUDGET_POOL
+    pool = PassagePool(passages, source_vocab, target_vocab, is_trained, settings.max_length,
+                       pool_size=pool_size, seed=settings.seed,
+                       with_source=objective.reads_source_side, align=settings.align)
 
     if device is not None:
         model.to(device)
     device = embedding.weight.device
     if steps is None and seconds is None:
-        seconds = default_seconds(objective, device)
+        seconds = objective.seconds_for(device)
     pool.to(device)
     teacher_rows = teacher_rows.to(device=device, dtype=embedding.weight.dtype)
-    output = model.get_output_embeddings() if objective == "next-token" else None
+    output = model.get_output_embeddings() if objective.trains_output else None
     tied = output is not None and output.weight is embedding.weight
     trained = trained_parameters(embedding, None if tied else output, trained_ids, device)
     body = body_of(model)
@@ -283,10 +225,11 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     was_training = model.training
     # On a GPU the step runs as one CUDA graph (graphed_step.py); the
     # learning rate is then a device tensor the graph reads.
-    graphed = CUDA_GRAPHS and pool.fixed_shape and can_capture(model, device, ranks.world)
+    graphed = graphs_step(model, device, ranks.world, pool.fixed_shape)
     rate = torch.tensor(float(lr), device=device) if graphed else None
-    optimizer = make_optimizer(optimizer, objective, trained, lr if rate is None else rate)
-    bf16 = precision == "bfloat16" or (precision == "auto" and fast_bf16(device))
+    optimizer = make_optimizer(settings.optimizer, objective, trained,
+                               lr if rate is None else rate)
+    bf16 = uses_bf16(settings.precision, device)
 
     def one_step(picks: torch.Tensor) -> torch.Tensor:
         """One step on the passages `picks`; gives the batch's loss (on the
@@ -297,12 +240,9 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         # CUDA graph capture refuses the cache.
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=bf16,
                             cache_enabled=False):
-            if objective == "words":
-                total, count = word_loss(batch, body, embedding.weight.detach(), trained,
-                                         teacher_rows, layers)
-            else:
-                total, count = next_token_loss(batch, body, embedding.weight.detach(), trained,
-                                               output, tied)
+            total, count = objective.loss(batch, body, embedding.weight.detach(), trained,
+                                          teacher_rows=teacher_rows, layers=settings.layers,
+                                          output=output, tied=tied)
         both = distributed.sum_across(
             ranks, torch.stack([total.detach().float(), count.detach().float()]))
         global_count = both[1].clamp(min=1e-6)  # words (or tokens) of the global batch
@@ -313,16 +253,16 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
         optimizer.step()
         return both[0] / global_count
 
-    result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective)
+    result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective.name)
     horizon = Horizon(steps, None if seconds is None else started + seconds)
     result.setup_seconds = time.perf_counter() - started
     try:
         for parameter in model.parameters():
             parameter.requires_grad_(False)
         model.eval()  # no dropout: the student should match a deterministic teacher
-        bar = tqdm(total=steps, desc="refine", unit="step", disable=not show_progress)
+        bar = tqdm(total=steps, desc="refine", unit="step", disable=not settings.show_progress)
         losses = StepLosses(trained.parameters(), lr, bar)
-        picks = pool.picks(batch_size, ranks.share)  # every rank: the same global batches
+        picks = pool.picks(settings.batch_size, ranks.share)  # every rank: the same batches
         step = GraphedStep(one_step) if graphed else one_step
         with attention_for_training(device):
             while True:
@@ -346,8 +286,8 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
             parameter.requires_grad_(requires_grad[name])
         model.train(was_training)
     result.seconds = time.perf_counter() - started
-    if plot_path is not None and ranks.writes:
-        result.plot = plot_losses(result.losses, plot_path, objective)
+    if settings.plot is not None and ranks.writes:
+        result.plot = plot_losses(result.losses, Path(settings.plot), objective.loss_axis)
     # The weights last: whatever failed before left the model as it was.
     with torch.no_grad():
         written = [(embedding.weight, trained.rows)]
@@ -359,34 +299,17 @@ def refine(model: Any, source_model: Any, source_tokenizer: VocabSource,
     return result
 
 
-def default_seconds(objective: str, device: torch.device) -> float:
-    """The time budget of a run given neither steps nor seconds."""
-    return DEFAULT_SECONDS[objective]["cpu" if device.type == "cpu" else "accelerator"]
-
-
-def make_optimizer(name: str, objective: str, trained: Trained,
+def make_optimizer(name: str, objective: Objective, trained: Trained,
                    lr: Union[float, torch.Tensor]) -> Any:
     """``row-adam`` (lazy Adam: a row moves only when its token is read) or
-    torch's ``adam``; ``auto`` picks by objective (see DEFAULT_OPTIMIZER).
-    A tensor `lr` (a CUDA graph's) makes torch's Adam capturable."""
+    torch's ``adam``; ``auto`` is the objective's default. A tensor `lr` (a
+    CUDA graph's) makes torch's Adam capturable."""
     if name == "auto":
-        name = DEFAULT_OPTIMIZER[objective]
+        name = objective.default_optimizer
     if name == "row-adam":
         return RowAdam(trained.parameters(), lr=lr)
     return torch.optim.Adam(trained.parameters(), lr=lr,
                             capturable=isinstance(lr, torch.Tensor))
-
-
-def choose_objective(model: Any, objective: str) -> str:
-    """``auto``: next-token for a causal language model, words otherwise."""
-    causal = is_causal_lm(model)
-    if objective == "auto":
-        return "next-token" if causal else "words"
-    if objective == "next-token" and not causal:
-        raise ModelError(f"refine: the next-token objective needs a causal language model "
-                         f"with a linear output layer; {type(model).__name__} is not one "
-                         "(use objective='words')")
-    return objective
 
 
 def trained_parameters(embedding: Any, untied_output: Optional[torch.nn.Linear],
@@ -407,43 +330,6 @@ def trained_parameters(embedding: Any, untied_output: Optional[torch.nn.Linear],
         if untied_output.bias is not None:
             trained.output_bias = copy_of(untied_output.bias)
     return trained
-
-
-def check_settings(*, steps: Optional[int], seconds: Optional[float], lr: float,
-                   batch_size: int, max_length: int, trainable: str, precision: str,
-                   layers: Sequence[int], seed: int, objective: str = "auto",
-                   optimizer: str = "auto", align: str = DEFAULT_ALIGN) -> None:
-    """Refuse bad settings before anything is read or changed."""
-    for name, value, choices in (("optimizer", optimizer, OPTIMIZERS), ("align", align, ALIGNS),
-                                 ("objective", objective, OBJECTIVES),
-                                 ("trainable", trainable, TRAINABLE),
-                                 ("precision", precision, PRECISIONS)):
-        if value not in choices:
-            raise VocabxferError(f"refine: {name} {value!r} is not one of "
-                                 f"{', '.join(choices)}")
-    for name, value in (("steps", steps), ("batch_size", batch_size), ("max_length", max_length)):
-        if name == "steps" and value is None:
-            continue
-        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
-            raise VocabxferError(f"refine: {name} must be a positive int, got {value!r}")
-    if max_length < MIN_MAX_LENGTH:
-        raise VocabxferError(f"refine: max_length is {max_length}, which leaves no token to "
-                             "learn from beside a passage's special tokens; expected at least "
-                             f"{MIN_MAX_LENGTH}")
-    if seconds is not None and not (isinstance(seconds, (int, float)) and
-                                    not isinstance(seconds, bool) and math.isfinite(seconds)
-                                    and seconds > 0):
-        raise VocabxferError(f"refine: seconds must be a positive, finite number, got "
-                             f"{seconds!r}")
-    if not (isinstance(lr, (int, float)) and not isinstance(lr, bool) and math.isfinite(lr)
-            and 0 < lr <= MAX_LR):
-        raise VocabxferError(f"refine: lr must be a finite number in (0, {MAX_LR:g}], got "
-                             f"{lr!r}")
-    if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers or
-            not all(isinstance(layer, int) and not isinstance(layer, bool) for layer in layers)):
-        raise VocabxferError(f"refine: layers must be a non-empty sequence of layer numbers "
-                             f"(ints, -1 the last), got {layers!r}")
-    check_seed(seed, "refine: ")
 
 
 def check_model(model: Any, embedding: Any, teacher_rows: torch.Tensor,
@@ -492,86 +378,13 @@ def check_model(model: Any, embedding: Any, teacher_rows: torch.Tensor,
                                  f"-{depth + 1} from the end)")
 
 
-PLOT_FORMATS = ("png", "pdf", "svg", "jpg", "jpeg", "webp", "tif", "tiff", "eps", "ps")
-
-
-def check_plot_path(plot: Union[str, os.PathLike]) -> Path:
-    """Where the loss curve will go, checked before any step: a file
-    (not a folder) whose suffix names an image format matplotlib writes,
-    in a place a file can be created."""
-    path = output_path(plot)
-    suffix = path.suffix.lower().lstrip(".")
-    if path.is_dir():
-        raise VocabxferError(f"refine: the plot path {path} is a folder; expected a file name "
-                             "such as loss.png")
-    if suffix not in PLOT_FORMATS:
-        raise VocabxferError(f"refine: the plot path {path} has no image suffix matplotlib "
-                             f"writes; expected one of .{', .'.join(PLOT_FORMATS)}")
-    try:
-        import matplotlib  # noqa: F401
-    except ImportError:
-        raise VocabxferError("refine: plotting the loss needs matplotlib (pip install "
-                             "matplotlib)") from None
-    check_writable_place(path, "refine: the plot path")
-    return path
-
-
-def attention_for_training(device: torch.device):
-    """On a CPU, SDPA's math backend: its backward is plain matmuls, while
-    the fused CPU kernel's backward took 27% of a step (a step is 20% faster
-    without it). On a CUDA GPU the fused kernels but cuDNN's: on an H200
-    (torch 2.11) it planned anew for each batch shape (2.8 ms of host time
-    a call), and with fixed shapes and CUDA graphs 500 MiniLM-sized steps
-    still took 3.0 s with it and 2.4 s without (benchmarks/results/gpu)."""
-    if device.type == "cpu":
-        return sdpa_kernel([SDPBackend.MATH])
-    if device.type == "cuda":
-        return sdpa_kernel([SDPBackend.FLASH_ATTENTION, SDPBackend.EFFICIENT_ATTENTION,
-                            SDPBackend.MATH])
-    return contextlib.nullcontext()
-
-
-def fast_bf16(device: torch.device) -> bool:
-    """Whether the device multiplies bfloat16 natively: a GPU that supports
-    it, or a CPU with AVX512-BF16 or AMX (measured here: 2.8x float32)."""
-    if device.type == "cuda":
-        return torch.cuda.is_bf16_supported()
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def trainable_rows(source: Any, target: Any, mode: str, trainable: str) -> torch.Tensor:
-    """The target rows that train: all, or those the transfer did not copy."""
+def trainable_rows(token_map: TokenMap, trainable: str) -> torch.Tensor:
+    """The target rows that train: all, or those the transfer did not copy
+    (neither matched nor a special token it filled by role)."""
     if trainable == "all":
-        return torch.arange(len(target))
-    token_map = match_vocab(source, target, mode=mode)
+        return torch.arange(len(token_map.target))
     role_targets, _, _ = special_by_role(token_map, token_map.unmatched_target_ids.tolist())
-    copied = torch.zeros(len(target), dtype=torch.bool)
+    copied = torch.zeros(len(token_map.target), dtype=torch.bool)
     copied[token_map.target_ids] = True
     copied[torch.tensor(role_targets, dtype=torch.int64)] = True
     return (~copied).nonzero().squeeze(1)
-
-
-def plot_losses(losses: List[float], path: Path, objective: str = "words") -> Path:
-    import matplotlib
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, axis = plt.subplots(figsize=(7, 4))
-    axis.plot(range(1, len(losses) + 1), losses, color="#1f4e99", linewidth=1)
-    axis.set_xlabel("step")
-    axis.set_ylabel({"words": "word-alignment loss (cosine distance)",
-                     "next-token": "next-token loss (nats per token)"}[objective])
-    axis.set_yscale("log")
-    axis.set_title("vocabxfer refine: student against teacher", fontsize=10)
-    axis.grid(True, alpha=0.3)
-    figure.tight_layout()
-    try:
-        write_file(path, lambda staging: figure.savefig(staging, dpi=120,
-                                                        format=path.suffix.lstrip(".").lower()))
-    finally:
-        plt.close(figure)
-    return path

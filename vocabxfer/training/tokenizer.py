@@ -4,16 +4,14 @@ a corpus larger than memory trains as well as a small one."""
 import itertools
 import json
 import logging
-import os
 import random
-import unicodedata
 from collections import Counter
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional, Sequence, Union
+from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional
 
+from vocabxfer.errors import VocabxferError
+from vocabxfer.training.corpus import CorpusFiles, check_corpus, corpus_paths, iter_passages
 from vocabxfer.vocabularies import families
-from vocabxfer.errors import CorpusError, VocabxferError
 from vocabxfer.vocabularies.readers import VocabSource, load_vocab
 
 logger = logging.getLogger(__name__)
@@ -28,59 +26,6 @@ ALPHABET_MIN_COUNT = 2
 ALPHABET_SAMPLE_CHARS = 50_000_000
 UNK_RATE_WARNING = 0.01
 UNK_SAMPLE_PASSAGES = 2000
-
-CorpusFiles = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
-
-
-# ---- the corpus ----------------------------------------------------------------
-
-def corpus_paths(files: CorpusFiles) -> List[Path]:
-    """The corpus files, checked to exist: one path or several."""
-    if isinstance(files, (str, os.PathLike)):
-        files = [files]
-    paths = [Path(file).expanduser() for file in files]
-    if not paths:
-        raise CorpusError("no corpus files were given")
-    for path in paths:
-        if not path.is_file():
-            raise CorpusError(f"{path}: no such corpus file")
-    return paths
-
-
-def has_text(line: str) -> bool:
-    """Whether a line holds a character that is neither white space nor a
-    control, format or unassigned character."""
-    if line.isprintable():
-        return not line.isspace() and bool(line)
-    return any(not char.isspace() and unicodedata.category(char)[0] != "C" for char in line)
-
-
-def iter_passages(paths: Sequence[Path]) -> Iterator[str]:
-    """The corpus's passages (lines with text), read lazily, file by file."""
-    for path in paths:
-        offset = 0
-        with open(path, "rb") as handle:
-            for number, raw in enumerate(handle, start=1):
-                try:
-                    line = raw.decode("utf-8").rstrip("\r\n")
-                except UnicodeDecodeError as error:
-                    raise CorpusError(
-                        f"{path}: is not UTF-8 text (byte offset {offset + error.start}) on line "
-                        f"{number} (byte 0x{raw[error.start]:02x}); expected a UTF-8 text file, "
-                        "one passage per line") from None
-                offset += len(raw)
-                if has_text(line):
-                    yield line
-
-
-def check_corpus(paths: Sequence[Path]) -> None:
-    """Fail early, before any long step: the corpus must hold some text (its
-    UTF-8 is checked as it streams)."""
-    if next(iter_passages(paths), None) is None:
-        raise CorpusError(f"the corpus ({', '.join(str(p) for p in paths)}) has no text (only "
-                          "empty lines, white space or control characters); expected one "
-                          "passage per line")
-
 
 class Reservoir:
     """Passes passages through and keeps a uniform sample of them (for the
@@ -344,6 +289,22 @@ def set_post_processor(pipeline: Pipeline) -> None:
         tokenizer.post_processor = processors.TemplateProcessing(
             single=f"{cls} $A {sep}", pair=f"{cls} $A {sep} $B:1 {sep}:1",
             special_tokens=[(cls, tokenizer.token_to_id(cls)), (sep, tokenizer.token_to_id(sep))])
+
+
+@dataclass(frozen=True)
+class TokenizerTraining:
+    """How a target tokenizer is trained when only text is given (see
+    train_tokenizer): its size, the least count of a token, and its kind
+    (None: the source tokenizer's kind)."""
+
+    vocab_size: int = 30000
+    min_frequency: int = 2
+    model: Optional[str] = None
+
+    def __post_init__(self) -> None:
+        if self.model is not None and self.model not in MODELS:
+            raise VocabxferError(f"the tokenizer model {self.model!r} is not one of "
+                                 f"{', '.join(MODELS)}")
 
 
 def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: int = 2, *,

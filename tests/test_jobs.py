@@ -1,0 +1,72 @@
+"""The command line's jobs (cli/jobs.py): one transfer with refinement and
+fidelity reads the source tokenizer once and matches the vocabularies once,
+its option objects are checked where they are made, and refinement reads
+the transfer's own token map."""
+
+import sys
+
+import pytest
+
+from vocabxfer import InitOptions, RefineSettings, TokenizerTraining, VocabxferError
+from vocabxfer.cli.jobs import transfer_to_folder
+from vocabxfer.vocabularies import matching, readers
+
+from .conftest import save_bert_folder, wordpiece_tokenizer
+from .test_fidelity import SOURCE, TARGET, sentences
+
+
+def test_one_transfer_reads_the_source_tokenizer_once_and_matches_once(tmp_path, monkeypatch):
+    save_bert_folder(tmp_path / "source", SOURCE)
+    wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("\n".join(sentences(400)) + "\n", encoding="utf-8")
+    reads, matches = [], []
+    real_read, real_match = readers.read_path, matching.match_vocab
+
+    def counting_read(path, *args, **kwargs):
+        if path.resolve() == (tmp_path / "source").resolve():
+            reads.append(path)
+        return real_read(path, *args, **kwargs)
+
+    def counting_match(*args, **kwargs):
+        matches.append(args)
+        return real_match(*args, **kwargs)
+
+    monkeypatch.setattr(readers, "read_path", counting_read)
+    # Every module that matches imports match_vocab by name: count them all.
+    for module in list(sys.modules.values()):
+        if getattr(module, "__name__", "").startswith("vocabxfer.") and \
+                getattr(module, "match_vocab", None) is real_match:
+            monkeypatch.setattr(module, "match_vocab", counting_match)
+    result = transfer_to_folder(tmp_path / "source", tmp_path / "out",
+                                tokenizer=tmp_path / "target.json", refine_corpus=[corpus],
+                                refinement=RefineSettings(steps=3, batch_size=8),
+                                show_progress=False)
+    assert result.refinement.steps == 3 and result.fidelity is not None
+    assert len(reads) == 1, reads
+    assert len(matches) == 1, matches
+
+
+@pytest.mark.parametrize("make,message", [
+    (lambda: InitOptions(init="zeros"), "init 'zeros' is not one of"),
+    (lambda: InitOptions(match="fuzzy"), "match 'fuzzy' is not one of"),
+    (lambda: InitOptions(piece_weights="heavy"), "piece_weights 'heavy' is not one of"),
+    (lambda: InitOptions(seed=-1), "seed must be an int"),
+    (lambda: RefineSettings(steps=0), "refine: steps must be a positive int"),
+    (lambda: RefineSettings(lr=2.0), r"refine: lr must be a finite number in \(0, 1\]"),
+    (lambda: RefineSettings(objective="bits"), "refine: objective 'bits' is not one of"),
+    (lambda: TokenizerTraining(model="bytes"), "the tokenizer model 'bytes' is not one of"),
+])
+def test_option_objects_are_checked_where_they_are_made(make, message):
+    with pytest.raises(VocabxferError, match=message):
+        make()
+
+
+def test_options_must_be_the_option_objects(tmp_path):
+    with pytest.raises(VocabxferError, match="initialisation must be an InitOptions object"):
+        transfer_to_folder(tmp_path / "model", tmp_path / "out", tokenizer=tmp_path / "t.json",
+                           initialisation={"init": "fvt"})
+    with pytest.raises(VocabxferError, match="refinement must be a RefineSettings or None"):
+        transfer_to_folder(tmp_path / "model", tmp_path / "out", tokenizer=tmp_path / "t.json",
+                           refinement=True)
+    assert not (tmp_path / "out").exists()

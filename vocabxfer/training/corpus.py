@@ -1,0 +1,78 @@
+"""Corpora: text files of one passage per line, streamed (a corpus larger
+than memory is read as well as a small one), checked before any long step,
+and passages given directly as strings."""
+
+import os
+import unicodedata
+from pathlib import Path
+from typing import Iterator, List, Sequence, Union
+
+from vocabxfer.errors import CorpusError
+
+CorpusFiles = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+
+
+def corpus_paths(files: CorpusFiles) -> List[Path]:
+    """The corpus files, checked to exist: one path or several."""
+    if isinstance(files, (str, os.PathLike)):
+        files = [files]
+    paths = [Path(file).expanduser() for file in files]
+    if not paths:
+        raise CorpusError("no corpus files were given")
+    for path in paths:
+        if not path.is_file():
+            raise CorpusError(f"{path}: no such corpus file")
+    return paths
+
+
+def has_text(line: str) -> bool:
+    """Whether a line holds a character that is neither white space nor a
+    control, format or unassigned character."""
+    if line.isprintable():
+        return not line.isspace() and bool(line)
+    return any(not char.isspace() and unicodedata.category(char)[0] != "C" for char in line)
+
+
+def iter_passages(paths: Sequence[Path]) -> Iterator[str]:
+    """The corpus's passages (lines with text), read lazily, file by file."""
+    for path in paths:
+        offset = 0
+        with open(path, "rb") as handle:
+            for number, raw in enumerate(handle, start=1):
+                try:
+                    line = raw.decode("utf-8").rstrip("\r\n")
+                except UnicodeDecodeError as error:
+                    raise CorpusError(
+                        f"{path}: is not UTF-8 text (byte offset {offset + error.start}) on line "
+                        f"{number} (byte 0x{raw[error.start]:02x}); expected a UTF-8 text file, "
+                        "one passage per line") from None
+                offset += len(raw)
+                if has_text(line):
+                    yield line
+
+
+def check_corpus(paths: Sequence[Path]) -> None:
+    """Fail early, before any long step: the corpus must hold some text (its
+    UTF-8 is checked as it streams)."""
+    if next(iter_passages(paths), None) is None:
+        raise CorpusError(f"the corpus ({', '.join(str(p) for p in paths)}) has no text (only "
+                          "empty lines, white space or control characters); expected one "
+                          "passage per line")
+
+
+Texts = Union[Sequence[str], str, os.PathLike, Sequence[Union[str, os.PathLike]]]
+
+
+def read_texts(texts: Texts) -> List[str]:
+    """Passages: a list of strings as they are (blank ones left out), or the
+    lines of text files: one path (a str or a path object), or a list of
+    path objects (``pathlib.Path``). A list of strings is always passages,
+    even where a passage names a file: what a corpus holds is text, never
+    an instruction to read something else."""
+    if isinstance(texts, (str, os.PathLike)) or (
+            texts and all(isinstance(text, os.PathLike) for text in texts)):
+        return list(iter_passages(corpus_paths(texts)))
+    if not all(isinstance(text, str) for text in texts):
+        raise CorpusError("refine: texts must be passages (strings), or path objects of text "
+                          "files, not a mixture")
+    return [text for text in texts if text.strip()]
