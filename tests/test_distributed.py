@@ -104,6 +104,7 @@ if torch.cuda.is_available():
         BACKENDS.append(("nccl", "cuda"))
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("backend,device", BACKENDS, ids=["-".join(b) for b in BACKENDS])
 def test_two_ranks_train_the_rows_one_process_trains(tmp_path, backend, device):
     outcomes = run_ranks(tmp_path, {"BACKEND": backend, "DEVICE": device})
@@ -121,6 +122,7 @@ def test_two_ranks_train_the_rows_one_process_trains(tmp_path, backend, device):
     assert torch.allclose(first, alone, rtol=0, atol=1e-5), (first - alone).abs().max()
 
 
+@pytest.mark.slow
 def test_a_body_sharded_across_two_ranks_trains_the_same_rows(tmp_path):
     # FSDP2 shards each layer (half of its rows on each rank); the frozen
     # body's outputs, and so the trained rows, are those of the whole body.
@@ -151,6 +153,7 @@ def test_sharding_needs_a_process_group_and_refine_refuses_a_device_for_it():
         transformer_layers(torch.nn.Linear(2, 2))
 
 
+@pytest.mark.slow
 def test_a_rank_that_dies_ends_the_job_with_one_error(tmp_path):
     outcomes = run_ranks(tmp_path, {"DIE_AT": "3"})
     (survivor_code, survivor_output), (dead_code, _) = outcomes
@@ -161,6 +164,7 @@ def test_a_rank_that_dies_ends_the_job_with_one_error(tmp_path):
     assert not list(tmp_path.glob("rows-*.pt"))
 
 
+@pytest.mark.slow
 def test_under_torchrun_rank_0_alone_writes_the_folder(tmp_path, corpus_file):
     save_bert_folder(tmp_path / "source", SOURCE)
     wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
@@ -306,6 +310,7 @@ def test_a_stopped_peer_ends_the_job_within_the_timeout(tmp_path, job_inputs):
     assert not (tmp_path / "out").exists()
 
 
+@pytest.mark.slow
 def test_a_transfer_without_refinement_refuses_to_run_on_several_processes(tmp_path,
                                                                            job_inputs):
     outcomes = [(process.wait(timeout=240), process.communicate()) for process in

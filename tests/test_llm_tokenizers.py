@@ -63,11 +63,13 @@ def components(tokenizer):
     return {key: document[key] for key in ("normalizer", "pre_tokenizer", "decoder")}
 
 
+@pytest.mark.slow
 def test_the_source_is_llm_sized(llama_style):
     assert len(llama_style) == 128_256
     assert llama_style.convert_ids_to_tokens(128_000) == "<|begin_of_text|>"
 
 
+@pytest.mark.slow
 def test_training_like_an_llm_tokenizer_keeps_its_pipeline(llama_style, korean_target):
     assert len(korean_target) == 32_000
     assert components(korean_target) == components(llama_style)
@@ -80,6 +82,7 @@ def test_training_like_an_llm_tokenizer_keeps_its_pipeline(llama_style, korean_t
     assert korean_target.bos_token == "<|begin_of_text|>"
 
 
+@pytest.mark.slow
 def test_canonical_match_and_fvt_split_partial_bytes(llama_style, korean_target):
     token_map = match_vocab(llama_style, korean_target, mode="canonical")
     report = token_map.report

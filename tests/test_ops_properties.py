@@ -3,6 +3,7 @@ Tensor.to bit for bit, segment_mean_ against float64, over every dtype pair,
 layout and index dtype. A plain run draws 1,000 fixed cases per property;
 `pytest tests/test_ops_properties.py --fuzz N` draws N fresh ones."""
 
+import pytest
 import torch
 from hypothesis import given
 from hypothesis import strategies as st
@@ -68,6 +69,7 @@ def as_bits(tensor):
     return tensor.contiguous().view(BITS[tensor.dtype])
 
 
+@pytest.mark.slow
 @given(transfer_cases())
 def test_transfer_rows_is_tensor_to_bit_for_bit(case):
     generator = torch.Generator().manual_seed(case["seed"])
@@ -101,6 +103,7 @@ def segment_cases(draw):
         seed=draw(st.integers(0, 2 ** 31)))
 
 
+@pytest.mark.slow
 @given(segment_cases())
 def test_segment_mean_matches_float64(case):
     generator = torch.Generator().manual_seed(case["seed"])

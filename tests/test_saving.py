@@ -79,6 +79,7 @@ save(tiny_bert({size}, seed=1), wordpiece_tokenizer({tokens!r}), {out!r}, overwr
 """
 
 
+@pytest.mark.slow
 def test_a_save_killed_between_renames_is_completed_by_recovery(tmp_path):
     out = tmp_path / "out"
     save(tiny_bert(len(SOURCE), seed=0), wordpiece_tokenizer(SOURCE), out)

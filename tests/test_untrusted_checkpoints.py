@@ -367,26 +367,75 @@ def mutated_files(draw):
     return bytes(raw)
 
 
+def safetensors_reads(path: Path):
+    """Every tensor of the file as safetensors itself reads it, or None if
+    it refuses the file."""
+    from safetensors import safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as reference:
+            return {name: reference.get_tensor(name) for name in reference.keys()}
+    except Exception:  # safetensors raises its own error types, and OSError
+        return None
+
+
+@pytest.mark.slow
 @given(mutated_files())
 @settings(max_examples=400)
 def test_header_reader_agrees_with_safetensors(tmp_path_factory, raw):
-    from safetensors import safe_open
-
+    """Both ways: what safetensors reads, the reader accepts and reads the
+    same; what the reader accepts, safetensors reads. A reader that refused
+    everything would fail here."""
     path = tmp_path_factory.getbasetemp() / "fuzzed.safetensors"
     path.write_bytes(raw)
+    expected = safetensors_reads(path)
     try:
         file = safetensors_io.SafetensorsFile(path)
-    except ModelError:
-        return  # a refusal is always allowed; a crash never is
-    with safe_open(str(path), framework="pt") as reference:  # it must accept what we accept
-        assert sorted(reference.keys()) == sorted(file.entries)
-        for name in file.entries:
-            expected = reference.get_tensor(name)
-            if file.entries[name].dtype in safetensors_io.DTYPES:
-                got = file.read(name)
-                assert got.dtype == expected.dtype and got.shape == expected.shape
-                assert torch.equal(got.view(-1).view(torch.uint8),
-                                   expected.reshape(-1).view(torch.uint8)), name
+    except ModelError as error:
+        assert expected is None, f"safetensors reads this file, but the reader refused: {error}"
+        return
+    assert expected is not None, "the reader accepted a file safetensors refuses"
+    assert sorted(expected) == sorted(file.entries)
+    for name in file.entries:
+        if file.entries[name].dtype in safetensors_io.DTYPES:
+            got = file.read(name)
+            assert got.dtype == expected[name].dtype and got.shape == expected[name].shape
+            assert torch.equal(got.view(-1).view(torch.uint8),
+                               expected[name].reshape(-1).view(torch.uint8)), name
+
+
+@st.composite
+def valid_files(draw):
+    """A file safetensors itself writes: one to four tensors of the dtypes
+    the reader knows, shapes of 0 to 3 dimensions (empty ones too), and
+    metadata of strings."""
+    from safetensors.torch import save
+
+    tensors = {}
+    for index in range(draw(st.integers(1, 4))):
+        dtype = draw(st.sampled_from(sorted(set(safetensors_io.DTYPES.values()), key=str)))
+        shape = draw(st.lists(st.integers(0, 5), max_size=3))
+        values = torch.randn(shape, generator=torch.Generator().manual_seed(index)) * 100
+        tensors[draw(st.text("abcdefgh._", min_size=1, max_size=8)) + str(index)] = \
+            values.to(dtype)
+    metadata = draw(st.dictionaries(st.text(max_size=5), st.text(max_size=5), max_size=2))
+    return save(tensors, metadata=metadata or None)
+
+
+@pytest.mark.slow
+@given(valid_files())
+@settings(max_examples=200)
+def test_header_reader_accepts_every_file_safetensors_writes(tmp_path_factory, raw):
+    path = tmp_path_factory.getbasetemp() / "valid-fuzzed.safetensors"
+    path.write_bytes(raw)
+    expected = safetensors_reads(path)
+    assert expected is not None
+    file = safetensors_io.SafetensorsFile(path)
+    assert sorted(file.entries) == sorted(expected)
+    for name, tensor in expected.items():
+        got = file.read(name)
+        assert got.dtype == tensor.dtype and got.shape == tensor.shape
+        assert torch.equal(got.reshape(-1).view(torch.uint8), tensor.reshape(-1).view(torch.uint8))
 
 
 def test_header_reader_reads_the_valid_file(tmp_path):
@@ -418,6 +467,7 @@ def test_a_folder_published_meanwhile_is_never_replaced(tmp_path):
     assert sorted(path.name for path in tmp_path.iterdir()) == ["out"]
 
 
+@pytest.mark.slow
 def test_two_processes_to_one_new_folder(pristine, tmp_path):
     command = [sys.executable, "-m", "vocabxfer", "transfer", "--model",
                str(pristine / "sharded"), "--tokenizer", str(pristine / "target.json"),
