@@ -66,7 +66,12 @@ def smollm2_folder(cache: Path) -> Path:
     loaded = AutoModelForCausalLM.from_pretrained(str(package), gguf_file=GGUF_NAME,
                                                   dtype=torch.float32)
     tokenizer = AutoTokenizer.from_pretrained(str(package), gguf_file=GGUF_NAME)
-    model = LlamaForCausalLM(loaded.config)
+    config = copy.deepcopy(loaded.config)
+    # The float copy is not quantized: a quantization_config left in its
+    # config makes transformers load it as GGUF and refuse to save it.
+    if hasattr(config, "quantization_config"):
+        del config.quantization_config
+    model = LlamaForCausalLM(config)
     model.load_state_dict(loaded.state_dict(), strict=False)
     model.tie_weights()
 

@@ -118,6 +118,10 @@ CASES = [
      r"generation_config.json: is a JSON list; expected an object"),
     ("config.json a list", edit_json("config.json", lambda d: [d]),
      r"config.json: is a JSON list; expected an object"),
+    ("a quantization_config left by a conversion",
+     edit_json("config.json", set_field("quantization_config",
+                                        {"quant_method": "gguf", "gguf_file": "m.gguf"})),
+     r"declares quantization_config \(gguf\); vocabxfer moves float checkpoints"),
 ] + [
     (f"{name} nested 50,000 deep", edit_json(name, nested(50_000)),
      r"is nested deeper than any|is not a safetensors index|not valid JSON")

@@ -173,6 +173,14 @@ def check_config_document(document: Any, name: str) -> None:
     if _is_int(hidden) and _is_int(heads) and "head_dim" not in document and hidden % heads:
         raise ModelError(f"{name}: hidden_size {hidden} is not a multiple of "
                          f"num_attention_heads {heads}; expected a config that builds a model")
+    quantization = document.get("quantization_config")
+    if quantization is not None:
+        method = quantization.get("quant_method") if isinstance(quantization, dict) else None
+        raise ModelError(f"{name}: declares quantization_config ({method or quantization}); "
+                         "vocabxfer moves float checkpoints, and transformers could not save "
+                         "this one after the transfer. Dequantize it first (load it, drop "
+                         "quantization_config, save_pretrained), or remove a quantization_config "
+                         "left over from a conversion")
     tie = document.get("tie_word_embeddings")
     if tie is not None and not isinstance(tie, bool):
         raise ModelError(f"{name}: tie_word_embeddings is {tie!r}; expected true or false")
