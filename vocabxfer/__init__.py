@@ -22,7 +22,7 @@ cli.
 
 from vocabxfer.checkpoints.saving import save, save_tokenizer
 from vocabxfer.checkpoints.streamed import transfer_checkpoint
-from vocabxfer.cli.jobs import transfer_to_folder
+from vocabxfer.cli.jobs import extend_to_folder, transfer_to_folder
 from vocabxfer.errors import CorpusError, ModelError, OutputError, VocabError, VocabxferError
 from vocabxfer.initialisation.options import InitOptions
 from vocabxfer.initialisation.plan import plan_initialisation, transfer_embeddings
@@ -32,6 +32,7 @@ from vocabxfer.ops.doctor import doctor
 from vocabxfer.ops.rows import has_compiled_ops, segment_mean_, transfer_rows_
 from vocabxfer.refinement.loop import refine
 from vocabxfer.refinement.settings import RefineSettings
+from vocabxfer.training.extension import extend_tokenizer
 from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
 from vocabxfer.vocabularies.matching import TokenMap, match_vocab
 from vocabxfer.vocabularies.readers import load_vocab
@@ -39,11 +40,12 @@ from vocabxfer.vocabularies.vocab import Vocab
 
 __all__ = [
     # the whole job, and its option objects
-    "transfer_to_folder", "InitOptions", "RefineSettings", "TokenizerTraining",
+    "transfer_to_folder", "extend_to_folder", "InitOptions", "RefineSettings",
+    "TokenizerTraining",
     # the steps
     "transfer_model", "transfer_checkpoint", "refine", "save", "save_tokenizer",
     "load_model", "load_vocab", "match_vocab", "plan_initialisation", "transfer_embeddings",
-    "train_tokenizer",
+    "train_tokenizer", "extend_tokenizer",
     # the ops
     "transfer_rows_", "segment_mean_", "has_compiled_ops", "doctor",
     # what the verbs take beside paths and models (their results live in

@@ -4,6 +4,7 @@ result's str is its report."""
 
 import dataclasses
 import os
+import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -22,10 +23,12 @@ from vocabxfer.models.devices import DeviceLike, resolve_device
 from vocabxfer.models.in_memory import transfer_model
 from vocabxfer.models.loading import load_config, load_model, model_location
 from vocabxfer.refinement import distributed
-from vocabxfer.refinement.fidelity import REPORT_FILE, Fidelity, FidelityProbe, hold_out
+from vocabxfer.refinement.fidelity import (HELD_OUT_PASSAGES, REPORT_FILE, Fidelity,
+                                           FidelityProbe, OtherDomain, hold_out)
 from vocabxfer.refinement.loop import Refinement, refine
 from vocabxfer.refinement.settings import RefineSettings
 from vocabxfer.training.corpus import check_corpus, corpus_paths, iter_passages, read_texts
+from vocabxfer.training.extension import TokenizerExtension, check_add, extend_tokenizer
 from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
 from vocabxfer.vocabularies.matching import TokenMap
 from vocabxfer.vocabularies.readers import VocabSource, load_vocab
@@ -49,9 +52,10 @@ class FolderTransfer:
     weight_files: Optional[str] = None  # None when the model was loaded whole
     refinement: Optional[Refinement] = None
     fidelity: Optional[Fidelity] = None
+    extension: Optional[TokenizerExtension] = None
 
     def __str__(self) -> str:
-        lines = []
+        lines = [str(self.extension)] if self.extension is not None else []
         if self.trained_tokenizer:
             lines.append(f"target tokenizer: {self.trained_tokenizer} "
                          f"({len(self.token_map.target):,} tokens)")
@@ -107,7 +111,9 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                        refine_corpus: Optional[Sequence[PathLike]] = None,
                        training: TokenizerTraining = TokenizerTraining(),
                        device: DeviceLike = None, overwrite: bool = False, link: bool = False,
-                       fidelity: bool = True, show_progress: bool = True) -> FolderTransfer:
+                       fidelity: bool = True, other_domain: Optional[Sequence[PathLike]] = None,
+                       keep: Optional[Sequence[str]] = None,
+                       show_progress: bool = True) -> FolderTransfer:
     """Move the model in folder (or hub id) `model` to a new vocabulary and
     write the ready folder `out_dir`: the target `tokenizer`, or one trained
     on `corpus` (as `training` says) that follows the model's tokenizer. The
@@ -132,6 +138,11 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     the moved model is measured against the source on them, zero-shot and
     after refinement (see ``refinement/fidelity.py``); the figures are
     printed and written to vocabxfer_fidelity.json in the output folder.
+    With `other_domain` (text files of another domain), up to 200 of its
+    passages are measured the same way, with the share of them the target
+    tokenizer reads exactly as the source's did (what an extended
+    vocabulary must keep). `keep` (passages) is given to refine as the text
+    whose predictions a causal LM's new output rows must leave alone.
 
     Raises VocabxferError (or one of its kinds) for bad input, OSError for
     files, FileExistsError for an output folder that exists.
@@ -169,7 +180,8 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     # run reads or writes beside it.
     inputs = {"the input model folder": model_folder,
               "the target tokenizer": input_path(tokenizer), "the loss plot": plot_path}
-    for what, files in (("the corpus file", corpus), ("the refine corpus file", refine_corpus)):
+    for what, files in (("the corpus file", corpus), ("the refine corpus file", refine_corpus),
+                        ("the other domain's file", other_domain)):
         for file in ([] if files is None else
                      [files] if isinstance(files, (str, os.PathLike)) else files):
             inputs[f"{what} {file}"] = input_path(file)
@@ -184,6 +196,8 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
                                  "a corpus")
         check_corpus(corpus_paths(refine_texts))
+    if other_domain is not None:
+        check_corpus(corpus_paths(other_domain))
     if ranks.world > 1:
         distributed.check_agreement(ranks, job_settings(
             config, target, refine_texts if refining else None,
@@ -198,7 +212,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                         iter_passages(corpus_paths(fidelity_texts)),
                         seed=initialisation.seed) if measuring else []
     measuring = measuring and bool(held_out)  # a corpus too small to spare any
-    probe: Optional[FidelityProbe] = None
+    probe = other_probe = None
     measured: Optional[Fidelity] = None
     steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining +
                   (2 + refining) * measuring,
@@ -229,11 +243,19 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             # Before the transfer changes the model: the source's side.
             with steps.step("measure the source"):
                 probe = FidelityProbe(loaded, source, held_out)
+                if other_domain is not None:
+                    other_probe = FidelityProbe(loaded, source, sample_passages(
+                        corpus_paths(other_domain), initialisation.seed))
         with steps.step("match and initialise"):
             result = transfer_model(loaded, source, target, **plan_options)
         if probe is not None:
             with steps.step("measure zero-shot"):
                 measured = probe.report(loaded, target)
+                if other_probe is not None:
+                    measured.other = OtherDomain(
+                        passages=len(other_probe.texts),
+                        identical=other_probe.identical_share(target),
+                        zero_shot=other_probe.measure(loaded, target)[0])
         if refining:
             with steps.step("refine"):
                 excluded = set(held_out)
@@ -242,11 +264,14 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                                  dataclasses.replace(refinement, plot=plot_path,
                                                      show_progress=show_progress and
                                                      refinement.show_progress),
-                                 device=resolved_device)
+                                 device=resolved_device,
+                                 keep=keep if keep and probe_objective(loaded) else None)
                 del teacher_rows
             if probe is not None:
                 with steps.step("measure refined"):
                     measured.refined = probe.measure(loaded, target)[0]
+                    if other_probe is not None:
+                        measured.other.refined = other_probe.measure(loaded, target)[0]
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
             # In a distributed job every rank holds the same model; rank 0 writes it.
@@ -257,6 +282,89 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
                           tensors=result.tensors, seconds=steps.seconds,
                           trained_tokenizer=trained, refinement=refined, fidelity=measured)
+
+
+def sample_passages(paths: Sequence[Path], seed: int,
+                    count: int = HELD_OUT_PASSAGES) -> List[str]:
+    """Up to `count` distinct passages of the files, drawn uniformly (a
+    reservoir: the files are streamed)."""
+    chooser, sample, seen = random.Random(seed), [], 0
+    for passage in dict.fromkeys(iter_passages(paths)):
+        seen += 1
+        if len(sample) < count:
+            sample.append(passage)
+        elif (slot := chooser.randrange(seen)) < count:
+            sample[slot] = passage
+    return sample
+
+
+def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLike],
+                     add: int, *, initialisation: InitOptions = InitOptions(),
+                     refinement: Optional[RefineSettings] = None, min_frequency: int = 2,
+                     other_domain: Optional[Sequence[PathLike]] = None,
+                     device: DeviceLike = None, overwrite: bool = False, link: bool = False,
+                     fidelity: bool = True, show_progress: bool = True) -> FolderTransfer:
+    """Extend the model's vocabulary: learn up to `add` tokens of the
+    corpus with its own tokenizer's model (``extend_tokenizer``), keep every
+    token it has, and write the ready folder `out_dir`. The old rows (input
+    embeddings, an untied head and its bias) are copied bit for bit (exact
+    matching: every old token keeps its id); the new rows start from FVT;
+    `refinement` trains the new rows only (on the corpus). Without
+    refinement a safetensors checkpoint is streamed. Rows a model carries
+    beyond its tokenizer's tokens (a vocabulary padded to a multiple, as
+    Qwen's) are read by no token and are not carried over: the new tokens
+    take the ids from the tokenizer's size on.
+
+    With ``fidelity`` and refinement, held-out passages of the corpus
+    (never learned from) measure the moved model against the source, and
+    `other_domain` (default: the Python documentation the demo reads, which
+    every CPython carries) measures what was kept: the share of its
+    passages tokenized exactly as before, and the same measure there.
+
+    Raises VocabxferError (or one of its kinds) for bad input before the
+    first long step; an extension that adds nothing writes nothing."""
+    check_add(add)
+    out_path = check_output_folder(out_dir, overwrite)
+    location = model_location(model)
+    model_folder = Path(location) if Path(location).is_dir() else None
+    inputs = {"the input model folder": model_folder}
+    inputs.update({f"the corpus file {file}": input_path(file) for file in corpus})
+    check_apart(out_path, inputs)
+    load_config(location)
+    check_corpus(corpus_paths(corpus))
+    measuring = fidelity and refinement is not None
+    held_out = hold_out(iter_passages(corpus_paths(corpus)), seed=initialisation.seed) \
+        if measuring else []
+    extension = extend_tokenizer(location, corpus, add, min_frequency=min_frequency,
+                                 exclude=held_out, show_progress=show_progress)
+    if refinement is not None and other_domain is None:
+        from vocabxfer.cli.demo import python_docs_corpus
+
+        other_domain = [python_docs_corpus()]
+    # A causal LM's refinement reads other-domain text too (its new output
+    # rows learn to stay out of it): never the passages fidelity measures.
+    keep = None
+    if refinement is not None:
+        measured = set(sample_passages(corpus_paths(other_domain), initialisation.seed)) \
+            if measuring else set()
+        keep = [passage for passage in iter_passages(corpus_paths(other_domain))
+                if passage not in measured]
+    result = transfer_to_folder(
+        location, out_path, tokenizer=extension.tokenizer,
+        initialisation=dataclasses.replace(initialisation, match="exact"),
+        refinement=refinement, refine_corpus=corpus if refinement is not None else None,
+        device=device, overwrite=overwrite, link=link, fidelity=fidelity,
+        other_domain=other_domain if measuring else None, keep=keep,
+        show_progress=show_progress)
+    result.extension = extension
+    return result
+
+
+def probe_objective(model: Any) -> bool:
+    """Whether refinement of this model reads text to keep (a causal LM)."""
+    from vocabxfer.refinement.objectives import objective_for
+
+    return objective_for(model).trains_output
 
 
 def file_fingerprint(path: Path) -> Tuple[int, bytes, bytes]:

@@ -116,6 +116,54 @@ def build_parser() -> argparse.ArgumentParser:
                                "the output in place changes the source checkpoint too")
     add_tokenizer_training_options(transfer)
 
+    extend_tok = commands.add_parser(
+        "extend-tokenizer", help="add the corpus's tokens to a tokenizer, keeping every token "
+                                 "it has (ids 0..V-1 unchanged)")
+    extend_tok.add_argument("--tokenizer", required=True,
+                            help="the tokenizer to extend: folder, tokenizer.json or a model "
+                                 "folder")
+    extend_tok.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
+                            help="text files, one passage per line")
+    extend_tok.add_argument("--add", type=int, required=True, metavar="N",
+                            help="how many tokens to learn, at most")
+    extend_tok.add_argument("--min-frequency", type=int, default=2,
+                            help="least count of a new token (default: 2)")
+    extend_tok.add_argument("--out", required=True, type=Path,
+                            help="folder to write the extended tokenizer to")
+    extend_tok.add_argument("--force", action="store_true", help="replace a non-empty --out")
+
+    extend = commands.add_parser(
+        "extend", help="extend a model's vocabulary with the corpus's tokens and write a ready "
+                       "model folder (old rows kept bit for bit, new rows from FVT)")
+    extend.add_argument("--model", required=True, help="source model: a local folder")
+    extend.add_argument("--corpus", nargs="+", required=True, metavar="FILE",
+                        help="the domain's text: new tokens are learned on it (and refinement "
+                             "reads it)")
+    extend.add_argument("--add", type=int, required=True, metavar="N",
+                        help="how many tokens to learn, at most")
+    extend.add_argument("--out", required=True, type=Path, help="folder to write the model to")
+    extend.add_argument("--refine", action="store_true",
+                        help="refine the new rows for the default time budget of the device")
+    extend.add_argument("--refine-steps", type=int, default=0, metavar="N",
+                        help="refine for N steps instead")
+    extend.add_argument("--refine-seconds", type=float, default=None, metavar="S",
+                        help="refine for S seconds of wall time")
+    extend.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                        help="write the refinement's loss curve to this PNG")
+    extend.add_argument("--other-text", nargs="+", default=None, metavar="FILE",
+                        help="text of another domain, to measure what was kept (default: "
+                             "the Python documentation the demo reads)")
+    extend.add_argument("--no-fidelity", action="store_true",
+                        help="do not measure the moved model on held-out passages")
+    extend.add_argument("--min-frequency", type=int, default=2,
+                        help="least count of a new token (default: 2)")
+    extend.add_argument("--device", default=None, help="cpu, cuda or cuda:N")
+    extend.add_argument("--seed", type=int, default=0, help="seed of the held-out passages and "
+                                                           "of refinement's draws")
+    extend.add_argument("--force", action="store_true", help="replace a non-empty --out folder")
+    extend.add_argument("--link", action="store_true",
+                        help="hard-link the weight files that do not change (streamed)")
+
     demo = commands.add_parser(
         "demo", help="the main job on its embedded default: the real all-MiniLM-L6-v2 moved "
                      "to a tokenizer trained on Python's own documentation")
@@ -192,6 +240,39 @@ def command_transfer(args) -> int:
     return 0
 
 
+def command_extend_tokenizer(args) -> int:
+    from vocabxfer.checkpoints.atomic import check_output_folder
+    from vocabxfer.checkpoints.saving import save_tokenizer
+    from vocabxfer.training.extension import check_add, extend_tokenizer
+
+    check_add(args.add)
+    out = check_output_folder(args.out, args.force)
+    extension = extend_tokenizer(args.tokenizer, args.corpus, args.add,
+                                 min_frequency=args.min_frequency)
+    path = save_tokenizer(extension.tokenizer, out, overwrite=args.force)
+    print(f"{extension}\nwrote {path}")
+    return 0
+
+
+def command_extend(args) -> int:
+    from vocabxfer.cli.jobs import extend_to_folder
+    from vocabxfer.initialisation.options import InitOptions
+    from vocabxfer.refinement.settings import RefineSettings
+
+    refining = args.refine or args.refine_steps or args.refine_seconds is not None
+    if args.plot is not None and not refining:
+        raise VocabxferError("--plot is given but no refinement is asked for; pass --refine, "
+                             "--refine-steps N or --refine-seconds S too, or leave it out")
+    refinement = RefineSettings(steps=args.refine_steps or None, seconds=args.refine_seconds,
+                                seed=args.seed, plot=args.plot) if refining else None
+    print(extend_to_folder(args.model, args.out, args.corpus, args.add,
+                           initialisation=InitOptions(seed=args.seed), refinement=refinement,
+                           min_frequency=args.min_frequency, other_domain=args.other_text,
+                           device=args.device, overwrite=args.force, link=args.link,
+                           fidelity=not args.no_fidelity))
+    return 0
+
+
 def command_demo(args) -> int:
     from vocabxfer.cli import demo
 
@@ -209,6 +290,7 @@ def command_doctor(args) -> int:
 
 
 COMMANDS = {"train-tokenizer": command_train_tokenizer, "match": command_match,
+            "extend-tokenizer": command_extend_tokenizer, "extend": command_extend,
             "transfer": command_transfer, "demo": command_demo, "doctor": command_doctor}
 
 

@@ -56,6 +56,23 @@ def hold_out(passages: Iterable[str], count: int = HELD_OUT_PASSAGES,
 
 
 @dataclass
+class OtherDomain:
+    """Text of another domain, read by a model whose vocabulary was
+    extended: the share of its passages the new tokenizer reads exactly as
+    the source's did, and the same measure as on the domain's passages."""
+
+    passages: int
+    identical: float
+    zero_shot: float
+    refined: Optional[float] = None
+
+    def __str__(self) -> str:
+        text = (f"on {self.passages} passages of another domain: {self.identical:.1%} "
+                f"tokenized as before; {self.zero_shot:.4f} zero-shot")
+        return text + (f", {self.refined:.4f} refined" if self.refined is not None else "")
+
+
+@dataclass
 class Fidelity:
     """The figures of one transfer: the measure, the passages it read, the
     token ratio, the zero-shot figure and, after refinement, the refined
@@ -67,23 +84,33 @@ class Fidelity:
     zero_shot: float
     refined: Optional[float] = None
     source_bpb: Optional[float] = None
+    other: Optional[OtherDomain] = None
 
     def __str__(self) -> str:
         name = {"word cosine": "word-vector cosine to the source",
                 "bpb ratio": "bits per byte over the source's"}[self.measure]
         text = f"fidelity on {self.passages} held-out passages: {name} {self.zero_shot:.4f}"
         text += " zero-shot" + (f", {self.refined:.4f} refined" if self.refined else "")
-        return text + f"; target tokens {self.token_ratio:.3f}x the source's"
+        text += f"; target tokens {self.token_ratio:.3f}x the source's"
+        return text + (f"\n  {self.other}" if self.other is not None else "")
 
     def to_json(self) -> str:
         """Strict JSON: a figure that is not finite (a model with NaN
         weights) is written as null, and `finite` says so, since bare NaN
         is not JSON and strict parsers refuse it."""
+        def strict(value: Any) -> Any:
+            if isinstance(value, dict):
+                return {name: strict(inner) for name, inner in value.items()}
+            return None if isinstance(value, float) and not math.isfinite(value) else value
+
+        def all_finite(value: Any) -> bool:
+            if isinstance(value, dict):
+                return all(all_finite(inner) for inner in value.values())
+            return not isinstance(value, float) or math.isfinite(value)
+
         figures = asdict(self)
-        finite = all(not isinstance(value, float) or math.isfinite(value)
-                     for value in figures.values())
-        figures = {name: (value if not isinstance(value, float) or math.isfinite(value)
-                          else None) for name, value in figures.items()}
+        finite = all_finite(figures)
+        figures = strict(figures)
         figures["finite"] = finite
         return json.dumps(figures, indent=2, allow_nan=False) + "\n"
 
@@ -136,6 +163,14 @@ class FidelityProbe:
             sums += float(cosines[both].sum())
             count += int(both.sum())
         return sums / max(count, 1), ratio
+
+    def identical_share(self, target: Vocab) -> float:
+        """The share of the passages the target tokenizer reads as the
+        source's did (the same ids, in the same number)."""
+        target_side = encode(target, self.texts, "target")
+        same = (target_side.lengths == self.source.lengths) & \
+            (target_side.ids == self.source.ids).all(dim=1)
+        return float(same.float().mean()) if len(self.texts) else 0.0
 
     def report(self, model: Any, target: Vocab) -> Fidelity:
         figure, ratio = self.measure(model, target)

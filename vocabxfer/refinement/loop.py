@@ -117,7 +117,8 @@ def token_map_of(transfer: Union[TokenMap, ModelTransfer]) -> TokenMap:
 
 def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfer],
            texts: Texts, settings: Optional[RefineSettings] = None, *,
-           device: DeviceLike = None, **options: Any) -> Refinement:
+           device: DeviceLike = None, keep: Optional[Texts] = None,
+           **options: Any) -> Refinement:
     """Refine the transferred `model` (changed in place) against the source
     model it came from, on `texts` (passages, or text files of one passage
     per line), as `settings` say (a ``RefineSettings``, or its fields as
@@ -153,6 +154,12 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     curve. On a CUDA GPU batches are padded to one shape and the step,
     captured once as a CUDA graph, is replayed; the CPU cuts each batch to
     its longest passage.
+
+    `keep` (passages or text files of another domain, for a causal LM):
+    ``keep_share`` of each batch is drawn from it; the new tokens never
+    occur there, so its next-token loss lowers the new output rows where
+    they must not take probability from the old ones (what an extended
+    vocabulary needs: old text read as before, and predicted as before).
 
     Inside a torch.distributed job (a process group initialised before the
     call) every rank draws the same global batch of ``batch_size`` passages
@@ -206,9 +213,14 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     steps, seconds = settings.steps, settings.seconds
     pool_size = max(POOL_PER_DRAW * steps * settings.batch_size, MIN_POOL) if steps \
         else BUDGET_POOL
+    kept = read_texts(keep) if keep is not None else []
+    if kept and not objective.trains_output:
+        raise VocabxferError(f"refine: text to keep is read by the next-token objective only; "
+                             f"the {objective.name} objective does not use it")
     pool = PassagePool(passages, source_vocab, target_vocab, is_trained, settings.max_length,
                        pool_size=pool_size, seed=settings.seed,
-                       with_source=objective.reads_source_side, align=settings.align)
+                       with_source=objective.reads_source_side, align=settings.align,
+                       keep_passages=kept, keep_share=settings.keep_share)
 
     if device is not None:
         model.to(device)

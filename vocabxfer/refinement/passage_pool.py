@@ -17,7 +17,7 @@ from typing import Any, Callable, Iterator, List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from vocabxfer.errors import CorpusError, VocabError
+from vocabxfer.errors import CorpusError, VocabError, VocabxferError
 from vocabxfer.checkpoints.saving import as_transformers_tokenizer
 from vocabxfer.vocabularies.vocab import Vocab
 
@@ -295,11 +295,14 @@ class PassagePool:
     trained token is equally likely to be read; passages with none teach
     those rows nothing and are never drawn (a fifth of the Unix manual
     pages' passages; drawing this way lifted 500 steps from 0.9458 to
-    0.9489 mean cosine on their validation split)."""
+    0.9489 mean cosine on their validation split). `keep_passages`, text of
+    another domain, are drawn for `keep_share` of the draws whatever tokens
+    they hold (the next-token objective only)."""
 
     def __init__(self, passages: List[str], source: Vocab, target: Vocab,
                  is_trained: torch.Tensor, max_length: int, pool_size: int, seed: int,
-                 with_source: bool = True, align: str = "words"):
+                 with_source: bool = True, align: str = "words",
+                 keep_passages: Sequence[str] = (), keep_share: float = 0.0):
         self.generator = torch.Generator().manual_seed(seed)
         if len(passages) > pool_size:
             chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
@@ -317,6 +320,22 @@ class PassagePool:
                               "whose row is being refined (within its first "
                               f"{max_length} tokens), so refinement would learn nothing; "
                               "expected a corpus in the target tokenizer's domain")
+        weights = counts[keep].float()
+        if keep_share > 0 and keep_passages:
+            # Passages of another domain, drawn for `keep_share` of every
+            # batch whatever tokens they hold: a next-token loss on them
+            # lowers the new output rows where the model must not use them.
+            if with_source:
+                raise VocabxferError("refine: passages to keep are read by the next-token "
+                                     "objective only")
+            kept_texts = [within_reach(passage, WORDS_PER_TOKEN * max_length, max_length,
+                                       longest) for passage in keep_passages]
+            texts = texts + kept_texts
+            target_side = encode_side(rust_tokenizer(target, max_length, "target"), texts,
+                                      max_length)
+            keep = torch.cat([keep, torch.arange(len(texts) - len(kept_texts), len(texts))])
+            share = float(weights.sum()) * keep_share / (1 - keep_share) / len(kept_texts)
+            weights = torch.cat([weights, torch.full((len(kept_texts),), share)])
         texts = [texts[i] for i in keep.tolist()]
         self.target = target_side.select(keep)
         # The source side only where the objective reads it (the teacher's
@@ -328,7 +347,7 @@ class PassagePool:
         for side in (self.source, self.target):  # the spans are needed no more
             if side is not None:
                 side.spans = None
-        self.weights = counts[keep].float()
+        self.weights = weights
         self.passages = texts
         sides = [side for side in (self.source, self.target) if side is not None]
         # Word slots of a fixed-shape batch: the most words any passage reaches.

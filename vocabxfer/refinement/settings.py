@@ -48,6 +48,9 @@ class RefineSettings:
     model), "words" or "next-token". ``optimizer``: "auto" (the
     objective's), "row-adam" or "adam". ``align``: what the word objective
     aligns. ``plot``: a PNG (or other image) of the loss curve.
+    ``keep_share``: the share of each batch drawn from the text to keep
+    (refine's `keep`, when given: a causal LM's new output rows then learn
+    to stay out of another domain's predictions).
 
     Raises VocabxferError when made with a bad value."""
 
@@ -65,6 +68,7 @@ class RefineSettings:
     align: str = DEFAULT_ALIGN
     plot: Optional[Union[str, Path]] = None
     show_progress: bool = True
+    keep_share: float = 0.25
 
     def __post_init__(self) -> None:
         for name, choices in (("optimizer", OPTIMIZERS), ("align", ALIGNS),
@@ -91,6 +95,9 @@ class RefineSettings:
                                         and 0 < self.lr <= MAX_LR):
             raise VocabxferError(f"refine: lr must be a finite number in (0, {MAX_LR:g}], got "
                                  f"{self.lr!r}")
+        if not (_is_number(self.keep_share) and 0 <= self.keep_share < 1):
+            raise VocabxferError(f"refine: keep_share must be a number in [0, 1), got "
+                                 f"{self.keep_share!r}")
         layers = self.layers
         if (isinstance(layers, (str, bytes)) or not isinstance(layers, Sequence) or not layers
                 or not all(isinstance(layer, int) and not isinstance(layer, bool)
