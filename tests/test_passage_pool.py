@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from vocabxfer import load_vocab, match_vocab
+from vocabxfer import VocabxferError, load_vocab, match_vocab
 
 from vocabxfer.refinement import passage_pool
 from vocabxfer.refinement.passage_pool import (WORD, WORDS_PER_TOKEN, PassagePool, encode_side,
@@ -350,3 +350,26 @@ def test_a_pool_of_megabyte_lines_without_spaces_reads_only_their_reach():
     pool = PassagePool(passages, source, target, trained, 16, pool_size=100, seed=0)
     limit = 2 * 16 * longest_token(source, target)
     assert all(len(text) <= limit for text in pool.passages)
+
+
+def test_passages_to_keep_are_drawn_for_their_share_whatever_they_hold():
+    source = load_vocab(wordpiece_tokenizer(SOURCE))
+    target = load_vocab(wordpiece_tokenizer(TARGET))
+    is_trained = torch.zeros(len(target), dtype=torch.bool)
+    is_trained[trainable_rows(match_vocab(source, target), "new")] = True
+    keep = ["the mat sat on the mat", "a mat on a mat"]  # no trained token in them
+    plain = PassagePool(TEXTS, source, target, is_trained, 16, pool_size=1000, seed=0,
+                        with_source=False)
+    pool = PassagePool(TEXTS, source, target, is_trained, 16, pool_size=1000, seed=0,
+                       with_source=False, keep_passages=keep, keep_share=0.25)
+    assert pool.passages[:len(plain)] == plain.passages and pool.passages[len(plain):] == keep
+    assert torch.equal(pool.weights[:len(plain)], plain.weights)
+    share = float(pool.weights[len(plain):].sum() / pool.weights.sum())
+    assert abs(share - 0.25) < 1e-6
+    draws = torch.cat([pool.draw(4) for _ in range(2000)])
+    drawn_share = float((draws >= len(plain)).float().mean())
+    assert 0.15 < drawn_share < 0.35, drawn_share
+    with pytest.raises(VocabxferError, match="passages to keep are read by the next-token "
+                                             "objective only"):
+        PassagePool(TEXTS, source, target, is_trained, 16, pool_size=1000, seed=0,
+                    with_source=True, keep_passages=keep, keep_share=0.25)

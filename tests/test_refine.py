@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from vocabxfer import (CorpusError, ModelError, OutputError, VocabxferError,
-                       load_vocab, match_vocab, refine, transfer_model)
+                       RefineSettings, load_vocab, match_vocab, refine, transfer_model)
 from vocabxfer.cli.main import main
 from vocabxfer.refinement.loop import Refinement, trainable_rows
 from vocabxfer.refinement.objectives import OBJECTIVES
@@ -363,3 +363,14 @@ def test_a_nan_in_the_body_is_named_not_blamed_on_the_learning_rate():
         refine(student, teacher, match_vocab(source, target), TEXTS, steps=2, show_progress=False)
     assert "lr" not in str(raised.value)
     assert torch.equal(student.get_input_embeddings().weight, before)
+
+
+def test_text_to_keep_is_for_causal_models_and_its_share_is_checked(pair):
+    teacher, student, source, target = pair
+    with pytest.raises(VocabxferError, match="text to keep is read by the next-token objective "
+                                             "only; the words objective does not use it"):
+        refine(student, teacher, match_vocab(source, target), TEXTS, steps=2,
+               show_progress=False, keep=["the mat"])
+    for share in (1.0, -0.1, "a"):
+        with pytest.raises(VocabxferError, match="keep_share must be a number in"):
+            RefineSettings(keep_share=share)
