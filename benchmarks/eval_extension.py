@@ -107,7 +107,11 @@ def main() -> None:
     rows = []
 
     started = time.perf_counter()
-    extension = vocabxfer.extend_tokenizer(model_dir, [corpus], args.add, exclude=held_out)
+    evaluated = set(english)
+    keep = [passage for passage in iter_passages([python_docs_corpus()])
+            if passage not in evaluated]
+    extension = vocabxfer.extend_tokenizer(model_dir, [corpus], args.add, exclude=held_out,
+                                           keep=keep)
     print(f"  {extension} ({time.perf_counter() - started:.0f} s)", flush=True)
     model = copy.deepcopy(source_model)
     vocabxfer.transfer_model(model, source_vocab, extension.tokenizer)
@@ -115,9 +119,6 @@ def main() -> None:
                         probes))
     held = set(held_out)
     training = [passage for passage in iter_passages([corpus]) if passage not in held]
-    evaluated = set(english)
-    keep = [passage for passage in iter_passages([python_docs_corpus()])
-            if passage not in evaluated]
     if args.refine_seconds:
         refined(rows, "extension (vocabxfer), refined", model, source_model, source_vocab,
                 extension.tokenizer, training, args.refine_seconds, probes, keep)

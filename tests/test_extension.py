@@ -268,3 +268,14 @@ def test_a_source_that_reads_numbers_digit_by_digit_keeps_doing_so(tmp_path):
     assert not any(any(char.isdigit() for char in token) for token in result.added)
     text = "page 99 of 100 and 2014"
     assert encode(result.tokenizer, text) == encode(source, text)
+
+
+def test_no_new_token_is_one_the_text_to_keep_would_use(sources, corpora):
+    source = sources["bpe"]
+    _, korean = corpora
+    keep = lines(KOREAN[:4], 50, 11) + lines(ENGLISH, 50, 12)  # some Korean text is to stay
+    plain = extend_tokenizer(source, [korean], 60, show_progress=False)
+    kept = extend_tokenizer(source, [korean], 60, keep=keep, show_progress=False)
+    assert kept.kept_text_tokens and "that the text to keep would use were left out" in str(kept)
+    assert all(encode(kept.tokenizer, text) == encode(source, text) for text in keep)
+    assert not all(encode(plain.tokenizer, text) == encode(source, text) for text in keep)

@@ -265,7 +265,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                                                      show_progress=show_progress and
                                                      refinement.show_progress),
                                  device=resolved_device,
-                                 keep=keep if keep and probe_objective(loaded) else None)
+                                 keep=keep if keep and reads_text_to_keep(loaded) else None)
                 del teacher_rows
             if probe is not None:
                 with steps.step("measure refined"):
@@ -309,7 +309,9 @@ def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLi
     token it has, and write the ready folder `out_dir`. The old rows (input
     embeddings, an untied head and its bias) are copied bit for bit (exact
     matching: every old token keeps its id); the new rows start from FVT;
-    `refinement` trains the new rows only (on the corpus). Without
+    `refinement` trains the new rows only (on the corpus). No new token is
+    one that `other_domain`'s text (default: the Python documentation the
+    demo reads, which every CPython carries) would use. Without
     refinement a safetensors checkpoint is streamed. Rows a model carries
     beyond its tokenizer's tokens (a vocabulary padded to a multiple, as
     Qwen's) are read by no token and are not carried over: the new tokens
@@ -335,32 +337,34 @@ def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLi
     measuring = fidelity and refinement is not None
     held_out = hold_out(iter_passages(corpus_paths(corpus)), seed=initialisation.seed) \
         if measuring else []
-    extension = extend_tokenizer(location, corpus, add, min_frequency=min_frequency,
-                                 exclude=held_out, show_progress=show_progress)
-    if refinement is not None and other_domain is None:
+    if other_domain is None:
         from vocabxfer.cli.demo import python_docs_corpus
 
         other_domain = [python_docs_corpus()]
-    # A causal LM's refinement reads other-domain text too (its new output
-    # rows learn to stay out of it): never the passages fidelity measures.
-    keep = None
-    if refinement is not None:
-        measured = set(sample_passages(corpus_paths(other_domain), initialisation.seed)) \
-            if measuring else set()
-        keep = [passage for passage in iter_passages(corpus_paths(other_domain))
-                if passage not in measured]
+    else:
+        check_corpus(corpus_paths(other_domain))
+    # The other domain's text is kept: no new token is one it would use, and
+    # a causal LM's refinement reads it too (its new output rows learn to
+    # stay out of it). Never the passages fidelity measures.
+    measured = set(sample_passages(corpus_paths(other_domain), initialisation.seed)) \
+        if measuring else set()
+    keep = [passage for passage in iter_passages(corpus_paths(other_domain))
+            if passage not in measured]
+    extension = extend_tokenizer(location, corpus, add, min_frequency=min_frequency,
+                                 exclude=held_out, keep=keep, show_progress=show_progress)
     result = transfer_to_folder(
         location, out_path, tokenizer=extension.tokenizer,
         initialisation=dataclasses.replace(initialisation, match="exact"),
         refinement=refinement, refine_corpus=corpus if refinement is not None else None,
         device=device, overwrite=overwrite, link=link, fidelity=fidelity,
-        other_domain=other_domain if measuring else None, keep=keep,
+        other_domain=other_domain if measuring else None,
+        keep=keep if refinement is not None else None,
         show_progress=show_progress)
     result.extension = extension
     return result
 
 
-def probe_objective(model: Any) -> bool:
+def reads_text_to_keep(model: Any) -> bool:
     """Whether refinement of this model reads text to keep (a causal LM)."""
     from vocabxfer.refinement.objectives import objective_for
 

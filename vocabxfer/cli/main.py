@@ -151,8 +151,10 @@ def build_parser() -> argparse.ArgumentParser:
     extend.add_argument("--plot", type=Path, default=None, metavar="PNG",
                         help="write the refinement's loss curve to this PNG")
     extend.add_argument("--other-text", nargs="+", default=None, metavar="FILE",
-                        help="text of another domain, to measure what was kept (default: "
-                             "the Python documentation the demo reads)")
+                        help="text of another domain to keep as it is read: no new token is "
+                             "one it would use, refinement of a causal LM reads it, and "
+                             "fidelity measures held-out passages of it (default: the Python "
+                             "documentation the demo reads)")
     extend.add_argument("--no-fidelity", action="store_true",
                         help="do not measure the moved model on held-out passages")
     extend.add_argument("--min-frequency", type=int, default=2,

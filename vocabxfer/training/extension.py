@@ -26,6 +26,10 @@ joins a digit to anything. Otherwise a domain with many numbers (ratings,
 prices) would add tokens like "99" or " 10" that then change how every
 text with numbers is read.
 
+Text to keep (``keep``: another domain's passages the caller wants read
+exactly as before) is encoded beside the corpus in each round: a candidate
+it would emit is left out too, and counted.
+
 Every new token must be produced when the corpus is encoded. An appended
 BPE merge can be "rank-dead": the source's own merges, which rank first,
 segment the text so that its two parts never meet. Each round encodes the
@@ -82,6 +86,7 @@ class TokenizerExtension:
     rank_dead: List[str] = field(default_factory=list)
     passages: int = 0
     digit_tokens_refused: int = 0  # candidates joining a digit, for a digit-by-digit source
+    kept_text_tokens: List[str] = field(default_factory=list)  # emitted on the text to keep
 
     def __str__(self) -> str:
         kind = {"BPE": "BPE", "WordPiece": "WordPiece", "Unigram": "Unigram"}[self.model_type]
@@ -95,6 +100,9 @@ class TokenizerExtension:
         if self.digit_tokens_refused:
             text += (f"; {self.digit_tokens_refused:,} candidates joining a digit to another "
                      "character were not added: the source reads numbers digit by digit")
+        if self.kept_text_tokens:
+            text += (f"; {len(self.kept_text_tokens):,} candidates that the text to keep would "
+                     "use were left out")
         if self.rank_dead:
             examples = ", ".join(repr(readable(token)) for token in self.rank_dead[:3])
             text += (f"; {len(self.rank_dead):,} candidates were never produced and were left "
@@ -147,12 +155,14 @@ def check_add(add: Any) -> None:
 
 def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
                      min_frequency: int = 2, exclude: Collection[str] = (),
+                     keep: Sequence[str] = (),
                      show_progress: bool = True) -> TokenizerExtension:
     """Learn up to `add` new tokens on the corpus `files` with the source
     tokenizer's own model type and append them to it (see the module
     docstring). Returns a TokenizerExtension whose ``tokenizer`` is a
     transformers fast tokenizer: ids 0 .. V-1 are the source's, the new
-    tokens follow. Passages in `exclude` (held out) are not learned from.
+    tokens follow. Passages in `exclude` (held out) are not learned from;
+    no new token is one that the passages `keep` would use.
 
     Raises VocabxferError for an `add` that is not a positive int or is
     absurd, a tokenizer type that cannot be extended (WordLevel, or a
@@ -193,17 +203,29 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
                              "add (the source already holds every piece the corpus needs)")
     kept: List[Candidate] = []
     dead: List[str] = []
+    keep_users: List[str] = []
+    keep_sample = list(keep)[:CHECK_PASSAGES]
     position = 0
     for _ in range(ROUNDS):
         position = _fill(kept, candidates, position, add, vocab.ids)
         tokenizer_document = _extended_document(document, model_type, source_size, kept)
         produced, emitted = _produced(tokenizer_document, model_type, source_size, kept,
                                       sample)
+        used_by_keep = _produced(tokenizer_document, model_type, source_size, kept,
+                                 keep_sample)[1] if keep_sample else set()
         newly_dead = [candidate.token for candidate in kept if candidate.token not in produced]
-        if not newly_dead:
+        newly_kept_out = [candidate.token for candidate in kept
+                          if candidate.token in used_by_keep and candidate.token in produced]
+        if not newly_dead and not newly_kept_out:
             break
         dead += newly_dead
-        kept = [candidate for candidate in kept if candidate.token in produced]
+        keep_users += newly_kept_out
+        out = set(newly_dead) | set(newly_kept_out)
+        # A BPE token whose merge needs one left out cannot be made either.
+        for candidate in kept:
+            if candidate.parts is not None and any(part in out for part in candidate.parts):
+                out.add(candidate.token)
+        kept = [candidate for candidate in kept if candidate.token not in out]
     else:
         tokenizer_document = _extended_document(document, model_type, source_size, kept)
         produced, emitted = _produced(tokenizer_document, model_type, source_size, kept,
@@ -221,7 +243,7 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
                               added=[candidate.token for candidate in kept],
                               emitted=len(emitted), steps_only=len(produced) - len(emitted),
                               rank_dead=dead, passages=len(sample),
-                              digit_tokens_refused=refused)
+                              digit_tokens_refused=refused, kept_text_tokens=keep_users)
 
 
 def _first_passages(paths, excluded, count):
