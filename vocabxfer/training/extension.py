@@ -206,16 +206,26 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
     keep_users: List[str] = []
     keep_sample = list(keep)[:CHECK_PASSAGES]
     position = 0
-    for _ in range(ROUNDS):
-        position = _fill(kept, candidates, position, add, vocab.ids)
-        tokenizer_document = _extended_document(document, model_type, source_size, kept)
-        produced, emitted = _produced(tokenizer_document, model_type, source_size, kept,
-                                      sample)
-        used_by_keep = _produced(tokenizer_document, model_type, source_size, kept,
-                                 keep_sample)[1] if keep_sample else set()
-        newly_dead = [candidate.token for candidate in kept if candidate.token not in produced]
-        newly_kept_out = [candidate.token for candidate in kept
-                          if candidate.token in used_by_keep and candidate.token in produced]
+
+    def check():
+        """(the document, produced, emitted, the kept tokens to leave out
+        as rank-dead, as used by the text to keep)."""
+        document_now = _extended_document(document, model_type, source_size, kept)
+        produced_now, emitted_now = _produced(document_now, model_type, source_size, kept,
+                                              sample)
+        used = _produced(document_now, model_type, source_size, kept, keep_sample)[1] \
+            if keep_sample else set()
+        never = [candidate.token for candidate in kept if candidate.token not in produced_now]
+        keeps = [candidate.token for candidate in kept
+                 if candidate.token in used and candidate.token in produced_now]
+        return document_now, produced_now, emitted_now, never, keeps
+
+    # Rounds that fill the places left, then rounds that only leave out (a
+    # removal can let another appended merge fire: checked until none does).
+    for round_number in range(4 * ROUNDS):
+        if round_number < ROUNDS:
+            position = _fill(kept, candidates, position, add, vocab.ids)
+        tokenizer_document, produced, emitted, newly_dead, newly_kept_out = check()
         if not newly_dead and not newly_kept_out:
             break
         dead += newly_dead
@@ -227,9 +237,9 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
                 out.add(candidate.token)
         kept = [candidate for candidate in kept if candidate.token not in out]
     else:
-        tokenizer_document = _extended_document(document, model_type, source_size, kept)
-        produced, emitted = _produced(tokenizer_document, model_type, source_size, kept,
-                                      sample)
+        raise VocabxferError("the extension did not settle: leaving out the tokens that are "
+                             "never produced (or that the text to keep would use) kept making "
+                             "others so; please report this with the corpus")
     if not kept:
         raise VocabxferError(f"none of the {len(candidates):,} candidate tokens learned on the "
                              f"corpus is ever produced by {vocab.name}'s own rules; nothing to "
@@ -273,9 +283,9 @@ def _candidates(vocab, document, model_type: str, files, add: int, min_frequency
                           if left + right not in source_tokens]
         elif model_type == "WordPiece":
             ordered = sorted(model["vocab"].items(), key=lambda item: item[1])
+            added = set(_added_contents(trained_document))
             candidates = [Candidate(token) for token, _ in ordered
-                          if token not in source_tokens and token not in
-                          set(_added_contents(trained_document))]
+                          if token not in source_tokens and token not in added]
         else:
             pieces = [(piece, score) for piece, score in model["vocab"]
                       if piece not in source_tokens]
