@@ -43,10 +43,10 @@ ROOT = os.path.dirname(os.path.abspath(__file__))
 
 
 def load_elf_reader():
-    """vocabxfer/elf.py on its own: the package cannot be imported before
+    """vocabxfer/ops/elf.py on its own: the package cannot be imported before
     it is built."""
     spec = importlib.util.spec_from_file_location(
-        "vocabxfer_elf", os.path.join(ROOT, "vocabxfer", "elf.py"))
+        "vocabxfer_elf", os.path.join(ROOT, "vocabxfer", "ops", "elf.py"))
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
