@@ -50,13 +50,18 @@ def output_path(path: PathLike) -> Path:
     if path.is_symlink():
         raise OutputError(f"{path} is a symbolic link; pass the folder it points to, or "
                               "another path")
-    ancestor = path.parent
-    while not ancestor.exists() and ancestor != ancestor.parent:
-        ancestor = ancestor.parent
+    ancestor = nearest_existing(path.parent)
     if not ancestor.is_dir():
         raise OutputError(f"{ancestor} is a file, so {path} cannot be created under it; "
                               "choose another output path")
     return path.parent.resolve() / path.name
+
+
+def nearest_existing(path: Path) -> Path:
+    """`path`, or the nearest of its ancestors that exists."""
+    while not path.exists() and path != path.parent:
+        path = path.parent
+    return path
 
 
 def check_output_folder(path: PathLike, overwrite: bool,
@@ -122,9 +127,7 @@ def input_path(value: object) -> Optional[Path]:
 def check_writable_place(path: Path, what: str) -> None:
     """A file can be created at `path`: its nearest existing folder takes a
     new file (tried, not guessed from permission bits, which root ignores)."""
-    folder = path.parent
-    while not folder.exists() and folder != folder.parent:
-        folder = folder.parent
+    folder = nearest_existing(path.parent)
     try:
         descriptor, probe = tempfile.mkstemp(prefix=".vocabxfer-probe-", dir=folder)
     except OSError as error:

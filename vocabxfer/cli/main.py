@@ -9,7 +9,7 @@ import logging
 import sys
 import traceback
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, List, Optional
 
 from vocabxfer.errors import VocabxferError
 from vocabxfer.initialisation.fvt import DEFAULT_PIECE_WEIGHTS, PIECE_WEIGHTS
@@ -208,10 +208,10 @@ def command_transfer(args) -> int:
     from vocabxfer.initialisation.options import InitOptions
     from vocabxfer.models.devices import resolve_device
     from vocabxfer.refinement import distributed
-    from vocabxfer.refinement.settings import RefineSettings
     from vocabxfer.training.tokenizer import TokenizerTraining
 
-    refining = args.refine or args.refine_steps or args.refine_seconds is not None
+    refinement = refinement_from(args)
+    refining = refinement is not None
     if distributed.launched_by_torchrun() and not refining:
         raise VocabxferError(
             f"this transfer was launched on {os.environ.get('WORLD_SIZE')} processes (torchrun), "
@@ -222,14 +222,9 @@ def command_transfer(args) -> int:
         # Under torchrun --nproc-per-node N: refine on N ranks, rank 0 writes.
         distributed.join_launched_job(resolve_device(args.device) or torch.device("cpu"),
                                       args.dist_timeout)
-    if args.plot is not None and not refining:
-        raise VocabxferError("--plot is given but no refinement is asked for; pass --refine, "
-                             "--refine-steps N or --refine-seconds S too, or leave it out")
     initialisation = InitOptions(init=args.init, match=args.match,
                                  piece_weights=args.piece_weights,
                                  output_piece_weights=args.output_piece_weights, seed=args.seed)
-    refinement = RefineSettings(steps=args.refine_steps or None, seconds=args.refine_seconds,
-                                seed=args.seed, plot=args.plot) if refining else None
     training = TokenizerTraining(vocab_size=args.vocab_size, min_frequency=args.min_frequency,
                                  model=args.tokenizer_model)
     result = transfer_to_folder(args.model, args.out, tokenizer=args.tokenizer,
@@ -240,6 +235,21 @@ def command_transfer(args) -> int:
     if distributed.current().writes:  # the other ranks wrote nothing to report
         print(result)
     return 0
+
+
+def refinement_from(args) -> Optional[Any]:
+    """The RefineSettings the refinement flags ask for, or None; --plot
+    without them is an error."""
+    from vocabxfer.refinement.settings import RefineSettings
+
+    if not (args.refine or args.refine_steps or args.refine_seconds is not None):
+        if args.plot is not None:
+            raise VocabxferError("--plot is given but no refinement is asked for; pass "
+                                 "--refine, --refine-steps N or --refine-seconds S too, or "
+                                 "leave it out")
+        return None
+    return RefineSettings(steps=args.refine_steps or None, seconds=args.refine_seconds,
+                          seed=args.seed, plot=args.plot)
 
 
 def command_extend_tokenizer(args) -> int:
@@ -259,16 +269,10 @@ def command_extend_tokenizer(args) -> int:
 def command_extend(args) -> int:
     from vocabxfer.cli.jobs import extend_to_folder
     from vocabxfer.initialisation.options import InitOptions
-    from vocabxfer.refinement.settings import RefineSettings
 
-    refining = args.refine or args.refine_steps or args.refine_seconds is not None
-    if args.plot is not None and not refining:
-        raise VocabxferError("--plot is given but no refinement is asked for; pass --refine, "
-                             "--refine-steps N or --refine-seconds S too, or leave it out")
-    refinement = RefineSettings(steps=args.refine_steps or None, seconds=args.refine_seconds,
-                                seed=args.seed, plot=args.plot) if refining else None
     print(extend_to_folder(args.model, args.out, args.corpus, args.add,
-                           initialisation=InitOptions(seed=args.seed), refinement=refinement,
+                           initialisation=InitOptions(seed=args.seed),
+                           refinement=refinement_from(args),
                            min_frequency=args.min_frequency, other_domain=args.other_text,
                            device=args.device, overwrite=args.force, link=args.link,
                            fidelity=not args.no_fidelity))

@@ -310,10 +310,18 @@ class PassagePool:
         longest = longest_token(source, target)
         texts = [within_reach(passage, WORDS_PER_TOKEN * max_length, max_length, longest)
                  for passage in passages]
-        target_side = encode_side(rust_tokenizer(target, max_length, "target"), texts,
-                                  max_length)
+        # Passages of another domain, drawn for `keep_share` of every batch
+        # whatever tokens they hold: a next-token loss on them lowers the
+        # new output rows where the model must not use them.
+        kept_texts = [within_reach(passage, WORDS_PER_TOKEN * max_length, max_length, longest)
+                      for passage in keep_passages] if keep_share > 0 else []
+        if kept_texts and with_source:
+            raise VocabxferError("refine: passages to keep are read by the next-token "
+                                 "objective only")
+        target_side = encode_side(rust_tokenizer(target, max_length, "target"),
+                                  texts + kept_texts, max_length)
         real = filled_slots(target_side.lengths, max_length, target_side.ids.device)
-        counts = (is_trained.cpu()[target_side.ids] & real).sum(1)
+        counts = (is_trained.cpu()[target_side.ids] & real).sum(1)[:len(texts)]
         keep = counts.nonzero().squeeze(1)
         if not keep.numel():
             raise CorpusError(f"refine: none of the {len(texts):,} passages read has a token "
@@ -321,21 +329,11 @@ class PassagePool:
                               f"{max_length} tokens), so refinement would learn nothing; "
                               "expected a corpus in the target tokenizer's domain")
         weights = counts[keep].float()
-        if keep_share > 0 and keep_passages:
-            # Passages of another domain, drawn for `keep_share` of every
-            # batch whatever tokens they hold: a next-token loss on them
-            # lowers the new output rows where the model must not use them.
-            if with_source:
-                raise VocabxferError("refine: passages to keep are read by the next-token "
-                                     "objective only")
-            kept_texts = [within_reach(passage, WORDS_PER_TOKEN * max_length, max_length,
-                                       longest) for passage in keep_passages]
-            texts = texts + kept_texts
-            target_side = encode_side(rust_tokenizer(target, max_length, "target"), texts,
-                                      max_length)
-            keep = torch.cat([keep, torch.arange(len(texts) - len(kept_texts), len(texts))])
+        if kept_texts:
+            keep = torch.cat([keep, torch.arange(len(texts), len(texts) + len(kept_texts))])
             share = float(weights.sum()) * keep_share / (1 - keep_share) / len(kept_texts)
             weights = torch.cat([weights, torch.full((len(kept_texts),), share)])
+            texts = texts + kept_texts
         texts = [texts[i] for i in keep.tolist()]
         self.target = target_side.select(keep)
         # The source side only where the objective reads it (the teacher's

@@ -211,9 +211,9 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
         """(the document, produced, emitted, the kept tokens to leave out
         as rank-dead, as used by the text to keep)."""
         document_now = _extended_document(document, model_type, source_size, kept)
-        produced_now, emitted_now = _produced(document_now, model_type, source_size, kept,
-                                              sample)
-        used = _produced(document_now, model_type, source_size, kept, keep_sample)[1] \
+        encoder = _encoder(document_now)
+        produced_now, emitted_now = _produced(encoder, model_type, source_size, kept, sample)
+        used = _produced(encoder, model_type, source_size, kept, keep_sample)[1] \
             if keep_sample else set()
         never = [candidate.token for candidate in kept if candidate.token not in produced_now]
         keeps = [candidate.token for candidate in kept
@@ -353,16 +353,21 @@ def _extended_document(document: Dict[str, Any], model_type: str, source_size: i
     return extended
 
 
-def _produced(document: Dict[str, Any], model_type: str, source_size: int,
-              kept: Sequence[Candidate], sample: List[str]) -> Tuple[set, set]:
-    """(the new tokens the corpus's encoding produces, those it emits). A
-    BPE token is produced if it is emitted or is a part of a produced
-    token's merge (its own merge then fired)."""
+def _encoder(document: Dict[str, Any]) -> Any:
+    """The tokenizer a tokenizer.json describes, reading whole passages."""
     from tokenizers import Tokenizer
 
     tokenizer = Tokenizer.from_str(json.dumps(document))
     tokenizer.no_truncation()
     tokenizer.no_padding()
+    return tokenizer
+
+
+def _produced(tokenizer: Any, model_type: str, source_size: int,
+              kept: Sequence[Candidate], sample: List[str]) -> Tuple[set, set]:
+    """(the new tokens the encoding of `sample` produces, those it emits). A
+    BPE token is produced if it is emitted or is a part of a produced
+    token's merge (its own merge then fired)."""
     new_token = {source_size + offset: candidate.token for offset, candidate in enumerate(kept)}
     emitted = set()
     for start in range(0, len(sample), 2048):
