@@ -8,7 +8,7 @@ PIP := $(PYTHON) -m pip
 STAMP := build/.installed-$(notdir $(PYTHON))
 SOURCES := setup.py pyproject.toml $(wildcard csrc/*.cpp csrc/*.h csrc/cpu/*.cpp csrc/cuda/*.cpp csrc/cuda/*.h csrc/cuda/*.cuh csrc/cuda/*.cu)
 
-.PHONY: install demo test test-fast bench clean
+.PHONY: install demo test test-fast bench results clean
 
 install: $(STAMP)
 
@@ -36,8 +36,12 @@ test-fast: install
 	$(PYTHON) -m pytest -q -m "not slow"
 
 bench: install
-	$(PYTHON) benchmarks/bench_transfer_rows.py
-	$(PYTHON) benchmarks/bench_match.py
+	$(PYTHON) benchmarks/speed/bench_transfer_rows.py
+	$(PYTHON) benchmarks/speed/bench_match.py
+
+# benchmarks/RESULTS.md from the result files the scripts wrote.
+results:
+	$(PYTHON) benchmarks/index.py
 
 clean:
 	rm -rf build dist *.egg-info vocabxfer/_C*.so

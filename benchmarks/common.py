@@ -1,5 +1,6 @@
-"""Helpers shared by the benchmark scripts: timing, machine description and
-result files."""
+"""Helpers shared by the benchmark scripts (in speed/, quality/ and gpu/):
+timing, the machine, versions and commit a result ran on, and result files,
+written beside each script in its kind's results/ folder."""
 
 import argparse
 import datetime
@@ -8,14 +9,34 @@ import os
 import platform
 import statistics
 import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Callable, List, Optional
 
 import torch
 
-RESULTS = Path(__file__).resolve().parent / "results"
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+BENCHMARKS = Path(__file__).resolve().parent
+KINDS = ("speed", "quality", "gpu")
+# A script imports another by name, whatever its kind (the GPU's kernel
+# sweep reuses the speed benchmarks' cases).
+for _kind in KINDS:
+    if str(BENCHMARKS / _kind) not in sys.path:
+        sys.path.append(str(BENCHMARKS / _kind))
+SHARED_DATA = BENCHMARKS.parents[1] / "shared" / "data"
+
+
+def _results_of_running_script() -> Path:
+    """The results/ folder beside the script being run (speed/results for
+    benchmarks/speed/bench_match.py)."""
+    script = Path(sys.argv[0]).resolve() if sys.argv and sys.argv[0] else None
+    if script is not None and script.parent.parent == BENCHMARKS and \
+            script.parent.name in KINDS:
+        return script.parent / "results"
+    return BENCHMARKS / "results"
+
+
+RESULTS = _results_of_running_script()
 
 
 def argument_parser(doc: str, data: bool = False) -> argparse.ArgumentParser:
@@ -55,10 +76,29 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def commit_description() -> str:
+    """The commit the result ran on, and whether the code differed from it."""
+    def git(*arguments: str) -> str:
+        try:
+            return subprocess.run(["git", "-C", str(BENCHMARKS), *arguments],
+                                  capture_output=True, text=True, timeout=30).stdout.strip()
+        except (OSError, subprocess.SubprocessError):
+            return ""
+
+    commit = git("rev-parse", "--short=10", "HEAD")
+    if not commit:
+        return "unknown (not a git checkout)"
+    changed = git("status", "--porcelain", "--", "../vocabxfer", "../csrc", "../setup.py",
+                  ".")
+    return commit + (" with uncommitted changes to the code" if changed else "")
+
+
 def machine_description(device: str = "cpu") -> str:
-    """One paragraph naming the machine and versions, for every result file."""
+    """One paragraph naming the commit, machine and versions, for every
+    result file."""
     lines = [
         f"- date: {datetime.datetime.now().isoformat(timespec='seconds')}",
+        f"- commit: {commit_description()}",
         f"- machine: {platform.node() or 'unknown'}, {cpu_model()}, "
         f"{os.cpu_count()} logical CPUs, torch threads {torch.get_num_threads()}",
         f"- python {platform.python_version()}, torch {torch.__version__}, "
@@ -189,7 +229,7 @@ def run_child(program: str, checkout, *arguments: str) -> dict:
 
 
 def write_json(name: str, data: dict, out_dir: Optional[Path] = None) -> Path:
-    """Raw numbers beside the markdown, for benchmarks/gpu_summary.py."""
+    """Raw numbers beside the markdown, for benchmarks/gpu/gpu_summary.py."""
     out_dir = Path(out_dir) if out_dir else RESULTS
     out_dir.mkdir(parents=True, exist_ok=True)
     path = out_dir / name

@@ -3,10 +3,10 @@
 # the GPU benchmarks (and the CPU klue case), then summary.md with pass or
 # fail per goal. Everything is written to the folder given as the argument.
 #
-#   benchmarks/gpu.sh OUT_DIR            (default OUT_DIR: benchmarks/results/gpu)
+#   benchmarks/gpu.sh OUT_DIR            (default OUT_DIR: benchmarks/gpu/results)
 #
 # Refinement is timed on klue/bert-base's vocab.txt and NSMC passages, which
-# must travel with the tree: `python3 benchmarks/prepare_gpu_data.py` writes
+# must travel with the tree: `python3 benchmarks/gpu/prepare_gpu_data.py` writes
 # them to .gpu-data/ (git-ignored; carry it), or set GPU_DATA.
 #
 # GPU_PARTS picks what runs after the build, to split the work over two
@@ -35,7 +35,7 @@
 # retried with /usr/bin/g++ and the refusal is kept in build.log.
 set -uo pipefail
 cd "$(dirname "$0")/.."
-OUT=${1:-benchmarks/results/gpu}
+OUT=${1:-benchmarks/gpu/results}
 PYTHON=${PYTHON:-python3}
 mkdir -p "$OUT"
 : > "$OUT/status.txt"
@@ -70,7 +70,7 @@ tail -n 3 "$OUT/build.log"
 # The kernel variants compile (CPU only) while the tests run.
 sweep_build=
 if want sweep; then
-  "$PYTHON" -c "import sys; sys.path.insert(0, 'benchmarks'); import kernel_sweep; \
+  "$PYTHON" -c "import sys; sys.path.insert(0, 'benchmarks/gpu'); import kernel_sweep; \
 kernel_sweep.compile_variants()" > "$OUT/kernel_sweep_build.log" 2>&1 &
   sweep_build=$!
 fi
@@ -108,18 +108,18 @@ fi
 
 step "benchmarks"
 if want transfer; then
-  timeout 300 "$PYTHON" benchmarks/bench_transfer_rows.py --device cuda --out "$OUT" > "$OUT/bench_transfer_rows_cuda.log" 2>&1
+  timeout 300 "$PYTHON" benchmarks/speed/bench_transfer_rows.py --device cuda --out "$OUT" > "$OUT/bench_transfer_rows_cuda.log" 2>&1
   echo "bench_transfer_rows_cuda $?" >> "$OUT/status.txt"
-  timeout 300 "$PYTHON" benchmarks/bench_transfer_rows.py --device cpu --quick --out "$OUT" > "$OUT/bench_transfer_rows_cpu.log" 2>&1
+  timeout 300 "$PYTHON" benchmarks/speed/bench_transfer_rows.py --device cpu --quick --out "$OUT" > "$OUT/bench_transfer_rows_cpu.log" 2>&1
   echo "bench_transfer_rows_cpu $?" >> "$OUT/status.txt"
 fi
 if want sweep; then
-  timeout 300 "$PYTHON" benchmarks/kernel_sweep.py --out "$OUT" > "$OUT/kernel_sweep.log" 2>&1
+  timeout 300 "$PYTHON" benchmarks/gpu/kernel_sweep.py --out "$OUT" > "$OUT/kernel_sweep.log" 2>&1
   echo "kernel_sweep $?" >> "$OUT/status.txt"
   tail -n 12 "$OUT/kernel_sweep.log"
 fi
 if want scaling; then
-  timeout 300 "$PYTHON" benchmarks/bench_scaling.py --device cuda --out "$OUT" > "$OUT/bench_scaling_cuda.log" 2>&1
+  timeout 300 "$PYTHON" benchmarks/speed/bench_scaling.py --device cuda --out "$OUT" > "$OUT/bench_scaling_cuda.log" 2>&1
   echo "bench_scaling_cuda $?" >> "$OUT/status.txt"
 fi
 
@@ -146,7 +146,7 @@ for shape in $(want refine && echo "${GPU_REFINE_SHAPES:-minilm-random bert-base
   source_tokenizer_of "$shape"
   against=()
   [[ " ${GPU_BASELINE_SHAPES:-$shape} " == *" $shape "* ]] && against=("${baseline[@]}")
-  timeout 400 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
+  timeout 400 "$PYTHON" benchmarks/speed/bench_refine.py --device cuda --shape "$shape" --steps 500 --rounds 1 \
     "${refine_data[@]}" "${source_tokenizer[@]}" "${against[@]}" --out "$OUT" > "$OUT/bench_refine_$shape.log" 2>&1
   echo "bench_refine_$shape $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_$shape.log"
@@ -157,7 +157,7 @@ if want budget; then
   for pair in ${GPU_BUDGETS:-minilm-random:30 bert-base:30 smollm2:60}; do
     shape=${pair%%:*} seconds=${pair##*:}
     source_tokenizer_of "$shape"
-    timeout 300 "$PYTHON" benchmarks/bench_refine.py --device cuda --shape "$shape" --rounds 1 \
+    timeout 300 "$PYTHON" benchmarks/speed/bench_refine.py --device cuda --shape "$shape" --rounds 1 \
       --seconds "$seconds" "${refine_data[@]}" "${source_tokenizer[@]}" --out "$OUT" \
       > "$OUT/bench_refine_${shape}_budget.log" 2>&1
     echo "bench_refine_${shape}_budget $?" >> "$OUT/status.txt"
@@ -169,14 +169,14 @@ if want profile; then
   step "profile: 100 MiniLM-sized refine steps under cProfile and torch.profiler; 500 with cuDNN's attention; 500 without CUDA graphs"
   mkdir -p "$OUT/profile"
   common=(--device cuda --shape minilm-random --rounds 1 "${refine_data[@]}")
-  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 100 \
+  timeout 300 "$PYTHON" benchmarks/speed/bench_refine.py "${common[@]}" --steps 100 \
     --profile "$OUT/profile/refine_minilm.txt" --out "$OUT/profile" > "$OUT/profile/bench_refine.log" 2>&1
   echo "profile $?" >> "$OUT/status.txt"
   head -n 45 "$OUT/profile/refine_minilm.txt"
   # torch.profiler's tables for each shape in GPU_PROFILE_SHAPES.
   for shape in ${GPU_PROFILE_SHAPES:-minilm-random}; do
     source_tokenizer_of "$shape"
-    timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --shape "$shape" --steps 100 \
+    timeout 300 "$PYTHON" benchmarks/speed/bench_refine.py "${common[@]}" --shape "$shape" --steps 100 \
       "${source_tokenizer[@]}" --torch-profile "$OUT/profile/refine_${shape}_kernels.txt" --out "$OUT/profile" \
       > "$OUT/profile/bench_refine_${shape}_kernels.log" 2>&1
     echo "profile_kernels_$shape $?" >> "$OUT/status.txt"
@@ -184,12 +184,12 @@ if want profile; then
   done
   # refine leaves cuDNN's attention out on a GPU (attention_for_training):
   # torch's own choice, timed side by side.
-  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 500 --sdpa torch \
+  timeout 300 "$PYTHON" benchmarks/speed/bench_refine.py "${common[@]}" --steps 500 --sdpa torch \
     --out "$OUT" > "$OUT/bench_refine_minilm-random_sdpa-torch.log" 2>&1
   echo "bench_refine_minilm-random_sdpa-torch $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_minilm-random_sdpa-torch.log"
   # The same steps run one by one, not as a CUDA graph.
-  timeout 300 "$PYTHON" benchmarks/bench_refine.py "${common[@]}" --steps 500 --graphs off \
+  timeout 300 "$PYTHON" benchmarks/speed/bench_refine.py "${common[@]}" --steps 500 --graphs off \
     --out "$OUT" > "$OUT/bench_refine_minilm-random_graphs-off.log" 2>&1
   echo "bench_refine_minilm-random_graphs-off $?" >> "$OUT/status.txt"
   tail -n 4 "$OUT/bench_refine_minilm-random_graphs-off.log"
@@ -198,10 +198,10 @@ fi
 if want zerocopy; then
   step "host ids read by the kernel from pinned memory, or copied first (a probe)"
   [ -n "$sweep_build" ] || echo "(compiles kernel_sweep's variants first)"
-  timeout 300 "$PYTHON" benchmarks/zero_copy_probe.py --out "$OUT" > "$OUT/zero_copy_probe.log" 2>&1
+  timeout 300 "$PYTHON" benchmarks/gpu/zero_copy_probe.py --out "$OUT" > "$OUT/zero_copy_probe.log" 2>&1
   echo "zero_copy_probe $?" >> "$OUT/status.txt"
   tail -n 10 "$OUT/zero_copy_probe.log"
 fi
 
 step "summary"
-"$PYTHON" benchmarks/gpu_summary.py "$OUT"
+"$PYTHON" benchmarks/gpu/gpu_summary.py "$OUT"
