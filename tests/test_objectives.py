@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from vocabxfer import ModelError, VocabxferError, load_vocab, match_vocab, refine, transfer_model
-from vocabxfer.refinement.objectives import (Trained, attention_mask, is_causal_lm, next_token_loss,
-                                  word_loss)
+from vocabxfer.refinement.objectives import (Mix, Trained, attention_mask, encoder_loss,
+                                             is_causal_lm, next_token_loss)
 from vocabxfer.refinement.passage_pool import PassagePool
 
 from .conftest import CORPUS, byte_level_text, byte_level_tokenizer, tiny_bert, \
@@ -100,8 +100,8 @@ def test_fixed_shape_batches_give_the_loss_of_batches_cut_to_length(objective):
             table = model.get_input_embeddings().weight.detach()
             teacher = torch.randn(len(SOURCE), table.shape[1], generator=torch.Generator()
                                   .manual_seed(2))
-            return word_loss(batch, model.bert, table, trained_rows_of(model, ids, False),
-                             teacher, (-1, 1)), batch
+            return encoder_loss(batch, model.bert, table, trained_rows_of(model, ids, False),
+                                teacher, (-1, 1), Mix()), batch
         model = causal_lm(len(TARGET), tied=False)
         assert model.config._attn_implementation == "sdpa"
         return next_token_loss(batch, model.model, model.get_input_embeddings().weight.detach(),
@@ -173,7 +173,9 @@ def test_objective_choices_are_checked():
     student = copy.deepcopy(teacher)
     transfer_model(student, source, target)
     with pytest.raises(VocabxferError, match="refine: objective 'bits' is not one of auto, "
-                                             "words, next-token"):
+                                             "words, contrastive, similarity, "
+                                             "words\\+contrastive, words\\+similarity, "
+                                             "next-token"):
         refine(student, teacher, match_vocab(source, target), TEXTS, objective="bits",
                show_progress=False)
     bert_teacher = tiny_bert(5 + 3)

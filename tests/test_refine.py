@@ -200,7 +200,7 @@ def test_a_diverging_loss_stops_with_the_weights_as_they_were(pair, monkeypatch)
     monkeypatch.setattr(objectives, "word_loss", diverging)
     before = copy.deepcopy(student.state_dict())
     with pytest.raises(VocabxferError, match=r"refine: the loss diverged at step 4 \(loss nan, "
-                                             r"lr 0.005\); stopped with the model's weights as "
+                                             r"lr 0.001\); stopped with the model's weights as "
                                              "they were before refine"):
         refine(student, teacher, match_vocab(source, target), TEXTS, steps=10, batch_size=8,
                show_progress=False)

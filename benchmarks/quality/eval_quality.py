@@ -51,7 +51,9 @@ import corpora  # noqa: E402
 import peers  # noqa: E402
 
 import vocabxfer  # noqa: E402
+import vocabxfer.refinement.objectives  # noqa: E402
 from vocabxfer.cli import demo
+from vocabxfer.refinement.retrieval import halves, paired_interval, search
 
 HELD_OUT, VALIDATION = 1000, 300
 MERGEKIT = "real mergekit 0.1.5, subword"
@@ -156,22 +158,45 @@ class Corpus:
         self.target = train_target(self.training, model_dir, vocab_size)
         self.reference = embed(teacher, source_tokenizer, self.held_out)
         self.validation_reference = embed(teacher, source_tokenizer, self.validation)
+        # The job: search between the halves of each passage, each model
+        # with its own tokenizer (vocabxfer.refinement.retrieval, as the
+        # fidelity report measures it).
+        self.source_vocab = vocabxfer.load_vocab(str(model_dir))
+        self.target_vocab = vocabxfer.load_vocab(self.target)
+        self.halves = halves(self.held_out)
+        self.validation_halves = halves(self.validation)
+        self.source_search = search(teacher, self.source_vocab, *self.halves, "source")
+        self.source_validation_search = search(teacher, self.source_vocab,
+                                               *self.validation_halves, "source")
+        print(f"  source model, its own tokenizer: recall@1 {self.source_search.recall:.3f}  "
+              f"MRR {self.source_search.mrr:.4f} ({len(self.halves[0])} held-out queries)",
+              flush=True)
         print(f"{name}: {len(passages):,} passages: {len(self.training):,} train the tokenizer "
               f"and refinement, {len(self.validation):,} validate, {len(self.held_out):,} held "
               "out", flush=True)
 
 
-def evaluate(corpus, model, label, seconds, matched, validate=False):
+def evaluate(corpus, model, label, seconds, matched, validate=False, vocab=None):
+    """Cosine to the source and the job (search between halves) on the
+    held-out passages; with `validate`, on the validation passages too.
+    `vocab`: the model's tokenizer when it is not the corpus's target
+    (mergekit's models read their own)."""
+    vocab = vocab or corpus.target_vocab
     cosines, accuracy = fidelity(corpus.reference, embed(model, corpus.target, corpus.held_out))
+    ranks = search(model, vocab, *corpus.halves)
     result = {"corpus": corpus.name, "label": label, "cosine": float(cosines.mean()),
               "accuracy": accuracy, "seconds": seconds, "matched": matched,
-              "cosines": cosines}
+              "cosines": cosines, "recall": ranks.recall, "mrr": ranks.mrr,
+              "reciprocal": ranks.reciprocal,
+              "mrr_vs_source": paired_interval(ranks.reciprocal,
+                                               corpus.source_search.reciprocal)}
     if validate:
         validation, _ = fidelity(corpus.validation_reference,
                                  embed(model, corpus.target, corpus.validation))
         result["validation_cosine"] = float(validation.mean())
+        result["validation_mrr"] = search(model, vocab, *corpus.validation_halves).mrr
     print(f"  {label:<46} cos {result['cosine']:.4f}  acc@1 {accuracy:.3f}  "
-          f"{seconds:6.1f} s", flush=True)
+          f"search R@1 {ranks.recall:.3f} MRR {ranks.mrr:.4f}  {seconds:6.1f} s", flush=True)
     return result
 
 
@@ -251,6 +276,61 @@ def refined(corpus, teacher, model_dir, best, seed, quick, weaker_starts=False, 
                          refine_seconds=refinement.seconds)
             results.append(entry)
     return results
+
+
+def compare_objectives(corpus, teacher, model_dir, names, seed, seconds, checks, options):
+    """fvt (length), then refinement for the budget with each objective:
+    the job measure on the validation passages (where the objective is
+    chosen) and on the held-out ones (where it is reported)."""
+    model = copy.deepcopy(teacher)
+    started = time.perf_counter()
+    result = vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed, init="fvt",
+                                      piece_weights="length")
+    start = evaluate(corpus, model, "fvt, length (zero-shot)", time.perf_counter() - started,
+                     result.token_map.report.matched, validate=True)
+    start.update(objective="zero-shot", steps=0, kept_step=None)
+    results = [start]
+    for name in names:
+        model = copy.deepcopy(teacher)
+        started = time.perf_counter()
+        result = vocabxfer.transfer_model(model, model_dir, corpus.target, seed=seed,
+                                          init="fvt", piece_weights="length")
+        refinement = vocabxfer.refine(model, teacher, result, corpus.training, seed=seed,
+                                      show_progress=False, seconds=seconds, objective=name,
+                                      checks=checks, **options)
+        label = name + "".join(f", {key} {value}" for key, value in options.items())
+        entry = evaluate(corpus, model, f"+ refine {seconds:.0f} s, {label}",
+                         time.perf_counter() - started, result.token_map.report.matched,
+                         validate=True)
+        kept = refinement.kept
+        entry.update(objective=label, steps=refinement.steps,
+                     kept_step=None if kept is None else kept.kept_step,
+                     checks=[] if kept is None else [(c.step, c.score) for c in kept.checks],
+                     mrr_vs_zero_shot=paired_interval(entry["reciprocal"],
+                                                      start["reciprocal"]))
+        print(f"    {refinement}", flush=True)
+        results.append(entry)
+    return results
+
+
+def objectives_table(corpus, results):
+    def interval(figures):
+        return f"{figures[0]:+.4f} [{figures[1]:+.4f}, {figures[2]:+.4f}]"
+
+    rows = [["source model, its own tokenizer", "", "", "",
+             f"{corpus.source_validation_search.mrr:.4f}", f"{corpus.source_search.recall:.3f}",
+             f"{corpus.source_search.mrr:.4f}", "", "", ""]]
+    for r in results:
+        rows.append([r["objective"], str(r["steps"]),
+                     "" if r.get("kept_step") is None else str(r["kept_step"]),
+                     f"{r['validation_cosine']:.4f}", f"{r['validation_mrr']:.4f}",
+                     f"{r['recall']:.3f}", f"{r['mrr']:.4f}", f"{r['cosine']:.4f}",
+                     interval(r["mrr_vs_source"]),
+                     interval(r["mrr_vs_zero_shot"]) if "mrr_vs_zero_shot" in r else ""])
+    return common.markdown_table(
+        ["objective", "steps", "kept step", "validation cosine", "validation MRR",
+         "held-out recall@1", "held-out MRR", "held-out cosine", "MRR - source (95%)",
+         "MRR - zero-shot (95%)"], rows)
 
 
 def tune(corpus, teacher, model_dir, best, seed, steps=None):
@@ -358,6 +438,22 @@ def main(argv=None):
                              "for these step counts, on the held-out passages "
                              "(quality_steps.md): how far longer runs, such as a GPU's "
                              "budget, go")
+    parser.add_argument("--objectives", nargs="+", default=None,
+                        choices=[name for name in vocabxfer.refinement.objectives.OBJECTIVES
+                                 if name != "next-token"],
+                        help="compare these refinement objectives for the budget "
+                             "(quality_objectives.md): the job measure on validation "
+                             "passages, where one is chosen, and on held-out ones")
+    parser.add_argument("--checks", type=int, default=4,
+                        help="with --objectives: refine's validation checks (0: none)")
+    parser.add_argument("--seconds", type=float, default=BUDGET,
+                        help="with --objectives: the refinement budget (default 180)")
+    parser.add_argument("--lr", type=float, default=None,
+                        help="with --objectives: the learning rate (default: the objective's)")
+    parser.add_argument("--max-length", type=int, default=None,
+                        help="with --objectives: tokens per passage a step reads (default 32)")
+    parser.add_argument("--trainable", choices=("new", "all"), default=None,
+                        help="with --objectives: the rows that train (default: new)")
     args = parser.parse_args(argv)
     held_out = 200 if args.quick else args.held_out
     try:
@@ -372,6 +468,16 @@ def main(argv=None):
     for name in args.corpus or corpora.available():
         corpus = Corpus(name, corpora.CORPORA[name](), model_dir, teacher, source_tokenizer,
                         args.vocab_size, args.seed, held_out)
+        if args.objectives:
+            options = {key: value for key, value in (("lr", args.lr),
+                                                     ("max_length", args.max_length),
+                                                     ("trainable", args.trainable))
+                       if value is not None}
+            results = compare_objectives(corpus, teacher, model_dir, args.objectives, args.seed,
+                                         args.seconds, args.checks, options)
+            comparisons[name] = objectives_table(corpus, results)
+            all_results += results
+            continue
         if args.steps:
             all_results += refined(corpus, teacher, model_dir, "length", args.seed, False,
                                    steps=args.steps)
@@ -392,6 +498,28 @@ def main(argv=None):
         results += refined(corpus, teacher, model_dir, best, args.seed, args.quick,
                            args.weaker_starts)
         all_results += results
+
+    if args.objectives:
+        body = [f"fvt (length) refined for {args.seconds:.0f} s with each objective "
+                f"({args.checks} validation checks inside refine, on passages it sets aside "
+                "from the training passages). Validation columns: the script's validation "
+                "passages, where an objective is chosen. Held-out columns: passages never "
+                "used to train or choose. Search: each passage cut in half at a word, the "
+                "first half retrieves the second among all the split's second halves, each "
+                "model with its own tokenizer.\n"]
+        for name, table in comparisons.items():
+            chosen = max((r for r in all_results if r["corpus"] == name),
+                         key=lambda r: r["validation_mrr"])
+            body += [f"## {name}\n", f"Chosen on validation MRR: **{chosen['objective']}**.\n",
+                     table, ""]
+        text = "\n".join(body)
+        print(text)
+        common.write_result("quality_objectives.md", "Refinement objectives by the job measure",
+                            text, out_dir=args.out)
+        common.write_json("quality_objectives.json", {"results": [
+            {key: value for key, value in r.items() if key not in ("cosines", "reciprocal")}
+            for r in all_results]}, args.out)
+        return
 
     if args.tune:
         rows = [[r["corpus"], r["label"], str(r["steps"]), f"{r['validation_cosine']:.4f}"]

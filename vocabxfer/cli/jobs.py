@@ -269,7 +269,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                 del teacher_rows
             if probe is not None:
                 with steps.step("measure refined"):
-                    measured.refined = probe.measure(loaded, target)[0]
+                    probe.add_refined(measured, loaded, target)
                     if other_probe is not None:
                         measured.other.refined = other_probe.measure(loaded, target)[0]
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None

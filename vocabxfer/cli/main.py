@@ -92,6 +92,7 @@ def build_parser() -> argparse.ArgumentParser:
                           help="refine for S seconds of wall time (or, with "
                                "--refine-steps, whichever ends first); the learning rate "
                                "decays over the budget")
+    add_refinement_choices(transfer)
     transfer.add_argument("--refine-corpus", nargs="+", metavar="FILE",
                           help="text to refine on (default: --corpus)")
     transfer.add_argument("--plot", type=Path, default=None, metavar="PNG",
@@ -148,6 +149,7 @@ def build_parser() -> argparse.ArgumentParser:
                         help="refine for N steps instead")
     extend.add_argument("--refine-seconds", type=float, default=None, metavar="S",
                         help="refine for S seconds of wall time")
+    add_refinement_choices(extend)
     extend.add_argument("--plot", type=Path, default=None, metavar="PNG",
                         help="write the refinement's loss curve to this PNG")
     extend.add_argument("--other-text", nargs="+", default=None, metavar="FILE",
@@ -237,6 +239,20 @@ def command_transfer(args) -> int:
     return 0
 
 
+def add_refinement_choices(parser: argparse.ArgumentParser) -> None:
+    """The refinement flags that choose how it learns, for transfer and extend."""
+    from vocabxfer.refinement.objectives import OBJECTIVE_NAMES
+
+    parser.add_argument("--objective", choices=OBJECTIVE_NAMES, default="auto",
+                        help="what refinement minimises (default: auto, next-token for a "
+                             "causal LM, words for an encoder; see docs/reference.md)")
+    parser.add_argument("--refine-checks", type=int, default=4, metavar="N",
+                        help="take the job measure on validation passages set aside from the "
+                             "corpus at the start, every 1/N of the run and at its end, and "
+                             "keep the best rows seen, the start included (default 4; 0: "
+                             "keep the last rows)")
+
+
 def refinement_from(args) -> Optional[Any]:
     """The RefineSettings the refinement flags ask for, or None; --plot
     without them is an error."""
@@ -249,7 +265,8 @@ def refinement_from(args) -> Optional[Any]:
                                  "leave it out")
         return None
     return RefineSettings(steps=args.refine_steps or None, seconds=args.refine_seconds,
-                          seed=args.seed, plot=args.plot)
+                          seed=args.seed, plot=args.plot, objective=args.objective,
+                          checks=args.refine_checks)
 
 
 def command_extend_tokenizer(args) -> int:

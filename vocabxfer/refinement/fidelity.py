@@ -7,7 +7,12 @@ trained on: what a user would otherwise have to write an evaluation for.
 - A causal language model: its bits per byte (BPB) over the source
   model's, each reading the passage under its own tokenizer after its
   start-of-text token (or its end-of-text one), so that every byte of the
-  passage is predicted by both.
+  passage is predicted by both. BPB is also the job such a model does.
+
+An encoder's job is search (what a sentence-embedding model is used for),
+so its report also has ``retrieval.py``'s measure on the same passages: the
+source and the moved model each search between the passages' halves with
+their own tokenizer. Cosine to the source is a proxy; search is the job.
 
 Both also give the token ratio: target tokens over source tokens on the
 same passages. The source side is measured before the transfer changes the
@@ -25,11 +30,14 @@ import torch
 import torch.nn.functional as F
 
 from vocabxfer.refinement.objectives import objective_for
-from vocabxfer.refinement.passage_pool import (Side, encode_side, gather, longest_token, pool_words,
-                           rust_tokenizer, within_reach)
+from vocabxfer.refinement.passage_pool import (Side, encode_side, gather, longest_token,
+                                               pool_words, rust_tokenizer, within_reach)
+from vocabxfer.refinement.retrieval import Retrieval, RetrievalProbe
 from vocabxfer.vocabularies.vocab import Vocab
 
 HELD_OUT_PASSAGES, MIN_HELD_OUT = 200, 20
+# Fewer queries than this say nothing about search.
+MIN_QUERIES = 20
 # Enough text to judge a word's context, short enough that both tokenizers
 # read all of it within MAX_TOKENS (passages they would cut are left out).
 WORDS_PER_PASSAGE, MAX_TOKENS, BATCH = 48, 192, 16
@@ -85,6 +93,7 @@ class Fidelity:
     refined: Optional[float] = None
     source_bpb: Optional[float] = None
     other: Optional[OtherDomain] = None
+    job: Optional[Retrieval] = None  # an encoder's search
 
     def __str__(self) -> str:
         name = {"word cosine": "word-vector cosine to the source",
@@ -92,6 +101,7 @@ class Fidelity:
         text = f"fidelity on {self.passages} held-out passages: {name} {self.zero_shot:.4f}"
         text += " zero-shot" + (f", {self.refined:.4f} refined" if self.refined else "")
         text += f"; target tokens {self.token_ratio:.3f}x the source's"
+        text += f"\n  {self.job}" if self.job is not None else ""
         return text + (f"\n  {self.other}" if self.other is not None else "")
 
     def to_json(self) -> str:
@@ -101,11 +111,15 @@ class Fidelity:
         def strict(value: Any) -> Any:
             if isinstance(value, dict):
                 return {name: strict(inner) for name, inner in value.items()}
+            if isinstance(value, (list, tuple)):
+                return [strict(inner) for inner in value]
             return None if isinstance(value, float) and not math.isfinite(value) else value
 
         def all_finite(value: Any) -> bool:
             if isinstance(value, dict):
                 return all(all_finite(inner) for inner in value.values())
+            if isinstance(value, (list, tuple)):
+                return all(all_finite(inner) for inner in value)
             return not isinstance(value, float) or math.isfinite(value)
 
         figures = asdict(self)
@@ -136,11 +150,14 @@ class FidelityProbe:
         self.causal = self.measure_name == "bpb ratio"
         self.bytes = torch.tensor([len(text.encode("utf-8")) for text in self.texts],
                                   dtype=torch.float64)
+        self.search: Optional[RetrievalProbe] = None
         if self.causal:
             self.source_nats = passage_nats(model, self.source, source)
             self.source_bpb = bits_per_byte(self.source_nats, self.bytes)
         else:
             self.teacher = word_vectors(model, self.source)
+            search = RetrievalProbe(model, source, passages)
+            self.search = search if len(search) >= MIN_QUERIES else None
 
     def measure(self, model: Any, target: Vocab) -> Tuple[float, float]:
         """(the figure, the token ratio) of the moved model, over the
@@ -173,10 +190,18 @@ class FidelityProbe:
         return float(same.float().mean()) if len(self.texts) else 0.0
 
     def report(self, model: Any, target: Vocab) -> Fidelity:
+        """The zero-shot report (before refinement)."""
         figure, ratio = self.measure(model, target)
         return Fidelity(measure=self.measure_name,
                         passages=len(self.texts), token_ratio=ratio, zero_shot=figure,
-                        source_bpb=self.source_bpb if self.causal else None)
+                        source_bpb=self.source_bpb if self.causal else None,
+                        job=self.search.report(model, target) if self.search else None)
+
+    def add_refined(self, report: Fidelity, model: Any, target: Vocab) -> None:
+        """The refined figures, beside the zero-shot ones of `report`."""
+        report.refined = self.measure(model, target)[0]
+        if self.search is not None and report.job is not None:
+            self.search.add_refined(report.job, model, target)
 
 
 def batches(side: Side):

@@ -37,7 +37,9 @@ from vocabxfer.models.in_memory import ModelTransfer, check_fits
 from vocabxfer.refinement import distributed
 from vocabxfer.refinement.backend import attention_for_training, graphs_step, uses_bf16
 from vocabxfer.refinement.budget import Horizon
+from vocabxfer.refinement.fidelity import hold_out
 from vocabxfer.refinement.graphed_step import GraphedStep
+from vocabxfer.refinement.keep_best import BestRows, Kept, job_score
 from vocabxfer.refinement.objectives import OBJECTIVES, Objective, Trained, objective_for
 from vocabxfer.refinement.passage_pool import PassagePool
 from vocabxfer.refinement.plotting import plot_losses
@@ -68,6 +70,7 @@ class Refinement:
     plot: Optional[Path] = None
     objective: str = "words"
     setup_seconds: float = 0.0  # reading and tokenising the pool, before the first step
+    kept: Optional[Kept] = None  # the validation checks, and whose rows were kept
 
     def __str__(self) -> str:
         # Means over up to 10 steps at each end, never overlapping, so that
@@ -77,7 +80,8 @@ class Refinement:
         last = sum(self.losses[-window:]) / max(1, len(self.losses[-window:]))
         text = (f"refined {self.trained_rows:,} embedding rows for {self.steps} steps in "
                 f"{self.seconds:.0f} s; {OBJECTIVES[self.objective].loss_name} {first:.4f} -> {last:.4f}")
-        return text + (f"; loss curve in {self.plot}" if self.plot else "")
+        text += f"; loss curve in {self.plot}" if self.plot else ""
+        return text + (f"\n  {self.kept}" if self.kept is not None and self.kept.checks else "")
 
 
 def teacher_embeddings(source_model: Any, model: Any) -> torch.Tensor:
@@ -141,7 +145,7 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     hidden states at ``layers``, mean-pooled over each unit's tokens, units
     aligned by character span: by default the pieces of text both
     tokenizations cut alike, and the special tokens, ``align``) turn towards
-    the teacher's (cosine distance; Adam, lr 5e-3 by default). A causal
+    the teacher's (cosine distance; Adam, lr 1e-3 by default). A causal
     language model learns the next-token loss (lazy row Adam, lr 1e-3).
     Passages are drawn in proportion to how many trained rows' tokens they
     hold within ``max_length`` (those with none teach nothing and are never
@@ -185,6 +189,13 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     if len(passages) < MIN_PASSAGES:
         raise CorpusError(f"refine: the corpus has {len(passages)} passage(s) with text; "
                           f"expected at least {MIN_PASSAGES}")
+    objective = objective_for(model, settings.objective)
+    # Validation passages for the checks, never drawn for a step.
+    validation = hold_out(passages, objective.validation_passages, settings.seed) \
+        if settings.checks else []
+    if validation:
+        excluded = set(validation)
+        passages = [passage for passage in passages if passage not in excluded]
     device = resolve_device(device)
     if device is not None and is_sharded(model):
         raise ModelError("refine: the model's body is sharded (shard_body) and placed "
@@ -192,7 +203,6 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     teacher_rows = teacher_embeddings(source_model, model)
     embedding = model.get_input_embeddings()
     check_model(model, embedding, teacher_rows, settings.layers)
-    objective = objective_for(model, settings.objective)
     lr = objective.default_lr if settings.lr is None else settings.lr
     source_vocab, target_vocab = token_map.source, token_map.target
     check_fits(source_vocab, teacher_rows.shape[0], embeddings="the source embeddings",
@@ -266,6 +276,26 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         return both[0] / global_count
 
     result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective.name)
+    tables = [embedding.weight]
+    if output is not None:
+        tables += [output.weight, output.bias]
+    tables = [table for table, rows in zip(tables, trained_rows_of(trained, output)) if
+              rows is not None]
+
+    def write(rows: List[torch.Tensor]) -> None:
+        with torch.no_grad():
+            for table, values in zip(tables, rows):
+                table.index_copy_(0, trained.ids, values.detach().to(table.dtype))
+
+    start_rows = [rows.detach().clone() for rows in trained_rows_of(trained, output)
+                  if rows is not None]
+    best = None
+    if validation:
+        measure, items, score = job_score(objective, target_vocab, validation)
+        best = BestRows(trained_rows_of(trained, output), write, measure, items,
+                        lambda scored: distributed.agree(ranks, score(scored), device), model)
+        result.kept = best.kept
+    checks_done = 0
     horizon = Horizon(steps, None if seconds is None else started + seconds)
     result.setup_seconds = time.perf_counter() - started
     try:
@@ -276,6 +306,8 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         losses = StepLosses(trained.parameters(), lr, bar)
         picks = pool.picks(settings.batch_size, ranks.share)  # every rank: the same batches
         step = GraphedStep(one_step) if graphed else one_step
+        if best is not None:
+            best.check(0)  # the zero-shot start
         with attention_for_training(device):
             while True:
                 progress = horizon.progress(result.steps)
@@ -283,6 +315,10 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
                     progress = distributed.agree(ranks, progress, device)
                 if progress >= 1:
                     break
+                if best is not None and progress >= (checks_done + 1) / settings.checks:
+                    losses.read()
+                    best.check(result.steps)
+                    checks_done += 1
                 if rate is not None:
                     rate.fill_(lr * (1 - progress))
                 else:
@@ -291,24 +327,32 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
                 losses.add(step(next(picks)))  # read every few steps
                 result.steps += 1
             losses.read()
+            if best is not None and best.kept.checks[-1].step != result.steps:
+                best.check(result.steps)  # the end
         bar.close()
         result.losses = losses.values
+        result.seconds = time.perf_counter() - started
+        if settings.plot is not None and ranks.writes:
+            result.plot = plot_losses(result.losses, Path(settings.plot), objective.loss_axis)
+    except BaseException:
+        write(start_rows)  # a check wrote rows: whatever failed leaves the model as it was
+        raise
     finally:
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(requires_grad[name])
         model.train(was_training)
-    result.seconds = time.perf_counter() - started
-    if settings.plot is not None and ranks.writes:
-        result.plot = plot_losses(result.losses, Path(settings.plot), objective.loss_axis)
-    # The weights last: whatever failed before left the model as it was.
-    with torch.no_grad():
-        written = [(embedding.weight, trained.rows)]
-        if output is not None:
-            written += [(output.weight, trained.output_rows), (output.bias, trained.output_bias)]
-        for table, rows in written:
-            if rows is not None:
-                table.index_copy_(0, trained.ids, rows.detach().to(table.dtype))
+    write(best.rows() if best is not None else
+          [rows for rows in trained_rows_of(trained, output) if rows is not None])
     return result
+
+
+def trained_rows_of(trained: Trained, output: Optional[torch.nn.Linear]
+                    ) -> List[Optional[torch.Tensor]]:
+    """The trained tensors in the order of the tables they stand in for:
+    input rows, then (when the head trains) its rows and biases."""
+    if output is None:
+        return [trained.rows]
+    return [trained.rows, trained.output_rows, trained.output_bias]
 
 
 def make_optimizer(name: str, objective: Objective, trained: Trained,

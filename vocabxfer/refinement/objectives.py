@@ -2,10 +2,15 @@
 everything that differs between objectives, in one ``Objective`` each:
 its loss, its defaults (learning rate, optimizer, time budget), which side
 of a passage it reads, whether it trains an untied head, and the fidelity
-measure that judges it. A third objective is a third ``Objective`` here.
+measure that judges it. Another objective is another ``Objective`` here.
 
 - ``words`` (encoders): the student's word vectors (hidden states pooled
   over each word's tokens) against the teacher's, cosine distance.
+- ``contrastive`` and ``similarity`` (encoders): the passages' relations
+  rather than each word's vector: each student passage vector (mean-pooled
+  as a sentence embedding) nearest the teacher's vector of the same passage
+  among the batch's, or the student's cosine matrix over the batch against
+  the teacher's; ``words+contrastive`` and ``words+similarity`` mix them.
 - ``next-token`` (causal language models): the student's next-token loss on
   the passages under the target tokenizer. The body stays frozen; the new
   input rows learn through it, the new output rows (the same rows when
@@ -38,6 +43,13 @@ UNTRAINED_WORD_WEIGHT = 0.3
 # sentence embedding sees, where a word the source splits in three counts
 # three times), each passage weighing as much as its words together.
 SENTENCE_WEIGHT = 0.0
+# In-batch contrastive distillation's temperature (cosine similarities).
+CONTRASTIVE_TEMPERATURE = 0.05
+# Squared cosine differences are small numbers; Adam does not mind, but a
+# mixture weighs them against the word term's cosine distances.
+SIMILARITY_SCALE = 10.0
+# A mixture's passage term against its word term.
+MIX_WEIGHT = 1.0
 # transformers 5 takes a 4-D attention mask as it is (masking_utils).
 FOUR_D_MASKS = int(transformers_version.split(".")[0]) >= 5
 
@@ -96,13 +108,11 @@ def attention_mask(body: Any, mask: torch.Tensor, fixed_shape: bool,
     return keys.expand(-1, 1, length, length)
 
 
-def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
-              teacher_table: torch.Tensor,
-              layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
-    """Cosine distance between the student's and the teacher's word vectors,
-    over words both sides read (words holding a trained row's token weigh
-    1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`: (the weighted
-    sum of distances, the sum of the weights)."""
+def encoder_states(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
+                   teacher_table: torch.Tensor) -> Tuple[Tuple[torch.Tensor, ...],
+                                                         Tuple[torch.Tensor, ...]]:
+    """(the teacher's hidden states, the student's) of the batch: the teacher
+    reads the source side without gradients, the student the target side."""
     with torch.no_grad():
         teacher = body(inputs_embeds=F.embedding(batch.source_ids, teacher_table),
                        attention_mask=attention_mask(body, batch.source_mask, batch.fixed_shape),
@@ -110,6 +120,16 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
     student = body(inputs_embeds=student_embeddings(batch.target_ids, table, trained),
                    attention_mask=attention_mask(body, batch.target_mask, batch.fixed_shape),
                    output_hidden_states=True).hidden_states
+    return teacher, student
+
+
+def word_loss(batch: Batch, trained: Trained, teacher: Sequence[torch.Tensor],
+              student: Sequence[torch.Tensor],
+              layers: Sequence[int]) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Cosine distance between the student's and the teacher's word vectors,
+    over words both sides read (words holding a trained row's token weigh
+    1, others UNTRAINED_WORD_WEIGHT), averaged over `layers`: (the weighted
+    sum of distances, the sum of the weights)."""
     width = batch.width
     holds = (trained.slot[batch.target_ids] >= 0).to(torch.float32)[..., None]
     trained_tokens, target_counts = pool_words(holds, batch.target_words, width)
@@ -131,6 +151,75 @@ def word_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
             total = total + SENTENCE_WEIGHT * (passage * read.sum(1)).sum()
         sums.append(total)
     return torch.stack(sums).mean(), weights.sum()
+
+
+def passage_vectors(hidden: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    """Unit-length mean of each passage's token states over its attention
+    mask (special tokens included): what a mean-pooled sentence embedding
+    is."""
+    weights = (mask > 0).float()[..., None]
+    pooled = (hidden.float() * weights).sum(1) / weights.sum(1).clamp(min=1)
+    return F.normalize(pooled, dim=-1, eps=1e-6)
+
+
+def contrastive_loss(student: torch.Tensor, teacher: torch.Tensor
+                     ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """In-batch contrastive distillation: each student passage vector must
+    be nearer the teacher's vector of the same passage than the teacher's
+    vectors of the batch's other passages (cross-entropy over the batch at
+    CONTRASTIVE_TEMPERATURE): (its sum over passages, the passages)."""
+    logits = student @ teacher.T / CONTRASTIVE_TEMPERATURE
+    labels = torch.arange(len(student), device=student.device)
+    return F.cross_entropy(logits, labels, reduction="sum"), student.new_tensor(len(student))
+
+
+def similarity_loss(student: torch.Tensor, teacher: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Similarity-structure distillation: the student's cosine-similarity
+    matrix over the batch's passages against the teacher's, squared
+    difference over the pairs of different passages, scaled by
+    SIMILARITY_SCALE: (its sum over passages of their mean over pairs,
+    the passages)."""
+    count = len(student)
+    if count < 2:
+        return student.sum() * 0, student.new_tensor(0.0)
+    different = ~torch.eye(count, dtype=torch.bool, device=student.device)
+    squared = (student @ student.T - teacher @ teacher.T).pow(2) * different
+    return SIMILARITY_SCALE * squared.sum() / (count - 1), student.new_tensor(float(count))
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How much each term of an encoder objective weighs: word (or span)
+    vectors, in-batch contrastive passages, passage similarity structure.
+    The passage terms are means per passage, weighed against the word
+    term's mean per word."""
+
+    words: float = 1.0
+    contrastive: float = 0.0
+    similarity: float = 0.0
+
+
+def encoder_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
+                 teacher_table: torch.Tensor, layers: Sequence[int],
+                 mix: Mix) -> Tuple[torch.Tensor, torch.Tensor]:
+    """The encoder objective `mix` weighs: (its sum, what it is summed
+    over: words when the word term is in it, else passages)."""
+    teacher, student = encoder_states(batch, body, table, trained, teacher_table)
+    total, count = None, None
+    if mix.words:
+        total, count = word_loss(batch, trained, teacher, student, layers)
+        total = mix.words * total
+    for weight, term in ((mix.contrastive, contrastive_loss), (mix.similarity, similarity_loss)):
+        if not weight:
+            continue
+        passages = term(passage_vectors(student[-1], batch.target_mask),
+                        passage_vectors(teacher[-1], batch.source_mask))
+        if total is None:
+            total, count = weight * passages[0], passages[1]
+        else:  # a mean per passage, weighed as one per word
+            total = total + weight * passages[0] * count / passages[1].clamp(min=1)
+    return total, count
 
 
 def next_token_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
@@ -165,11 +254,14 @@ class Objective:
     """One objective, whole. Its defaults were chosen on validation
     passages (never the ones the benchmarks evaluate on):
 
-    - ``words``: a cosine word loss beat squared distance, 32 passages of 32
-      tokens beat 16 of 64 at the same cost, 5e-3 decaying linearly to 0
-      beat 3e-3, 6e-3 or 1e-2 held constant (Python's documentation; the
-      Unix manual pages' split found nothing better from 3e-3 to 2e-2);
-      torch's Adam.
+    - the encoder objectives: a cosine word loss beat squared distance, 32
+      passages of 32 tokens beat 16 of 64 at the same cost (and 64 tokens
+      did not help search), torch's Adam decaying linearly to 0. The
+      learning rate was chosen by the job, search between passage halves
+      (benchmarks/quality/eval_quality.py --objectives, the 3-minute CPU
+      budget, Python's documentation): at 5e-3, which word cosine had chosen,
+      no validation check ever beat the zero-shot start; 1e-3 and 3e-4 both
+      raised validation MRR, 1e-3 more (0.4135 and 0.4102, from 0.4123).
     - ``next-token``: 1e-3 and the lazy row Adam (SmolLM2-135M on the manual
       pages' validation passages, benchmarks/eval_lm.py --tune).
 
@@ -186,6 +278,9 @@ class Objective:
     reads_source_side: bool  # the teacher reads each passage too
     trains_output: bool  # an untied head's rows train beside the input rows
     fidelity_measure: str
+    # Passages set aside to check the job measure during a run (keep_best.py):
+    # an encoder's search is cheap to score, a causal LM's loss is not.
+    validation_passages: int = 300
 
     def seconds_for(self, device: torch.device) -> float:
         """The time budget of a run given neither steps nor seconds."""
@@ -200,9 +295,11 @@ class Objective:
 
 
 @dataclass(frozen=True)
-class WordObjective(Objective):
+class EncoderObjective(Objective):
+    mix: Mix = Mix()
+
     def loss(self, batch, body, table, trained, *, teacher_rows, layers, output, tied):
-        return word_loss(batch, body, table, trained, teacher_rows, layers)
+        return encoder_loss(batch, body, table, trained, teacher_rows, layers, self.mix)
 
 
 @dataclass(frozen=True)
@@ -211,18 +308,35 @@ class NextTokenObjective(Objective):
         return next_token_loss(batch, body, table, trained, output, tied)
 
 
-OBJECTIVES: Dict[str, Objective] = {
-    "words": WordObjective(
-        name="words", loss_name="word-alignment loss",
-        loss_axis="word-alignment loss (cosine distance)", default_lr=5e-3,
+def encoder_objective(name: str, mix: Mix, loss_name: str,
+                      loss_axis: Optional[str] = None) -> EncoderObjective:
+    return EncoderObjective(
+        name=name, loss_name=loss_name, loss_axis=loss_axis or loss_name, default_lr=1e-3,
         default_optimizer="adam", default_seconds={"cpu": 180.0, "accelerator": 30.0},
-        reads_source_side=True, trains_output=False, fidelity_measure="word cosine"),
+        reads_source_side=True, trains_output=False, fidelity_measure="word cosine", mix=mix)
+
+
+OBJECTIVES: Dict[str, Objective] = {
+    "words": encoder_objective("words", Mix(), "word-alignment loss",
+                               "word-alignment loss (cosine distance)"),
+    "contrastive": encoder_objective("contrastive", Mix(words=0, contrastive=1),
+                                     "in-batch contrastive loss"),
+    "similarity": encoder_objective("similarity", Mix(words=0, similarity=1),
+                                    "similarity-structure loss"),
+    "words+contrastive": encoder_objective("words+contrastive",
+                                           Mix(words=1, contrastive=MIX_WEIGHT),
+                                           "word-alignment + contrastive loss"),
+    "words+similarity": encoder_objective("words+similarity",
+                                          Mix(words=1, similarity=MIX_WEIGHT),
+                                          "word-alignment + similarity-structure loss"),
     "next-token": NextTokenObjective(
         name="next-token", loss_name="next-token loss",
         loss_axis="next-token loss (nats per token)", default_lr=1e-3,
         default_optimizer="row-adam", default_seconds={"cpu": 600.0, "accelerator": 60.0},
-        reads_source_side=False, trains_output=True, fidelity_measure="bpb ratio"),
+        reads_source_side=False, trains_output=True, fidelity_measure="bpb ratio",
+        validation_passages=64),
 }
+ENCODER_DEFAULT = "words"
 OBJECTIVE_NAMES = ("auto",) + tuple(OBJECTIVES)
 
 
@@ -233,9 +347,9 @@ def objective_for(model: Any, name: str = "auto") -> Objective:
 
     causal = is_causal_lm(model)
     if name == "auto":
-        return OBJECTIVES["next-token" if causal else "words"]
+        return OBJECTIVES["next-token" if causal else ENCODER_DEFAULT]
     if name == "next-token" and not causal:
         raise ModelError(f"refine: the next-token objective needs a causal language model "
                          f"with a linear output layer; {type(model).__name__} is not one "
-                         "(use objective='words')")
+                         "(use an encoder objective, such as 'words')")
     return OBJECTIVES[name]

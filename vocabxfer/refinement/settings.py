@@ -29,6 +29,8 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 MAX_LR = 1.0
 # [CLS] and [SEP] (or a start token) take two slots; a word needs the rest.
 MIN_MAX_LENGTH = 4
+# Each check costs seconds of a budget of minutes.
+MAX_CHECKS = 100
 
 
 def _is_number(value: Any) -> bool:
@@ -50,7 +52,11 @@ class RefineSettings:
     aligns. ``plot``: a PNG (or other image) of the loss curve.
     ``keep_share``: the share of each batch drawn from the text to keep
     (refine's `keep`, when given: a causal LM's new output rows then learn
-    to stay out of another domain's predictions).
+    to stay out of another domain's predictions). ``checks``: how often the
+    job measure is taken on validation passages set aside from the corpus
+    (at the start, then every 1/checks of the run, and at its end); the
+    best rows seen are kept, the start included (0: no checks, the last
+    rows are kept).
 
     Raises VocabxferError when made with a bad value."""
 
@@ -69,6 +75,7 @@ class RefineSettings:
     plot: Optional[Union[str, Path]] = None
     show_progress: bool = True
     keep_share: float = 0.25
+    checks: int = 4
 
     def __post_init__(self) -> None:
         for name, choices in (("optimizer", OPTIMIZERS), ("align", ALIGNS),
@@ -77,6 +84,10 @@ class RefineSettings:
             if getattr(self, name) not in choices:
                 raise VocabxferError(f"refine: {name} {getattr(self, name)!r} is not one of "
                                      f"{', '.join(choices)}")
+        if not isinstance(self.checks, int) or isinstance(self.checks, bool) or \
+                not 0 <= self.checks <= MAX_CHECKS:
+            raise VocabxferError(f"refine: checks must be an int from 0 to {MAX_CHECKS}, got "
+                                 f"{self.checks!r}")
         for name in ("steps", "batch_size", "max_length"):
             value = getattr(self, name)
             if name == "steps" and value is None:

@@ -1,0 +1,234 @@
+"""The job measure and refinement that serves it: search between the halves
+of held-out passages (recall@1, MRR, a paired bootstrap interval), the
+passage-level objectives, and refinement's validation checks, which keep
+the best rows seen (the zero-shot start included)."""
+
+import copy
+import json
+import random
+
+import pytest
+import torch
+
+from vocabxfer import VocabxferError, load_vocab, match_vocab, refine, transfer_model
+from vocabxfer.refinement import keep_best, retrieval
+from vocabxfer.refinement.fidelity import FidelityProbe
+from vocabxfer.refinement.objectives import OBJECTIVES, contrastive_loss, similarity_loss
+from vocabxfer.refinement.retrieval import halves, paired_interval, search
+
+from .conftest import BERT_SPECIALS, tiny_bert, wordpiece_tokenizer
+
+WORDS = ["the", "cat", "sat", "on", "mat", "dog", "run", "a", "and", "red", "was", "are"]
+SOURCE = BERT_SPECIALS + WORDS + ["##s", "##ing", "##n"]
+TARGET = BERT_SPECIALS + WORDS + ["cats", "dogs", "running", "jumping", "sitting", "log"]
+
+
+def passages(count, seed=0):
+    """`count` distinct passages of 10 to 16 words, drawn with a seed."""
+    chooser = random.Random(seed)
+    vocabulary = WORDS + ["cats", "dogs", "running", "jumping", "sitting", "log"]
+    texts = set()
+    while len(texts) < count:
+        texts.add(" ".join(chooser.choice(vocabulary) for _ in range(chooser.randint(10, 16))))
+    return sorted(texts)
+
+
+@pytest.fixture
+def pair():
+    teacher = tiny_bert(len(SOURCE), seed=3)
+    student = copy.deepcopy(teacher)
+    source, target = wordpiece_tokenizer(SOURCE), wordpiece_tokenizer(TARGET)
+    transfer_model(student, source, target)
+    return teacher, student, source, target
+
+
+def test_halves_cut_at_the_middle_word_and_skip_short_passages():
+    queries, documents = halves(["one two  three four five six seven eight", "too short here",
+                                 "a b c d e f g h i"])
+    assert queries == ["one two  three four", "a b c d"]
+    assert documents == ["five six seven eight", "e f g h i"]
+
+
+def test_ranks_count_ties_against_the_query(monkeypatch):
+    vectors = {"q": torch.tensor([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0]]),
+               "d": torch.tensor([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]])}
+    monkeypatch.setattr(retrieval, "embed",
+                        lambda model, vocab, texts, what="target": vectors[texts[0]])
+    ranks = search(None, None, ["q", "q2", "q3"], ["d", "d2", "d3"])
+    # Query 0: its document ties with document 1 at the top: rank 2.
+    # Query 1 scores 0 with its own document, tied with document 0 and
+    # beaten by document 2: rank 3. Query 2 scores 0 with its own, beaten
+    # by documents 0 and 1: rank 3.
+    assert ranks.hits.tolist() == [0.0, 0.0, 0.0]
+    assert ranks.reciprocal.tolist() == pytest.approx([1 / 2, 1 / 3, 1 / 3])
+    assert ranks.mrr == pytest.approx((1 / 2 + 2 / 3) / 3)
+
+
+def test_a_model_finds_its_own_halves_better_than_chance(pair):
+    teacher, _, source, _ = pair
+    texts = passages(60)
+    ranks = search(teacher, load_vocab(source), *halves(texts), "source")
+    assert len(ranks.hits) == 60
+    assert 0 <= ranks.recall <= 1 and ranks.mrr > 1.5 * sum(1 / k for k in range(1, 61)) / 60
+
+
+def test_the_paired_interval_holds_the_mean_difference():
+    first = torch.tensor([0.5, 1.0, 0.25, 1.0] * 25)
+    assert paired_interval(first, first) == (0.0, 0.0, 0.0)
+    mean, low, high = paired_interval(first + 0.1, first)
+    assert mean == pytest.approx(0.1) and low == pytest.approx(0.1) and high == pytest.approx(0.1)
+    noisy = first + torch.linspace(-0.2, 0.3, 100)
+    mean, low, high = paired_interval(noisy, first)
+    assert low < mean < high and mean == pytest.approx(0.05, abs=1e-6)
+
+
+def test_passage_losses_are_zero_when_the_student_is_the_teacher():
+    vectors = torch.nn.functional.normalize(torch.randn(6, 8, generator=torch.Generator()
+                                                        .manual_seed(0)), dim=-1)
+    total, count = similarity_loss(vectors, vectors)
+    assert float(total) == 0 and int(count) == 6
+    shuffled = vectors[torch.tensor([1, 0, 2, 3, 4, 5])]
+    assert float(similarity_loss(shuffled, vectors)[0]) > 0
+    # Contrastive: its own passage's teacher vector must win over the others.
+    right = contrastive_loss(vectors, vectors)[0]
+    wrong = contrastive_loss(shuffled, vectors)[0]
+    assert float(right) < float(wrong)
+
+
+@pytest.mark.parametrize("objective", ["contrastive", "similarity", "words+contrastive",
+                                       "words+similarity"])
+def test_every_encoder_objective_trains_the_new_rows_only(pair, objective):
+    teacher, student, source, target = pair
+    before = student.get_input_embeddings().weight.detach().clone()
+    result = refine(student, teacher, match_vocab(source, target), passages(40), steps=6,
+                    batch_size=8, objective=objective, show_progress=False)
+    after = student.get_input_embeddings().weight.detach()
+    new = [TARGET.index(token) for token in ("cats", "dogs", "running", "jumping", "sitting",
+                                             "log")]
+    copied = [index for index in range(len(TARGET)) if index not in new]
+    assert torch.equal(after[copied], before[copied])
+    assert not torch.equal(after[new], before[new])
+    assert result.objective == objective and all(map(lambda x: x == x, result.losses))
+    assert OBJECTIVES[objective].loss_name in str(result)
+
+
+def scripted_scores(monkeypatch, scores):
+    """Checks that score `scores` in turn (instead of searching)."""
+    turn = iter(scores)
+
+    def fake(objective, vocab, texts):
+        return "MRR", len(texts), lambda model: next(turn)
+
+    monkeypatch.setattr("vocabxfer.refinement.loop.job_score", fake)
+
+
+def test_when_no_check_beats_the_start_the_start_is_kept(pair, monkeypatch):
+    teacher, student, source, target = pair
+    before = copy.deepcopy(student.state_dict())
+    scripted_scores(monkeypatch, [0.5, 0.4, 0.3, 0.2, 0.1])
+    result = refine(student, teacher, match_vocab(source, target), passages(400), steps=12,
+                    batch_size=8, show_progress=False)
+    assert [check.step for check in result.kept.checks] == [0, 3, 6, 9, 12]
+    assert result.kept.kept_step == 0 and len(result.losses) == 12
+    assert "no check on 40 validation passages beat the zero-shot start" in str(result)
+    for key, tensor in student.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+
+
+def test_the_best_rows_seen_are_kept(pair, monkeypatch):
+    teacher, student, source, target = pair
+    texts, token_map = passages(400), match_vocab(source, target)
+    kept_rows = {}
+    real_check = keep_best.BestRows.check
+
+    def remember(self, step):
+        real_check(self, step)
+        kept_rows[step] = [tensor.detach().clone() for tensor in self.trained]
+
+    monkeypatch.setattr(keep_best.BestRows, "check", remember)
+    scripted_scores(monkeypatch, [0.1, 0.2, 0.6, 0.3, 0.4])
+    result = refine(student, teacher, token_map, texts, steps=12, batch_size=8,
+                    show_progress=False)
+    assert result.kept.kept_step == 6
+    assert "kept the rows of step 6 (MRR 0.1000 -> 0.6000 on 40 validation passages; 5 " \
+        "checks took " in str(result)
+    new = torch.tensor([TARGET.index(token) for token in
+                        ("cats", "dogs", "running", "jumping", "sitting", "log")])
+    after = student.get_input_embeddings().weight.detach()[new]
+    assert torch.equal(after, kept_rows[6][0])
+    assert not torch.equal(after, kept_rows[12][0])
+
+
+def test_validation_passages_are_never_drawn_for_a_step(pair, monkeypatch):
+    teacher, student, source, target = pair
+    texts = passages(400)
+    seen = {}
+    real_pool = __import__("vocabxfer.refinement.loop", fromlist=["PassagePool"]).PassagePool
+
+    def spying_pool(pool_passages, *args, **kwargs):
+        seen["training"] = list(pool_passages)
+        return real_pool(pool_passages, *args, **kwargs)
+
+    def fake(objective, vocab, validation):
+        seen["validation"] = list(validation)
+        return "MRR", len(validation), lambda model: 0.0
+
+    monkeypatch.setattr("vocabxfer.refinement.loop.PassagePool", spying_pool)
+    monkeypatch.setattr("vocabxfer.refinement.loop.job_score", fake)
+    refine(student, teacher, match_vocab(source, target), texts, steps=2, batch_size=8,
+           show_progress=False)
+    assert len(seen["validation"]) == 40
+    assert not set(seen["validation"]) & set(seen["training"])
+    assert len(seen["training"]) == 360
+
+
+def test_a_failure_after_a_check_leaves_the_model_as_it_was(pair, monkeypatch):
+    teacher, student, source, target = pair
+    before = copy.deepcopy(student.state_dict())
+    scripted_scores(monkeypatch, [0.1, 0.9, 0.2, 0.3, 0.4])
+    objectives = __import__("vocabxfer.refinement.objectives", fromlist=["word_loss"])
+    real_loss, calls = objectives.word_loss, []
+
+    def failing(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 8:
+            raise RuntimeError("out of memory (simulated)")
+        return real_loss(*args, **kwargs)
+
+    monkeypatch.setattr(objectives, "word_loss", failing)
+    with pytest.raises(RuntimeError, match="simulated"):
+        refine(student, teacher, match_vocab(source, target), passages(400), steps=12,
+               batch_size=8, show_progress=False)
+    for key, tensor in student.state_dict().items():
+        assert torch.equal(tensor, before[key]), key
+
+
+def test_checks_are_checked():
+    from vocabxfer import RefineSettings
+
+    assert RefineSettings(checks=0).checks == 0
+    for bad in (-1, 101, 2.5, True, "4"):
+        with pytest.raises(VocabxferError, match="refine: checks must be an int from 0 to 100"):
+            RefineSettings(checks=bad)
+
+
+def test_the_fidelity_report_of_an_encoder_has_the_search(pair):
+    teacher, student, source, target = pair
+    held_out = passages(60, seed=1)
+    probe = FidelityProbe(teacher, load_vocab(source), held_out)
+    report = probe.report(student, load_vocab(target))
+    job = report.job
+    assert job.queries == 60 and 0 < job.source_mrr <= 1 and 0 < job.zero_shot_mrr <= 1
+    assert job.zero_shot_vs_source[1] <= job.zero_shot_vs_source[0] <= \
+        job.zero_shot_vs_source[2]
+    refine(student, teacher, match_vocab(source, target), passages(40), steps=3, batch_size=8,
+           show_progress=False)
+    probe.add_refined(report, student, load_vocab(target))
+    assert report.refined is not None and job.refined_mrr is not None
+    assert job.refined_vs_zero_shot is not None
+    text = str(report)
+    assert "search between the halves of 60 held-out passages (recall@1 / MRR): source" in text
+    assert "; refined " in text
+    figures = json.loads(report.to_json())
+    assert figures["job"]["queries"] == 60 and len(figures["job"]["refined_vs_source"]) == 3
+    assert figures["finite"] is True
