@@ -15,7 +15,8 @@ training passages; the target tokenizer (a byte-level BPE trained with
 train_tokenizer(like=the model, model="bpe")) and the refinement see only
 the training passages; every BPB reported comes from the held-out passages,
 each read as "<|endoftext|>" + passage: the sum of the next-token losses of
-its tokens (in bits) over its UTF-8 bytes. Corpora: English prose (the Unix
+its tokens (in bits) over its UTF-8 bytes, as vocabxfer_fidelity.json
+measures it (vocabxfer.refinement.fidelity). Corpora: English prose (the Unix
 manual pages, benchmarks/corpora.py) and Korean (NSMC, ../shared/data).
 
 Writes results/lm.md, lm.json and lm.png (lm_steps.md and .json
@@ -24,7 +25,6 @@ with --steps).
 
 import copy
 import importlib.util
-import math
 import sys
 import time
 from pathlib import Path
@@ -38,8 +38,8 @@ import peers  # noqa: E402
 from eval_quality import split, train_target  # noqa: E402
 
 import vocabxfer  # noqa: E402
+from vocabxfer.refinement.fidelity import FidelityProbe  # noqa: E402
 
-PREFIX = "<|endoftext|>"
 # Settings tried with --tune, on validation passages.
 # Round 1 (120 s each): adam and row-adam at 5e-3, row-adam at 1e-3 and 2e-2;
 # round 2: adam at 1e-3, row-adam at 3e-4 and 1e-4 (results/lm_tuning.md).
@@ -83,29 +83,32 @@ def smollm2_folder(cache: Path) -> Path:
     return publish_once(folder, write)
 
 
-@torch.no_grad()
-def bits_per_byte(model, tokenizer, passages, batch_size=16, max_length=512):
-    """(BPB over all passages, tokens read): next-token losses in bits over
-    the passages' UTF-8 bytes; the prefix is context, not counted."""
-    total_bits, total_bytes, total_tokens = 0.0, 0, 0
-    for start in range(0, len(passages), batch_size):
-        chunk = passages[start:start + batch_size]
-        encoded = [tokenizer(PREFIX + text, add_special_tokens=False, truncation=True,
-                             max_length=max_length)["input_ids"] for text in chunk]
-        width = max(len(ids) for ids in encoded)
-        ids = torch.zeros(len(encoded), width, dtype=torch.long)
-        mask = torch.zeros(len(encoded), width, dtype=torch.long)
-        for row, row_ids in enumerate(encoded):
-            ids[row, :len(row_ids)] = torch.tensor(row_ids)
-            mask[row, :len(row_ids)] = 1
-        logits = model(input_ids=ids, attention_mask=mask).logits[:, :-1].float()
-        labels = ids[:, 1:].masked_fill(mask[:, 1:] == 0, -100)
-        nats = torch.nn.functional.cross_entropy(logits.flatten(0, 1), labels.flatten(),
-                                                 ignore_index=-100, reduction="sum")
-        total_bits += float(nats) / math.log(2)
-        total_bytes += sum(len(text.encode("utf-8")) for text in chunk)
-        total_tokens += int(mask[:, 1:].sum())
-    return total_bits / total_bytes, total_tokens
+class BitsPerByte:
+    """BPB as users get it in vocabxfer_fidelity.json: measured by
+    vocabxfer.refinement.fidelity (each passage cut to what both tokenizers
+    read within its token limit, read after the start-of-text token). The
+    source's side of a set of passages is taken once and kept."""
+
+    def __init__(self, source_model, source_vocab):
+        self.source_model, self.source_vocab, self.probes = source_model, source_vocab, {}
+
+    def probe(self, passages):
+        key = tuple(passages)
+        if key not in self.probes:
+            self.probes[key] = FidelityProbe(self.source_model, self.source_vocab, passages)
+        return self.probes[key]
+
+    def source(self, passages):
+        """(the source model's BPB, its tokens) on `passages`."""
+        probe = self.probe(passages)
+        return probe.source_bpb, int(probe.source.lengths.sum())
+
+    def __call__(self, model, tokenizer, passages):
+        """(BPB, tokens) of a moved `model` reading with `tokenizer`."""
+        probe = self.probe(passages)
+        ratio, token_ratio = probe.measure(model, vocabxfer.load_vocab(tokenizer))
+        source_bpb, source_tokens = self.source(passages)
+        return ratio * source_bpb, token_ratio * source_tokens
 
 
 def korean_passages(data_dir: Path):
@@ -142,11 +145,9 @@ def main() -> None:
         args.held_out, args.seconds = 30, [30.0]
     torch.manual_seed(0)
     model_dir = smollm2_folder(args.cache)
-    from transformers import AutoTokenizer
-
     from vocabxfer.models.loading import load_model
     source_model = load_model(model_dir).eval()
-    source_tokenizer = AutoTokenizer.from_pretrained(str(model_dir))
+    bits_per_byte = BitsPerByte(source_model, vocabxfer.load_vocab(str(model_dir)))
     results, zero_shot_rows = [], []
     for name in args.corpus:
         if name == "nsmc":
@@ -163,7 +164,7 @@ def main() -> None:
         target = train_target(training, str(model_dir), args.vocab_size)
         print(f"{name}: {len(training):,} training passages; target tokenizer "
               f"{len(target):,} tokens in {time.perf_counter() - started:.0f} s", flush=True)
-        source_bpb, source_tokens = bits_per_byte(source_model, source_tokenizer, held_out)
+        source_bpb, source_tokens = bits_per_byte.source(held_out)
 
         def report(label, bpb, tokens, seconds, steps=None):
             row = {"corpus": name, "label": label, "bpb": bpb, "ratio": bpb / source_bpb,
@@ -174,8 +175,8 @@ def main() -> None:
 
         report("source model, its own tokenizer", source_bpb, source_tokens, 0.0)
         if args.zero_shot:
-            zero_shot_rows += zero_shot(name, source_model, source_tokenizer, model_dir, target,
-                                        validation[:args.held_out], held_out, source_bpb)
+            zero_shot_rows += zero_shot(name, source_model, bits_per_byte, model_dir, target,
+                                        validation[:args.held_out], held_out)
             continue
         texts = [text for text in training]
         if args.tune:
@@ -237,7 +238,8 @@ def main() -> None:
              "" if row["steps"] is None else str(row["steps"])] for row in results]
     body = ("SmolLM2-135M-Instruct (real weights, dequantized from Q4_1 to float32) moved to a "
             f"{args.vocab_size:,}-token byte-level BPE trained on each corpus's training "
-            f"passages; BPB on {args.held_out} held-out passages (\"{PREFIX}\" + passage).\n\n"
+            f"passages; BPB on {args.held_out} held-out passages, as the fidelity report "
+            "measures it.\n\n"
             + common.markdown_table(["corpus", "model", "BPB", "vs source", "tokens vs source",
                                      "seconds", "refine steps"], rows))
     print(body)
@@ -252,10 +254,9 @@ def main() -> None:
         plot(results, (args.out or common.RESULTS) / "lm.png")
 
 
-def zero_shot(name, source_model, source_tokenizer, model_dir, target, validation, held_out,
-              held_out_source_bpb):
+def zero_shot(name, source_model, bits_per_byte, model_dir, target, validation, held_out):
     """BPB over the source's, on both splits, of every zero-shot start."""
-    source = [bits_per_byte(source_model, source_tokenizer, validation)[0], held_out_source_bpb]
+    source = [bits_per_byte.source(validation)[0], bits_per_byte.source(held_out)[0]]
     starts = [(f"fvt {weighting}", lambda weighting=weighting: transferred(
         source_model, model_dir, target, init="fvt", piece_weights=weighting))
         for weighting in WEIGHTINGS]
