@@ -4,7 +4,6 @@ result's str is its report."""
 
 import dataclasses
 import os
-import random
 import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -27,7 +26,8 @@ from vocabxfer.refinement.fidelity import (HELD_OUT_PASSAGES, REPORT_FILE, Fidel
                                            FidelityProbe, OtherDomain, hold_out)
 from vocabxfer.refinement.loop import Refinement, refine
 from vocabxfer.refinement.settings import RefineSettings
-from vocabxfer.training.corpus import check_corpus, corpus_paths, iter_passages, read_texts
+from vocabxfer.training.corpus import (Reservoir, check_corpus, corpus_paths, iter_passages,
+                                       read_texts)
 from vocabxfer.training.extension import TokenizerExtension, check_add, extend_tokenizer
 from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
 from vocabxfer.vocabularies.matching import TokenMap
@@ -288,14 +288,7 @@ def sample_passages(paths: Sequence[Path], seed: int,
                     count: int = HELD_OUT_PASSAGES) -> List[str]:
     """Up to `count` distinct passages of the files, drawn uniformly (a
     reservoir: the files are streamed)."""
-    chooser, sample, seen = random.Random(seed), [], 0
-    for passage in dict.fromkeys(iter_passages(paths)):
-        seen += 1
-        if len(sample) < count:
-            sample.append(passage)
-        elif (slot := chooser.randrange(seen)) < count:
-            sample[slot] = passage
-    return sample
+    return Reservoir.of(dict.fromkeys(iter_passages(paths)), count, seed).sample
 
 
 def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLike],

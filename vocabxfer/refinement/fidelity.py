@@ -22,7 +22,6 @@ refinement.
 
 import json
 import math
-import random
 from dataclasses import asdict, dataclass
 from typing import Any, Iterable, List, Optional, Tuple
 
@@ -33,6 +32,7 @@ from vocabxfer.refinement.objectives import objective_for
 from vocabxfer.refinement.passage_pool import (Side, encode_side, gather, longest_token,
                                                pool_words, rust_tokenizer, within_reach)
 from vocabxfer.refinement.retrieval import Retrieval, RetrievalProbe
+from vocabxfer.training.corpus import Reservoir
 from vocabxfer.vocabularies.vocab import Vocab
 
 HELD_OUT_PASSAGES, MIN_HELD_OUT = 200, 20
@@ -50,16 +50,10 @@ def hold_out(passages: Iterable[str], count: int = HELD_OUT_PASSAGES,
     tenth of the corpus (the rest must still teach), read in one pass (a
     reservoir), so a corpus larger than memory works. Empty for a corpus
     too small to spare MIN_HELD_OUT passages."""
-    chooser, sample, seen = random.Random(seed), [], 0
-    for passage in passages:
-        seen += 1
-        if len(sample) < count:
-            sample.append(passage)
-        elif (slot := chooser.randrange(seen)) < count:
-            sample[slot] = passage
-    sample = list(dict.fromkeys(sample))
-    chooser.shuffle(sample)
-    keep = min(len(sample), seen // 10)
+    reservoir = Reservoir.of(passages, count, seed)
+    sample = list(dict.fromkeys(reservoir.sample))
+    reservoir.random.shuffle(sample)
+    keep = min(len(sample), reservoir.count // 10)
     return sample[:keep] if keep >= MIN_HELD_OUT else []
 
 

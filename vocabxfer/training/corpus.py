@@ -3,9 +3,10 @@ than memory is read as well as a small one), checked before any long step,
 and passages given directly as strings."""
 
 import os
+import random
 import unicodedata
 from pathlib import Path
-from typing import Iterator, List, Sequence, Union
+from typing import Iterable, Iterator, List, Sequence, Union
 
 from vocabxfer.errors import CorpusError
 
@@ -76,3 +77,34 @@ def read_texts(texts: Texts) -> List[str]:
         raise CorpusError("refine: texts must be passages (strings), or path objects of text "
                           "files, not a mixture")
     return [text for text in texts if text.strip()]
+
+
+class Reservoir:
+    """A uniform random sample of up to `size` items of a stream read once
+    (reservoir sampling, so a corpus larger than memory works), and how
+    many items it saw. `passing` lets the stream through to another reader
+    while it samples."""
+
+    def __init__(self, size: int, seed: int = 0):
+        self.size, self.count = size, 0
+        self.sample: List[str] = []
+        self.random = random.Random(seed)
+
+    def add(self, item: str) -> None:
+        self.count += 1
+        if len(self.sample) < self.size:
+            self.sample.append(item)
+        elif (slot := self.random.randrange(self.count)) < self.size:
+            self.sample[slot] = item
+
+    def passing(self, items: Iterable[str]) -> Iterator[str]:
+        for item in items:
+            self.add(item)
+            yield item
+
+    @classmethod
+    def of(cls, items: Iterable[str], size: int, seed: int = 0) -> "Reservoir":
+        reservoir = cls(size, seed)
+        for item in items:
+            reservoir.add(item)
+        return reservoir

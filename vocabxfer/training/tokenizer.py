@@ -4,13 +4,13 @@ a corpus larger than memory trains as well as a small one."""
 import itertools
 import json
 import logging
-import random
 from collections import Counter
 from dataclasses import dataclass
 from typing import Any, Collection, Dict, Iterable, Iterator, List, Optional
 
 from vocabxfer.errors import VocabxferError
-from vocabxfer.training.corpus import CorpusFiles, check_corpus, corpus_paths, iter_passages
+from vocabxfer.training.corpus import (CorpusFiles, Reservoir, check_corpus, corpus_paths,
+                                       iter_passages)
 from vocabxfer.vocabularies import families
 from vocabxfer.vocabularies.readers import VocabSource, load_vocab
 
@@ -26,27 +26,6 @@ ALPHABET_MIN_COUNT = 2
 ALPHABET_SAMPLE_CHARS = 50_000_000
 UNK_RATE_WARNING = 0.01
 UNK_SAMPLE_PASSAGES = 2000
-
-class Reservoir:
-    """Passes passages through and keeps a uniform sample of them (for the
-    [UNK] rate), and counts them."""
-
-    def __init__(self, passages: Iterable[str], size: int = UNK_SAMPLE_PASSAGES, seed: int = 0):
-        self.passages, self.size, self.count = passages, size, 0
-        self.sample: List[str] = []
-        self.random = random.Random(seed)
-
-    def __iter__(self) -> Iterator[str]:
-        for passage in self.passages:
-            self.count += 1
-            if len(self.sample) < self.size:
-                self.sample.append(passage)
-            else:
-                slot = self.random.randrange(self.count)
-                if slot < self.size:
-                    self.sample[slot] = passage
-            yield passage
-
 
 def corpus_alphabet_size(lines: Iterable[str], min_count: int = ALPHABET_MIN_COUNT,
                          max_chars: int = ALPHABET_SAMPLE_CHARS) -> int:
@@ -357,9 +336,10 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
 
     trainer = trainer_for(pipeline, model, vocab_size, min_frequency, limit_alphabet, passages,
                           show_progress)
-    stream = Reservoir(passages())
+    stream = Reservoir(UNK_SAMPLE_PASSAGES)  # a sample for the [UNK] rate
     try:
-        pipeline.tokenizer.train_from_iterator(batches(stream), trainer=trainer)
+        pipeline.tokenizer.train_from_iterator(batches(stream.passing(passages())),
+                                               trainer=trainer)
     except VocabxferError:
         raise  # the corpus reader's own errors, as they are
     except Exception as error:  # tokenizers raises plain Exception for what it refuses
