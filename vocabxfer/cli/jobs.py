@@ -23,7 +23,7 @@ from vocabxfer.models.in_memory import transfer_model
 from vocabxfer.models.loading import load_config, load_model, model_location
 from vocabxfer.refinement import distributed
 from vocabxfer.refinement.fidelity import (HELD_OUT_PASSAGES, REPORT_FILE, Fidelity,
-                                           FidelityProbe, OtherDomain, hold_out)
+                                           FidelityProbe, hold_out)
 from vocabxfer.refinement.loop import Refinement, refine
 from vocabxfer.refinement.settings import RefineSettings
 from vocabxfer.training.corpus import (Reservoir, check_corpus, corpus_paths, iter_passages,
@@ -212,7 +212,7 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                         iter_passages(corpus_paths(fidelity_texts)),
                         seed=initialisation.seed) if measuring else []
     measuring = measuring and bool(held_out)  # a corpus too small to spare any
-    probe = other_probe = None
+    probe = None
     measured: Optional[Fidelity] = None
     steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining +
                   (2 + refining) * measuring,
@@ -242,20 +242,14 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         if measuring:
             # Before the transfer changes the model: the source's side.
             with steps.step("measure the source"):
-                probe = FidelityProbe(loaded, source, held_out)
-                if other_domain is not None:
-                    other_probe = FidelityProbe(loaded, source, sample_passages(
-                        corpus_paths(other_domain), initialisation.seed))
+                probe = FidelityProbe(loaded, source, held_out, sample_passages(
+                    corpus_paths(other_domain), initialisation.seed)
+                    if other_domain is not None else None)
         with steps.step("match and initialise"):
             result = transfer_model(loaded, source, target, **plan_options)
         if probe is not None:
             with steps.step("measure zero-shot"):
                 measured = probe.report(loaded, target)
-                if other_probe is not None:
-                    measured.other = OtherDomain(
-                        passages=len(other_probe.texts),
-                        identical=other_probe.identical_share(target),
-                        zero_shot=other_probe.measure(loaded, target)[0])
         if refining:
             with steps.step("refine"):
                 excluded = set(held_out)
@@ -270,8 +264,6 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
             if probe is not None:
                 with steps.step("measure refined"):
                     probe.add_refined(measured, loaded, target)
-                    if other_probe is not None:
-                        measured.other.refined = other_probe.measure(loaded, target)[0]
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
             # In a distributed job every rank holds the same model; rank 0 writes it.

@@ -132,7 +132,8 @@ class FidelityProbe:
     changes the model: its word vectors (an encoder) or its BPB (a causal
     LM) on the held-out passages."""
 
-    def __init__(self, model: Any, source: Vocab, passages: List[str]):
+    def __init__(self, model: Any, source: Vocab, passages: List[str],
+                 other_passages: Optional[List[str]] = None, search: bool = True):
         longest = longest_token(source)
         texts = [within_reach(text, WORDS_PER_PASSAGE, MAX_TOKENS, longest)
                  for text in passages]
@@ -150,8 +151,13 @@ class FidelityProbe:
             self.source_bpb = bits_per_byte(self.source_nats, self.bytes)
         else:
             self.teacher = word_vectors(model, self.source)
-            search = RetrievalProbe(model, source, passages)
-            self.search = search if len(search) >= MIN_QUERIES else None
+            if search:
+                probe = RetrievalProbe(model, source, passages)
+                self.search = probe if len(probe) >= MIN_QUERIES else None
+        # Text of another domain (an extension's): the same figure there,
+        # and the share of it the target tokenizer reads as before.
+        self.other = FidelityProbe(model, source, other_passages, search=False) \
+            if other_passages is not None else None
 
     def measure(self, model: Any, target: Vocab) -> Tuple[float, float]:
         """(the figure, the token ratio) of the moved model, over the
@@ -186,16 +192,23 @@ class FidelityProbe:
     def report(self, model: Any, target: Vocab) -> Fidelity:
         """The zero-shot report (before refinement)."""
         figure, ratio = self.measure(model, target)
-        return Fidelity(measure=self.measure_name,
-                        passages=len(self.texts), token_ratio=ratio, zero_shot=figure,
-                        source_bpb=self.source_bpb if self.causal else None,
-                        job=self.search.report(model, target) if self.search else None)
+        report = Fidelity(measure=self.measure_name,
+                          passages=len(self.texts), token_ratio=ratio, zero_shot=figure,
+                          source_bpb=self.source_bpb if self.causal else None,
+                          job=self.search.report(model, target) if self.search else None)
+        if self.other is not None:
+            report.other = OtherDomain(passages=len(self.other.texts),
+                                       identical=self.other.identical_share(target),
+                                       zero_shot=self.other.measure(model, target)[0])
+        return report
 
     def add_refined(self, report: Fidelity, model: Any, target: Vocab) -> None:
         """The refined figures, beside the zero-shot ones of `report`."""
         report.refined = self.measure(model, target)[0]
         if self.search is not None and report.job is not None:
             self.search.add_refined(report.job, model, target)
+        if self.other is not None and report.other is not None:
+            report.other.refined = self.other.measure(model, target)[0]
 
 
 def batches(side: Side):
