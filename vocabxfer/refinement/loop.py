@@ -287,10 +287,11 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
             for table, values in zip(tables, rows):
                 table.index_copy_(0, trained.ids, values.detach().to(table.dtype))
 
-    start_rows = [rows.detach().clone() for rows in trained_rows_of(trained, output)
-                  if rows is not None]
-    best = None
+    best, start_rows = None, []
     if validation:
+        # Checks write the rows into the model's tables: kept to undo them.
+        start_rows = [rows.detach().clone() for rows in trained_rows_of(trained, output)
+                      if rows is not None]
         measure, items, score = job_score(objective, target_vocab, validation)
         best = BestRows(trained_rows_of(trained, output), write, measure, items,
                         lambda scored: distributed.agree(ranks, score(scored), device), model)
@@ -335,7 +336,8 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         if settings.plot is not None and ranks.writes:
             result.plot = plot_losses(result.losses, Path(settings.plot), objective.loss_axis)
     except BaseException:
-        write(start_rows)  # a check wrote rows: whatever failed leaves the model as it was
+        if start_rows:  # a check wrote rows: whatever failed leaves the model as it was
+            write(start_rows)
         raise
     finally:
         for name, parameter in model.named_parameters():
