@@ -88,8 +88,9 @@ def commit_description() -> str:
     commit = git("rev-parse", "--short=10", "HEAD")
     if not commit:
         return "unknown (not a git checkout)"
+    # The code and the scripts; not the result files a run is writing.
     changed = git("status", "--porcelain", "--", "../vocabxfer", "../csrc", "../setup.py",
-                  ".")
+                  "*.py")
     return commit + (" with uncommitted changes to the code" if changed else "")
 
 
