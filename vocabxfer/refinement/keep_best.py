@@ -84,10 +84,10 @@ def job_score(objective: Objective, vocab: Vocab, passages: Sequence[str]
 class BestRows:
     """The trained rows with the best validation score seen so far."""
 
-    def __init__(self, trained: Sequence[Optional[torch.Tensor]],
+    def __init__(self, trained: Sequence[torch.Tensor],
                  write: Callable[[List[torch.Tensor]], None], measure: str, passages: int,
                  score: Callable[[Any], float], model: Any):
-        self.trained = [tensor for tensor in trained if tensor is not None]
+        self.trained = list(trained)
         self.write, self.score, self.model = write, score, model
         self.kept = Kept(measure=measure, passages=passages)
         self.best: Optional[List[torch.Tensor]] = None

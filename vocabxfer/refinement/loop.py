@@ -25,7 +25,7 @@ import logging
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, List, Optional, Sequence, Union
+from typing import Any, List, Optional, Sequence, Tuple, Union
 
 import torch
 from tqdm.auto import tqdm
@@ -276,24 +276,20 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         return both[0] / global_count
 
     result = Refinement(steps=0, trained_rows=int(trained_ids.numel()), objective=objective.name)
-    tables = [embedding.weight]
-    if output is not None:
-        tables += [output.weight, output.bias]
-    tables = [table for table, rows in zip(tables, trained_rows_of(trained, output)) if
-              rows is not None]
+    # Each trained tensor beside the model's table it stands in for.
+    tables, trained_tensors = table_pairs(embedding, output, trained)
 
-    def write(rows: List[torch.Tensor]) -> None:
+    def write(values: List[torch.Tensor]) -> None:
         with torch.no_grad():
-            for table, values in zip(tables, rows):
-                table.index_copy_(0, trained.ids, values.detach().to(table.dtype))
+            for table, value in zip(tables, values):
+                table.index_copy_(0, trained.ids, value.detach().to(table.dtype))
 
     best, start_rows = None, []
     if validation:
         # Checks write the rows into the model's tables: kept to undo them.
-        start_rows = [rows.detach().clone() for rows in trained_rows_of(trained, output)
-                      if rows is not None]
+        start_rows = [value.detach().clone() for value in trained_tensors]
         measure, items, score = job_score(objective, target_vocab, validation)
-        best = BestRows(trained_rows_of(trained, output), write, measure, items,
+        best = BestRows(trained_tensors, write, measure, items,
                         lambda scored: distributed.agree(ranks, score(scored), device), model)
         result.kept = best.kept
     checks_done = 0
@@ -317,7 +313,7 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
                 if progress >= 1:
                     break
                 if best is not None and progress >= (checks_done + 1) / settings.checks:
-                    losses.read()
+                    losses.read()  # a diverged run stops here, never scored or kept
                     best.check(result.steps)
                     checks_done += 1
                 if rate is not None:
@@ -343,18 +339,20 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         for name, parameter in model.named_parameters():
             parameter.requires_grad_(requires_grad[name])
         model.train(was_training)
-    write(best.rows() if best is not None else
-          [rows for rows in trained_rows_of(trained, output) if rows is not None])
+    write(best.rows() if best is not None else trained_tensors)
     return result
 
 
-def trained_rows_of(trained: Trained, output: Optional[torch.nn.Linear]
-                    ) -> List[Optional[torch.Tensor]]:
-    """The trained tensors in the order of the tables they stand in for:
-    input rows, then (when the head trains) its rows and biases."""
-    if output is None:
-        return [trained.rows]
-    return [trained.rows, trained.output_rows, trained.output_bias]
+def table_pairs(embedding: Any, output: Optional[torch.nn.Linear], trained: Trained
+                ) -> Tuple[List[torch.Tensor], List[torch.Tensor]]:
+    """(the model's tables, the trained tensors standing in for their rows
+    trained.ids), in the same order: the input rows, then, when an untied
+    head trains, its rows and its biases."""
+    pairs = [(embedding.weight, trained.rows)]
+    if output is not None:
+        pairs += [(output.weight, trained.output_rows), (output.bias, trained.output_bias)]
+    pairs = [(table, value) for table, value in pairs if value is not None]
+    return [table for table, _ in pairs], [value for _, value in pairs]
 
 
 def make_optimizer(name: str, objective: Objective, trained: Trained,

@@ -16,7 +16,7 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from vocabxfer.refinement.passage_pool import WORD, rust_tokenizer
+from vocabxfer.refinement.passage_pool import WORD, encode_side, gather, rust_tokenizer
 from vocabxfer.vocabularies.vocab import Vocab
 
 # A half needs a few words to say what it is about.
@@ -45,23 +45,15 @@ def embed(model: Any, vocab: Vocab, texts: Sequence[str], what: str = "target") 
     float32 on the CPU. Batches hold texts of similar length."""
     from vocabxfer.refinement.loop import body_of
 
-    tokenizer = rust_tokenizer(vocab, MAX_TOKENS, what)
-    encodings = tokenizer.encode_batch(list(texts), add_special_tokens=True)
+    side = encode_side(rust_tokenizer(vocab, MAX_TOKENS, what), list(texts), MAX_TOKENS)
     body, device = body_of(model), model.get_input_embeddings().weight.device
-    order = sorted(range(len(texts)), key=lambda index: len(encodings[index].ids))
+    order = torch.argsort(side.lengths, stable=True)
     rows = torch.zeros(len(texts), model.get_input_embeddings().weight.shape[1])
     was_training = model.training
     model.eval()
     try:
-        for start in range(0, len(order), BATCH):
-            chosen = order[start:start + BATCH]
-            length = max(1, max(len(encodings[index].ids) for index in chosen))
-            ids = torch.zeros(len(chosen), length, dtype=torch.int64)
-            mask = torch.zeros(len(chosen), length, dtype=torch.int64)
-            for row, index in enumerate(chosen):
-                tokens = encodings[index].ids
-                ids[row, :len(tokens)] = torch.tensor(tokens, dtype=torch.int64)
-                mask[row, :len(tokens)] = 1
+        for chosen in order.split(BATCH):
+            ids, mask, _ = gather(side, chosen)
             hidden = body(input_ids=ids.to(device),
                           attention_mask=mask.to(device)).last_hidden_state.float().cpu()
             weights = mask[..., None].float()
