@@ -122,17 +122,6 @@ def fidelity(source_embeddings, target_embeddings):
     return cosines, float(hits.float().mean())
 
 
-def bootstrap_difference(first, second, resamples=2000, seed=0):
-    """Mean of first - second per passage, with a 95% paired bootstrap
-    interval."""
-    difference = first - second
-    generator = torch.Generator().manual_seed(seed)
-    picks = torch.randint(0, len(difference), (resamples, len(difference)), generator=generator)
-    means = difference[picks].mean(1).sort().values
-    return float(difference.mean()), float(means[int(0.025 * resamples)]), \
-        float(means[int(0.975 * resamples)])
-
-
 def split(passages, seed, held_out):
     """(held-out, validation, training) passages, shuffled with `seed`: every
     evaluation script splits a corpus this one way."""
@@ -499,7 +488,7 @@ def main(argv=None):
         baselines = ["mergekit-style weighted mean (## stripped)"] + [
             f"{MERGEKIT} {method}" for method in ("mean", "weighted_mean")
             if f"{MERGEKIT} {method}" in by_label]
-        comparisons[name] = {baseline: bootstrap_difference(
+        comparisons[name] = {baseline: paired_interval(
             by_label[f"fvt, {best}"]["cosines"], by_label[baseline]["cosines"])
             for baseline in baselines}
         for entry in refined(corpus, teacher, model_dir, best, args.seed, args.quick,

@@ -13,7 +13,9 @@ from typing import Any, Callable, List, Optional, Sequence, Tuple
 
 import torch
 
+from vocabxfer.refinement.fidelity import encode, passage_nats
 from vocabxfer.refinement.objectives import Objective
+from vocabxfer.refinement.retrieval import halves, search
 from vocabxfer.vocabularies.vocab import Vocab
 
 
@@ -62,8 +64,6 @@ def job_score(objective: Objective, vocab: Vocab, passages: Sequence[str]
     model): search MRR between the passages' halves for an encoder, minus
     the next-token loss per token for a causal LM."""
     if objective.fidelity_measure == "bpb ratio":
-        from vocabxfer.refinement.fidelity import encode, passage_nats
-
         side = encode(vocab, list(passages), "target")
         tokens = float(side.lengths.sum())
 
@@ -71,8 +71,6 @@ def job_score(objective: Objective, vocab: Vocab, passages: Sequence[str]
             return -float(passage_nats(model, side, vocab).sum()) / max(tokens, 1.0)
 
         return "next-token loss", len(passages), score
-    from vocabxfer.refinement.retrieval import halves, search
-
     queries, documents = halves(passages)
 
     def score(model: Any) -> float:
