@@ -11,7 +11,8 @@ import sys
 import pytest
 
 from vocabxfer import RefineSettings, TokenizerTraining, load_vocab, transfer_model
-from vocabxfer.refinement.fidelity import REPORT_FILE, FidelityProbe, hold_out
+from vocabxfer.refinement.fidelity import REPORT_FILE, FidelityProbe
+from vocabxfer.training.corpus import hold_out
 from vocabxfer.cli.jobs import transfer_to_folder
 
 from .conftest import save_bert_folder, tiny_bert, wordpiece_tokenizer

@@ -38,10 +38,9 @@ import eval_lm  # noqa: E402
 
 import vocabxfer  # noqa: E402
 from vocabxfer.cli.demo import minilm_folder, python_docs_corpus  # noqa: E402
-from vocabxfer.cli.jobs import sample_passages  # noqa: E402
-from vocabxfer.refinement.fidelity import FidelityProbe, hold_out  # noqa: E402
+from vocabxfer.refinement.fidelity import FidelityProbe  # noqa: E402
 from vocabxfer.refinement.retrieval import paired_interval, search  # noqa: E402
-from vocabxfer.training.corpus import iter_passages  # noqa: E402
+from vocabxfer.training.corpus import hold_out, iter_passages, sample_passages  # noqa: E402
 from vocabxfer.training.extension import readable  # noqa: E402
 
 

@@ -1,6 +1,7 @@
-"""The command line: argument parsing (main), the complete jobs behind each
-command (jobs: every input checked before the first long step, the folder
-written whole), and the demo on its embedded default."""
+"""The command line: argument parsing (main), a transfer's inputs checked
+and read once before the first long step (inputs), the complete jobs behind
+each command (jobs: each step shown, the folder written whole), and the demo
+on its embedded default."""
 
 from vocabxfer.cli.main import main
 

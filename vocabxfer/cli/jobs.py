@@ -8,33 +8,31 @@ import time
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
 from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input_path
 from vocabxfer.checkpoints.saving import save, save_tokenizer
-from vocabxfer.checkpoints.streamed import has_safetensors, transfer_checkpoint
-from vocabxfer.errors import VocabxferError
+from vocabxfer.checkpoints.streamed import transfer_checkpoint
+from vocabxfer.cli.inputs import read_transfer_inputs
 from vocabxfer.initialisation.options import InitOptions
 from vocabxfer.initialisation.plan import InitPlan
-from vocabxfer.models.devices import DeviceLike, resolve_device
+from vocabxfer.models.devices import DeviceLike
 from vocabxfer.models.in_memory import transfer_model
 from vocabxfer.models.loading import load_config, load_model, model_location
 from vocabxfer.refinement import distributed
-from vocabxfer.refinement.fidelity import (HELD_OUT_PASSAGES, REPORT_FILE, Fidelity,
-                                           FidelityProbe, hold_out)
+from vocabxfer.refinement.fidelity import REPORT_FILE, Fidelity, FidelityProbe
 from vocabxfer.refinement.loop import Refinement, refine
 from vocabxfer.refinement.settings import RefineSettings
-from vocabxfer.training.corpus import (Reservoir, check_corpus, corpus_paths, iter_passages,
-                                       read_texts)
+from vocabxfer.training.corpus import (check_corpus, corpus_paths, hold_out, iter_passages,
+                                       sample_passages)
 from vocabxfer.training.extension import TokenizerExtension, check_add, extend_tokenizer
 from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
 from vocabxfer.vocabularies.matching import TokenMap
 from vocabxfer.vocabularies.readers import VocabSource, load_vocab
 
 PathLike = Union[str, os.PathLike]
-FINGERPRINT_BYTES = 65536
 
 
 @dataclass
@@ -147,104 +145,42 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
     Raises VocabxferError (or one of its kinds) for bad input, OSError for
     files, FileExistsError for an output folder that exists.
     """
-    for name, value, kind in (("initialisation", initialisation, InitOptions),
-                              ("training", training, TokenizerTraining)):
-        if not isinstance(value, kind):
-            raise VocabxferError(f"{name} must be an {kind.__name__} object, got a "
-                                 f"{type(value).__name__}")
-    if refinement is not None and not isinstance(refinement, RefineSettings):
-        raise VocabxferError(f"refinement must be a RefineSettings or None, got a "
-                             f"{type(refinement).__name__}")
-    if (tokenizer is None) == (corpus is None):
-        raise VocabxferError("give either the target tokenizer or a corpus to train it on")
-    ranks = distributed.current()
-    if tokenizer is None and ranks.world > 1:
-        raise VocabxferError("in a distributed job every rank must read the same target "
-                             "tokenizer, and training one is not bit-for-bit repeatable: train "
-                             "it first (vocabxfer train-tokenizer) and pass it (--tokenizer)")
+    inputs = read_transfer_inputs(
+        model, out_dir, tokenizer=tokenizer, corpus=corpus, initialisation=initialisation,
+        refinement=refinement, refine_corpus=refine_corpus, training=training, device=device,
+        overwrite=overwrite, fidelity=fidelity, other_domain=other_domain)
     refining = refinement is not None
-    if ranks.world > 1 and not refining:
-        raise VocabxferError("this process is one rank of a distributed job, but only "
-                             "refinement runs on several: without it every rank would write "
-                             "the same folder; run the transfer in one process, or refine")
-    if not refining and refine_corpus is not None:
-        raise VocabxferError("refine_corpus (--refine-corpus) is given but no refinement is "
-                             "asked for; pass refinement=RefineSettings(...) (--refine, "
-                             "--refine-steps N or --refine-seconds S) too, or leave it out")
-    out_path = check_output_folder(out_dir, overwrite)
-    plot_path = refinement.plot if refining else None
-    resolved_device = resolve_device(device)
-    location = model_location(model)
-    model_folder = Path(location) if Path(location).is_dir() else None
-    # --force replaces the output folder: never one that holds what this
-    # run reads or writes beside it.
-    inputs = {"the input model folder": model_folder,
-              "the target tokenizer": input_path(tokenizer), "the loss plot": plot_path}
-    for what, files in (("the corpus file", corpus), ("the refine corpus file", refine_corpus),
-                        ("the other domain's file", other_domain)):
-        for file in ([] if files is None else
-                     [files] if isinstance(files, (str, os.PathLike)) else files):
-            inputs[f"{what} {file}"] = input_path(file)
-    check_apart(out_path, inputs)
-    config = load_config(location)
-    target = load_vocab(tokenizer) if tokenizer is not None else None
-    if corpus is not None:
-        check_corpus(corpus_paths(corpus))
-    refine_texts = refine_corpus if refine_corpus is not None else corpus
-    if refining:
-        if refine_texts is None:
-            raise VocabxferError("refining needs text: give refine_corpus (--refine-corpus) or "
-                                 "a corpus")
-        check_corpus(corpus_paths(refine_texts))
-    if other_domain is not None:
-        check_corpus(corpus_paths(other_domain))
-    if ranks.world > 1:
-        distributed.check_agreement(ranks, job_settings(
-            config, target, refine_texts if refining else None,
-            initialisation=initialisation, refinement=refinement, fidelity=fidelity))
-
-    streaming = model_folder is not None and has_safetensors(model_folder) and not refining
-    fidelity_texts = refine_texts if refining else corpus
-    measuring = fidelity and not streaming and fidelity_texts is not None
-    # The text refinement reads, read once: held-out passages come out of it.
-    passages = read_texts(list(corpus_paths(refine_texts))) if refining else None
-    held_out = hold_out(passages if passages is not None else
-                        iter_passages(corpus_paths(fidelity_texts)),
-                        seed=initialisation.seed) if measuring else []
-    measuring = measuring and bool(held_out)  # a corpus too small to spare any
-    probe = None
+    target, probe = inputs.target, None
     measured: Optional[Fidelity] = None
-    steps = Steps(total=(1 if streaming else 3) + (corpus is not None) + refining +
-                  (2 + refining) * measuring,
+    steps = Steps(total=(1 if inputs.streaming else 3) + (corpus is not None) + refining +
+                  (2 + refining) * inputs.measuring,
                   show=show_progress)
-    plan_options = dict(initialisation.keywords(), device=resolved_device)
+    plan_options = dict(initialisation.keywords(), device=inputs.device)
     trained = refined = None
     try:
         if target is None:
             with steps.step("train tokenizer"):
                 target = load_vocab(train_tokenizer(
                     corpus, training.vocab_size, training.min_frequency, model=training.model,
-                    like=location, show_progress=False, exclude=held_out))
+                    like=inputs.location, show_progress=False, exclude=inputs.held_out))
                 trained = target.name
-        if streaming:
+        if inputs.streaming:
             with steps.step("stream the checkpoint"):
-                streamed = transfer_checkpoint(model_folder, target, out_path,
+                streamed = transfer_checkpoint(inputs.location, target, inputs.out_path,
                                                overwrite=overwrite, link=link, **plan_options)
             return FolderTransfer(path=streamed.path, token_map=streamed.token_map,
                                   plan=streamed.plan, tensors=streamed.tensors,
                                   seconds=steps.seconds, trained_tokenizer=trained,
                                   weight_files=streamed.weight_files())
-        source = load_vocab(location)  # the one reading of the source tokenizer
+        source = load_vocab(inputs.location)  # the one reading of the source tokenizer
         with steps.step("load model"):
-            loaded = load_model(location, resolved_device)
+            loaded = load_model(inputs.location, inputs.device)
             teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
                 if refining else None
-        if measuring:
+        if inputs.measuring:
             # Before the transfer changes the model: the source's side.
             with steps.step("measure the source"):
-                probe = FidelityProbe(loaded, source, held_out, sample_passages(
-                    corpus_paths(other_domain), initialisation.seed)
-                    if other_domain is not None else None)
+                probe = FidelityProbe(loaded, source, inputs.held_out, inputs.other_passages)
         with steps.step("match and initialise"):
             result = transfer_model(loaded, source, target, **plan_options)
         if probe is not None:
@@ -252,13 +188,11 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
                 measured = probe.report(loaded, target)
         if refining:
             with steps.step("refine"):
-                excluded = set(held_out)
-                refined = refine(loaded, teacher_rows, result,
-                                 [passage for passage in passages if passage not in excluded],
-                                 dataclasses.replace(refinement, plot=plot_path,
+                refined = refine(loaded, teacher_rows, result, inputs.refine_passages,
+                                 dataclasses.replace(refinement,
                                                      show_progress=show_progress and
                                                      refinement.show_progress),
-                                 device=resolved_device,
+                                 device=inputs.device,
                                  keep=keep if keep and reads_text_to_keep(loaded) else None)
                 del teacher_rows
             if probe is not None:
@@ -267,20 +201,13 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
             # In a distributed job every rank holds the same model; rank 0 writes it.
-            path = save(result.model, target, out_path, overwrite=overwrite,
-                        extra_files=extra) if ranks.writes else out_path
+            path = save(result.model, target, inputs.out_path, overwrite=overwrite,
+                        extra_files=extra) if distributed.current().writes else inputs.out_path
     finally:
         steps.close()
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,
                           tensors=result.tensors, seconds=steps.seconds,
                           trained_tokenizer=trained, refinement=refined, fidelity=measured)
-
-
-def sample_passages(paths: Sequence[Path], seed: int,
-                    count: int = HELD_OUT_PASSAGES) -> List[str]:
-    """Up to `count` distinct passages of the files, drawn uniformly (a
-    reservoir: the files are streamed)."""
-    return Reservoir.of(dict.fromkeys(iter_passages(paths)), count, seed).sample
 
 
 def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLike],
@@ -354,37 +281,6 @@ def reads_text_to_keep(model: Any) -> bool:
     from vocabxfer.refinement.objectives import objective_for
 
     return objective_for(model).trains_output
-
-
-def file_fingerprint(path: Path) -> Tuple[int, bytes, bytes]:
-    """Size, first and last 64 KiB of a file: the same file on every rank
-    gives the same, cheaply, however large it is."""
-    size = path.stat().st_size
-    with open(path, "rb") as handle:
-        head = handle.read(FINGERPRINT_BYTES)
-        handle.seek(max(0, size - FINGERPRINT_BYTES))
-        tail = handle.read(FINGERPRINT_BYTES)
-    return size, head, tail
-
-
-def job_settings(config: Any, target: Any, refine_texts: Optional[Sequence[PathLike]],
-                 **options: Any) -> Dict[str, object]:
-    """What every rank of a distributed job must agree on: the options, the
-    model's config, the target vocabulary and the refine corpus's files."""
-    settings: Dict[str, object] = {}
-    for name, value in options.items():
-        if dataclasses.is_dataclass(value):  # each field by name: say which one differs
-            settings.update({f"{name}.{field.name}": repr(getattr(value, field.name))
-                             for field in dataclasses.fields(value)})
-        else:
-            settings[name] = repr(value)
-    settings["the model's config"] = sorted(
-        (key, repr(value)) for key, value in config.to_dict().items()
-        if not key.startswith("_name"))
-    settings["the target tokenizer"] = target.tokens if target is not None else None
-    settings["the refine corpus"] = None if refine_texts is None else [
-        file_fingerprint(path) for path in corpus_paths(refine_texts)]
-    return settings
 
 
 def train_tokenizer_to_folder(corpus: Sequence[PathLike], out_dir: PathLike, *,

@@ -23,7 +23,7 @@ refinement.
 import json
 import math
 from dataclasses import asdict, dataclass
-from typing import Any, Iterable, List, Optional, Tuple
+from typing import Any, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -32,29 +32,14 @@ from vocabxfer.refinement.objectives import objective_for
 from vocabxfer.refinement.passage_pool import (Side, encode_side, gather, longest_token,
                                                pool_words, rust_tokenizer, within_reach)
 from vocabxfer.refinement.retrieval import Retrieval, RetrievalProbe
-from vocabxfer.training.corpus import Reservoir
 from vocabxfer.vocabularies.vocab import Vocab
 
-HELD_OUT_PASSAGES, MIN_HELD_OUT = 200, 20
 # Fewer queries than this say nothing about search.
 MIN_QUERIES = 20
 # Enough text to judge a word's context, short enough that both tokenizers
 # read all of it within MAX_TOKENS (passages they would cut are left out).
 WORDS_PER_PASSAGE, MAX_TOKENS, BATCH = 48, 192, 16
 REPORT_FILE = "vocabxfer_fidelity.json"
-
-
-def hold_out(passages: Iterable[str], count: int = HELD_OUT_PASSAGES,
-             seed: int = 0) -> List[str]:
-    """A uniform random sample of up to `count` distinct passages, at most a
-    tenth of the corpus (the rest must still teach), read in one pass (a
-    reservoir), so a corpus larger than memory works. Empty for a corpus
-    too small to spare MIN_HELD_OUT passages."""
-    reservoir = Reservoir.of(passages, count, seed)
-    sample = list(dict.fromkeys(reservoir.sample))
-    reservoir.random.shuffle(sample)
-    keep = min(len(sample), reservoir.count // 10)
-    return sample[:keep] if keep >= MIN_HELD_OUT else []
 
 
 @dataclass

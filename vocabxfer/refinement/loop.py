@@ -37,7 +37,6 @@ from vocabxfer.models.in_memory import ModelTransfer, check_fits
 from vocabxfer.refinement import distributed
 from vocabxfer.refinement.backend import attention_for_training, graphs_step, uses_bf16
 from vocabxfer.refinement.budget import Horizon
-from vocabxfer.refinement.fidelity import hold_out
 from vocabxfer.refinement.graphed_step import GraphedStep
 from vocabxfer.refinement.keep_best import BestRows, Kept, job_score
 from vocabxfer.refinement.objectives import OBJECTIVES, Objective, Trained, objective_for
@@ -47,7 +46,7 @@ from vocabxfer.refinement.row_adam import RowAdam
 from vocabxfer.refinement.settings import RefineSettings
 from vocabxfer.refinement.sharding import is_sharded
 from vocabxfer.refinement.step_losses import StepLosses
-from vocabxfer.training.corpus import Texts, read_texts
+from vocabxfer.training.corpus import Texts, hold_out, read_texts
 from vocabxfer.vocabularies.matching import TokenMap
 
 logger = logging.getLogger(__name__)

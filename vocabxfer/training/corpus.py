@@ -10,6 +10,10 @@ from typing import Iterable, Iterator, List, Sequence, Union
 
 from vocabxfer.errors import CorpusError
 
+# Passages set aside to measure with: at most this many, and none from a
+# corpus too small to spare this few.
+HELD_OUT_PASSAGES, MIN_HELD_OUT = 200, 20
+
 CorpusFiles = Union[str, os.PathLike, Sequence[Union[str, os.PathLike]]]
 
 
@@ -108,3 +112,23 @@ class Reservoir:
         for item in items:
             reservoir.add(item)
         return reservoir
+
+
+def hold_out(passages: Iterable[str], count: int = HELD_OUT_PASSAGES,
+             seed: int = 0) -> List[str]:
+    """A uniform random sample of up to `count` distinct passages, at most a
+    tenth of the corpus (the rest must still teach), read in one pass (a
+    reservoir), so a corpus larger than memory works. Empty for a corpus
+    too small to spare MIN_HELD_OUT passages."""
+    reservoir = Reservoir.of(passages, count, seed)
+    sample = list(dict.fromkeys(reservoir.sample))
+    reservoir.random.shuffle(sample)
+    keep = min(len(sample), reservoir.count // 10)
+    return sample[:keep] if keep >= MIN_HELD_OUT else []
+
+
+def sample_passages(paths: Sequence[Path], seed: int,
+                    count: int = HELD_OUT_PASSAGES) -> List[str]:
+    """Up to `count` distinct passages of the files, drawn uniformly (a
+    reservoir: the files are streamed)."""
+    return Reservoir.of(dict.fromkeys(iter_passages(paths)), count, seed).sample
