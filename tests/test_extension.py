@@ -20,7 +20,8 @@ from vocabxfer import RefineSettings, VocabxferError, extend_tokenizer
 from vocabxfer.cli.jobs import extend_to_folder
 from vocabxfer.cli.main import main
 from vocabxfer.training import extension as extension_module
-from vocabxfer.training.extension import Candidate
+from vocabxfer.training import continued_bpe
+from vocabxfer.training.continued_bpe import ContinuedMerges
 
 from .conftest import byte_level_tokenizer
 
@@ -109,9 +110,8 @@ def test_text_that_needs_no_new_token_is_tokenized_as_before(sources, corpora, m
     assert all(encode(extended, text) == encode(source, text) for text in english_only)
 
 
-def test_rank_dead_candidates_are_found_left_out_and_replaced(tmp_path, monkeypatch):
-    """A source that merges a+b first and ab+c next never lets b meet c:
-    an appended merge b+c is rank-dead; c+a, which nothing shadows, lives."""
+def rank_dead_setup(tmp_path):
+    """A source that merges a+b first and ab+c next never lets b meet c."""
     from transformers import PreTrainedTokenizerFast
 
     tokens = ["<s>", "a", "b", "c", "Ġ", "ab", "abc"]
@@ -119,14 +119,81 @@ def test_rank_dead_candidates_are_found_left_out_and_replaced(tmp_path, monkeypa
         tokens, merges=[("a", "b"), ("ab", "c")]), bos_token="<s>")
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("abc ca\nabc abc ca\n" * 10, encoding="utf-8")
-    monkeypatch.setattr(extension_module, "_candidates", lambda *args: [
-        Candidate("bc", parts=("b", "c")), Candidate("ca", parts=("c", "a")),
-        Candidate("Ġca", parts=("Ġ", "ca"))])
+    return source, corpus
+
+
+def test_rank_dead_candidates_are_found_left_out_and_replaced(tmp_path, monkeypatch):
+    """The check behind the learner: an appended merge b+c is rank-dead
+    (b never meets c) and is left out; c+a, which nothing shadows, lives."""
+    source, corpus = rank_dead_setup(tmp_path)
+    monkeypatch.setattr(extension_module, "learn_merges", lambda *args, **kwargs:
+                        ContinuedMerges(merges=[("b", "c"), ("c", "a"), ("Ġ", "ca")]))
     result = extend_tokenizer(source, [corpus], 2, show_progress=False)
     assert result.rank_dead == ["bc"]
     assert result.added == ["ca", "Ġca"]  # the dead one's place went to the next candidate
     assert result.steps_only == 1 and result.emitted == 1  # ca only inside Ġca
     assert "1 candidates were never produced and were left out (rank-dead" in str(result)
+
+
+def test_merges_learned_on_the_source_segmentation_are_never_rank_dead(tmp_path):
+    """The same source and corpus, learned for real: b+c is never learned,
+    since b and c never meet in the source's segmentation."""
+    source, corpus = rank_dead_setup(tmp_path)
+    result = extend_tokenizer(source, [corpus], 2, show_progress=False)
+    assert result.added == ["ca", "Ġca"] and result.rank_dead == []
+
+
+def naive_continued_bpe(encoder, passages, count, existing, keep):
+    """The oracle: every pair recounted from scratch after each merge."""
+    words = []
+    for passage in passages:
+        encoding = encoder.encode(passage, add_special_tokens=False)
+        by_word = {}
+        for token, index in zip(encoding.tokens, encoding.word_ids):
+            by_word.setdefault(index, []).append(token)
+        words += list(by_word.values())
+    kept_pairs = set()
+    for passage in keep:
+        encoding = encoder.encode(passage, add_special_tokens=False)
+        by_word = {}
+        for token, index in zip(encoding.tokens, encoding.word_ids):
+            by_word.setdefault(index, []).append(token)
+        kept_pairs |= {pair for word in by_word.values() for pair in zip(word, word[1:])}
+    taken, merges = set(existing), []
+    while len(merges) < count:
+        counts = {}
+        for word in words:
+            for pair in zip(word, word[1:]):
+                counts[pair] = counts.get(pair, 0) + 1
+        allowed = [(-number, pair) for pair, number in counts.items()
+                   if number >= 2 and pair not in kept_pairs and pair[0] + pair[1] not in taken]
+        if not allowed:
+            break
+        _, pair = min(allowed)
+        merges.append(pair)
+        taken.add(pair[0] + pair[1])
+        words = [continued_bpe.merged(word, pair, pair[0] + pair[1]) for word in words]
+    return merges
+
+
+@pytest.mark.parametrize("keep", [False, True])
+def test_continued_bpe_learns_what_recounting_every_pair_learns(sources, corpora, keep):
+    source = sources["bpe"]
+    english, korean = corpora
+    passages = korean.read_text(encoding="utf-8").splitlines()[:400]
+    kept_text = english.read_text(encoding="utf-8").splitlines()[:200] + \
+        lines(KOREAN[:3], 20, 3) if keep else []
+    encoder = source.backend_tokenizer
+    learned = continued_bpe.learn_merges(encoder, passages, 80, existing=set(source.vocab),
+                                         keep=kept_text)
+    assert learned.merges == naive_continued_bpe(encoder, passages, 80, source.vocab,
+                                                 kept_text)
+    assert len(learned.merges) == 80
+    if keep:  # the text to keep is read exactly as before
+        assert learned.kept_text
+        extended = extend_tokenizer(source, [korean], 80, keep=kept_text,
+                                    show_progress=False).tokenizer
+        assert all(encode(extended, text) == encode(source, text) for text in kept_text)
 
 
 @pytest.mark.parametrize("add", [0, -3, True, 2.5, 10 ** 9])

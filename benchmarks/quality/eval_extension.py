@@ -190,7 +190,7 @@ def main() -> None:
     table = []
     for row in rows:
         cells = [row["method"], f"{row['tokens']:,}", f"{row['domain']:.4f}",
-                 f"{row['domain_token_ratio']:.3f}x", f"{row['other_identical']:.1%}",
+                 f"{row['domain_token_ratio']:.4f}x", f"{row['other_identical']:.1%}",
                  f"{row['other']:.4f}"]
         if "mrr" in row:
             low_high = row["mrr_vs_source"]

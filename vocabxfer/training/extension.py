@@ -1,17 +1,19 @@
 """Extend a tokenizer: keep every token it has, add the domain's after them.
 
 The new tokens are learned on the corpus with the source tokenizer's own
-model and pipeline (a tokenizer is trained "like" the source, and its
-vocabulary is read as candidates), then written into a copy of the source
-tokenizer itself, never through ``add_tokens`` (added tokens are matched
-before the pre-tokenizer: spacing breaks, and the model never produces
-them):
+model and pipeline, then written into a copy of the source tokenizer
+itself, never through ``add_tokens`` (added tokens are matched before the
+pre-tokenizer: spacing breaks, and the model never produces them):
 
-- byte-level BPE (GPT-2, Llama-3, Qwen, SmolLM2) and other BPEs: the
-  candidate merges are appended after the source's, in the order they were
-  learned; each adds one token;
-- WordPiece: new entries (greedy longest match then reads them);
-- Unigram: new pieces, with the scores the trained model gave them.
+- byte-level BPE (GPT-2, Llama-3, Qwen, SmolLM2) and other BPEs: merges
+  learned on the source's own segmentation of the corpus (BPE training
+  continued from where the source's merges stop, ``continued_bpe.py``),
+  appended after the source's in the order they were learned; each adds
+  one token;
+- WordPiece: new entries of a WordPiece trained like the source (greedy
+  longest match then reads them);
+- Unigram: new pieces of a Unigram trained like the source, with the scores
+  it gave them.
 
 Ids 0 .. V-1 stay the source's: same strings, same ids, same special
 tokens. A text whose new encoding holds none of the new tokens is encoded
@@ -28,12 +30,14 @@ text with numbers is read.
 
 Text to keep (``keep``: another domain's passages the caller wants read
 exactly as before) is encoded beside the corpus in each round: a candidate
-it would emit is left out too, and counted.
+it would emit is left out too, and counted (a BPE merge of two tokens that
+meet in it is never learned).
 
 Every new token must be produced when the corpus is encoded. An appended
-BPE merge can be "rank-dead": the source's own merges, which rank first,
-segment the text so that its two parts never meet. Each round encodes the
-corpus, keeps the tokens produced (emitted, or a step of a longer new token
+BPE merge learned on a fresh tokenizer can be "rank-dead": the source's own
+merges, which rank first, segment the text so that its two parts never
+meet (merges learned on the source's segmentation cannot be, but it is
+checked all the same). Each round encodes the corpus, keeps the tokens produced (emitted, or a step of a longer new token
 that is emitted), leaves the others out, fills the places with the next
 candidates, and says how many were left out and why.
 """
@@ -46,6 +50,7 @@ from dataclasses import dataclass, field
 from typing import Any, Collection, Dict, List, Optional, Sequence, Tuple
 
 from vocabxfer.errors import VocabError, VocabxferError
+from vocabxfer.training.continued_bpe import joiner, learn_merges
 from vocabxfer.training.corpus import CorpusFiles, check_corpus, corpus_paths, iter_passages
 from vocabxfer.training.tokenizer import MAX_VOCAB_SIZE, backend_document, train_tokenizer
 from vocabxfer.vocabularies import families
@@ -55,8 +60,9 @@ logger = logging.getLogger(__name__)
 
 MODEL_TYPES = ("BPE", "WordPiece", "Unigram")
 MAX_ADD = 2 ** 20
-# Passages of the corpus encoded to find which new tokens are produced.
-CHECK_PASSAGES = 50_000
+# Passages of the corpus that BPE merges are learned on, and that are
+# encoded to find which new tokens are produced.
+SAMPLE_PASSAGES = 200_000
 ROUNDS = 6
 
 
@@ -187,15 +193,27 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
     paths = corpus_paths(files)
     check_corpus(paths)
     excluded = set(exclude)
-    sample = [passage for passage in _first_passages(paths, excluded, CHECK_PASSAGES)]
-
-    candidates = _candidates(vocab, document, model_type, files, add, min_frequency,
-                             excluded, show_progress)
-    refused = 0
-    if reads_digits_one_by_one(vocab.tokens, vocab.continuation_prefix,
-                               vocab.all_special_tokens):
+    sample = list(_first_passages(paths, excluded, SAMPLE_PASSAGES))
+    refuse = (lambda token: joins_a_digit(token, vocab.continuation_prefix)) \
+        if reads_digits_one_by_one(vocab.tokens, vocab.continuation_prefix,
+                                   vocab.all_special_tokens) else None
+    keep_users: List[str] = []
+    if model_type == "BPE":
+        # Learned where the appended merges will fire: on the source's own
+        # segmentation of the corpus (see continued_bpe.py).
+        model = document["model"]
+        join = joiner(model.get("continuing_subword_prefix"))
+        learned = learn_merges(_encoder(document), sample, add + max(16, add // 50),
+                               existing=set(vocab.ids), min_frequency=min_frequency, keep=keep,
+                               refuse=refuse, join=join, show_progress=show_progress)
+        candidates = [Candidate(join(left, right), parts=(left, right))
+                      for left, right in learned.merges]
+        refused, keep_users = len(learned.refused), list(learned.kept_text)
+    else:
+        candidates = _candidates(vocab, document, model_type, files, add, min_frequency,
+                                 excluded, show_progress)
         kept_candidates = [candidate for candidate in candidates
-                           if not joins_a_digit(candidate.token, vocab.continuation_prefix)]
+                           if refuse is None or not refuse(candidate.token)]
         refused = len(candidates) - len(kept_candidates)
         candidates = kept_candidates
     if not candidates:
@@ -203,8 +221,7 @@ def extend_tokenizer(source: VocabSource, files: CorpusFiles, add: int, *,
                              "add (the source already holds every piece the corpus needs)")
     kept: List[Candidate] = []
     dead: List[str] = []
-    keep_users: List[str] = []
-    keep_sample = list(keep)[:CHECK_PASSAGES]
+    keep_sample = list(keep)[:SAMPLE_PASSAGES]
     position = 0
 
     def check():
@@ -265,9 +282,10 @@ def _first_passages(paths, excluded, count):
 
 def _candidates(vocab, document, model_type: str, files, add: int, min_frequency: int,
                 excluded, show_progress: bool) -> List[Candidate]:
-    """Tokens the source lacks, learned on the corpus with the source's own
-    model and pipeline, in the order the trained model ranks them; the
-    trained vocabulary grows until it offers a few times `add` of them."""
+    """WordPiece entries or Unigram pieces the source lacks, learned on the
+    corpus by a tokenizer trained like the source (its model and pipeline),
+    in the order the trained model ranks them; the trained vocabulary grows
+    until it offers a few times `add` of them."""
     source_tokens = vocab.ids
     base = len(document.get("added_tokens") or []) + 256
     size = min(MAX_VOCAB_SIZE, base + 3 * add)
@@ -277,11 +295,7 @@ def _candidates(vocab, document, model_type: str, files, add: int, min_frequency
                                   show_progress=show_progress, exclude=excluded)
         trained_document = json.loads(trained.backend_tokenizer.to_str())
         model = trained_document["model"]
-        if model_type == "BPE":
-            candidates = [Candidate(left + right, parts=(left, right))
-                          for left, right in (_merge_pair(merge) for merge in model["merges"])
-                          if left + right not in source_tokens]
-        elif model_type == "WordPiece":
+        if model_type == "WordPiece":
             ordered = sorted(model["vocab"].items(), key=lambda item: item[1])
             added = set(_added_contents(trained_document))
             candidates = [Candidate(token) for token, _ in ordered
@@ -300,13 +314,6 @@ def _candidates(vocab, document, model_type: str, files, add: int, min_frequency
 
 def _added_contents(document) -> List[str]:
     return [token.get("content") for token in document.get("added_tokens") or []]
-
-
-def _merge_pair(merge: Any) -> Tuple[str, str]:
-    if isinstance(merge, str):
-        left, _, right = merge.partition(" ")
-        return left, right
-    return merge[0], merge[1]
 
 
 def _fill(kept: List[Candidate], candidates: List[Candidate], position: int, add: int,
