@@ -6,12 +6,13 @@ the best rows seen (the zero-shot start included)."""
 import copy
 import json
 import random
+import time
 
 import pytest
 import torch
 
 from vocabxfer import VocabxferError, load_vocab, match_vocab, refine
-from vocabxfer.refinement import keep_best, retrieval
+from vocabxfer.refinement import keep_best, loop, retrieval
 from vocabxfer.refinement.fidelity import FidelityProbe
 from vocabxfer.refinement.objectives import OBJECTIVES, contrastive_loss, similarity_loss
 from vocabxfer.refinement.retrieval import halves, paired_interval, search
@@ -149,6 +150,33 @@ def test_the_best_rows_seen_are_kept(pair, monkeypatch):
     after = student.get_input_embeddings().weight.detach()[new]
     assert torch.equal(after, kept_rows[6][0])
     assert not torch.equal(after, kept_rows[12][0])
+
+
+@pytest.mark.parametrize("checks, one_check, seconds, affordable", [
+    (4, 3.4, 60.0, 1),  # the demo: start and end only
+    (4, 1.8, 180.0, 4),  # as asked
+    (4, 100.0, 10.0, 1),  # the end is always checked
+    (10, 0.5, 20.0, 5),  # 6 checks of 0.5 s fit 15% of 20 s
+])
+def test_a_time_budget_affords_the_checks_that_fit_its_share(checks, one_check, seconds,
+                                                             affordable):
+    assert loop.affordable_checks(checks, one_check, seconds) == affordable
+
+
+def test_slow_checks_in_a_short_budget_are_fewer_and_say_so(pair, monkeypatch):
+    teacher, student, source, target = pair
+
+    def slow(objective, vocab, texts):
+        def score(model):
+            time.sleep(0.3)
+            return 0.5
+        return "MRR", len(texts), score
+
+    monkeypatch.setattr("vocabxfer.refinement.loop.job_score", slow)
+    result = refine(student, teacher, match_vocab(source, target), passages(400),
+                    seconds=2.0, batch_size=8, show_progress=False)
+    assert [check.step for check in result.kept.checks] == [0, result.steps]
+    assert "2 checks took 1 s, as many as fit 15% of the time budget" in str(result)
 
 
 def test_validation_passages_are_never_drawn_for_a_step(pair, monkeypatch):

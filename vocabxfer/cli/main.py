@@ -248,7 +248,8 @@ def add_refinement_choices(parser: argparse.ArgumentParser) -> None:
                              "causal LM, words for an encoder; see docs/reference.md)")
     parser.add_argument("--refine-checks", type=int, default=4, metavar="N",
                         help="take the job measure on validation passages set aside from the "
-                             "corpus at the start, every 1/N of the run and at its end, and "
+                             "corpus at the start, every 1/N of the run and at its end "
+                             "(fewer when they would take over 15%% of a time budget), and "
                              "keep the best rows seen, the start included (default 4; 0: "
                              "keep the last rows)")
 

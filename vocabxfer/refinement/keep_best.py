@@ -37,6 +37,7 @@ class Kept:
     checks: List[Check] = field(default_factory=list)
     kept_step: Optional[int] = None
     seconds: float = 0.0  # the checks' share of the run's time
+    share_limit: Optional[float] = None  # set when fewer checks fit the time budget
 
     @property
     def start(self) -> Optional[Check]:
@@ -47,6 +48,8 @@ class Kept:
             return ""
         kept = next(check for check in self.checks if check.step == self.kept_step)
         cost = f"; {len(self.checks)} checks took {self.seconds:.0f} s"
+        if self.share_limit is not None:
+            cost += f", as many as fit {self.share_limit:.0%} of the time budget"
         if self.kept_step == 0:
             return (f"no check on {self.passages} validation passages beat the zero-shot start "
                     f"({self.measure} {self.format(self.start.score)}); kept the start" + cost)

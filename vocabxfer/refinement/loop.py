@@ -52,6 +52,9 @@ from vocabxfer.vocabularies.matching import TokenMap
 logger = logging.getLogger(__name__)
 
 MIN_PASSAGES = 8
+# The validation checks' share of a time budget, at most: a second spent
+# checking is a second not spent training.
+CHECK_SHARE = 0.15
 # Passages tokenised to choose from: a few times what the run reads; with a
 # time budget the steps are not known, so a pool that a fast device would
 # read a few times over in a minute.
@@ -302,8 +305,14 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         losses = StepLosses(trained.parameters(), lr, bar)
         picks = pool.picks(settings.batch_size, ranks.share)  # every rank: the same batches
         step = GraphedStep(one_step) if graphed else one_step
+        checks = settings.checks
         if best is not None:
             best.check(0)  # the zero-shot start
+            if seconds is not None:
+                checks = affordable_checks(checks, best.kept.seconds, seconds)
+                checks = int(distributed.agree(ranks, checks, device))  # the clocks differ
+                if checks < settings.checks:
+                    best.kept.share_limit = CHECK_SHARE
         with attention_for_training(device):
             while True:
                 progress = horizon.progress(result.steps)
@@ -311,7 +320,7 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
                     progress = distributed.agree(ranks, progress, device)
                 if progress >= 1:
                     break
-                if best is not None and progress >= (checks_done + 1) / settings.checks:
+                if best is not None and progress >= (checks_done + 1) / checks:
                     losses.read()  # a diverged run stops here, never scored or kept
                     best.check(result.steps)
                     checks_done += 1
@@ -340,6 +349,14 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
         model.train(was_training)
     write(best.rows() if best is not None else trained_tensors)
     return result
+
+
+def affordable_checks(checks: int, one_check: float, seconds: float) -> int:
+    """How many checks after the start a time budget affords: at most
+    `checks`, at least one (the end), and together with the start no more
+    than CHECK_SHARE of the budget, since every second of checking is a
+    second of training less."""
+    return max(1, min(checks, int(CHECK_SHARE * seconds / max(one_check, 1e-9)) - 1))
 
 
 def table_pairs(embedding: Any, output: Optional[torch.nn.Linear], trained: Trained

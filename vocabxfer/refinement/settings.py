@@ -54,9 +54,10 @@ class RefineSettings:
     (refine's `keep`, when given: a causal LM's new output rows then learn
     to stay out of another domain's predictions). ``checks``: how often the
     job measure is taken on validation passages set aside from the corpus
-    (at the start, then every 1/checks of the run, and at its end); the
-    best rows seen are kept, the start included (0: no checks, the last
-    rows are kept).
+    (at the start, then every 1/checks of the run, and at its end; in a
+    time budget, fewer when they would take more than 15% of it); the best
+    rows seen are kept, the start included (0: no checks, the last rows are
+    kept).
 
     Raises VocabxferError when made with a bad value."""
 
