@@ -172,8 +172,33 @@ def naive_continued_bpe(encoder, passages, count, existing, keep):
         _, pair = min(allowed)
         merges.append(pair)
         taken.add(pair[0] + pair[1])
-        words = [continued_bpe.merged(word, pair, pair[0] + pair[1]) for word in words]
+        words = [merge_left_to_right(word, pair) for word in words]
     return merges
+
+
+def merge_left_to_right(word, pair):
+    out, position = [], 0
+    while position < len(word):
+        if tuple(word[position:position + 2]) == pair:
+            out.append(pair[0] + pair[1])
+            position += 2
+        else:
+            out.append(word[position])
+            position += 1
+    return out
+
+
+@pytest.mark.parametrize("word, pair, expected", [
+    (["a", "a", "a"], ("a", "a"), ["aa", "a"]),
+    (["a", "a", "a", "a"], ("a", "a"), ["aa", "aa"]),
+    (["a", "b", "a", "b"], ("a", "b"), ["ab", "ab"]),
+    (["x", "a", "c", "a", "b"], ("a", "b"), ["x", "a", "c", "ab"]),
+    (["b", "a"], ("a", "b"), ["b", "a"]),
+    (["a"], ("a", "b"), ["a"]),
+])
+def test_a_merge_joins_each_occurrence_left_to_right(word, pair, expected):
+    assert continued_bpe.merged(word, pair, pair[0] + pair[1]) == expected
+    assert merge_left_to_right(word, pair) == expected
 
 
 @pytest.mark.parametrize("keep", [False, True])

@@ -65,18 +65,24 @@ def word_counts(encoder: Any, passages: Iterable[str]) -> Counter:
     return counts
 
 
-def merged(symbols: Sequence[str], pair: Pair, token: str) -> List[str]:
+def merged(symbols: List[str], pair: Pair, token: str) -> List[str]:
     """The word with every occurrence of `pair` merged, left to right."""
+    left, right = pair
     out: List[str] = []
-    position = 0
-    while position < len(symbols):
-        if (position + 1 < len(symbols) and symbols[position] == pair[0]
-                and symbols[position + 1] == pair[1]):
+    position, end = 0, len(symbols)
+    while position < end:
+        try:
+            found = symbols.index(left, position)
+        except ValueError:
+            out.extend(symbols[position:])
+            break
+        if found + 1 < end and symbols[found + 1] == right:
+            out.extend(symbols[position:found])
             out.append(token)
-            position += 2
+            position = found + 2
         else:
-            out.append(symbols[position])
-            position += 1
+            out.extend(symbols[position:found + 1])
+            position = found + 1
     return out
 
 
@@ -133,29 +139,30 @@ def learn_merges(encoder: Any, passages: Iterable[str], count: int, *,
         result.merges.append(pair)
         taken.add(token)
         bar.update()
-        changed: Set[Pair] = set()
+        # What the merge changes, summed over the words that hold the pair
+        # (pairs a word keeps cancel out): only those are pushed again.
+        delta: Dict[Pair, int] = defaultdict(int)
         for index in holders.pop(pair):
             symbols, frequency = words[index]
             new = merged(symbols, pair, token)
+            if len(new) == len(symbols):
+                continue  # held the pair once; an earlier merge took it
             for old_pair in zip(symbols, symbols[1:]):
-                pair_count[old_pair] -= frequency
-                changed.add(old_pair)
+                delta[old_pair] -= frequency
             for new_pair in zip(new, new[1:]):
-                pair_count[new_pair] += frequency
-                changed.add(new_pair)
-            for old_pair in set(zip(symbols, symbols[1:])) - set(zip(new, new[1:])):
-                if old_pair != pair:
-                    holders[old_pair].discard(index)
-            for new_pair in zip(new, new[1:]):
-                holders[new_pair].add(index)
+                delta[new_pair] += frequency
+                if token in new_pair:  # the other pairs already list this word
+                    holders[new_pair].add(index)
             words[index] = (new, frequency)
         pair_count.pop(pair, None)
-        changed.discard(pair)
-        for changed_pair in changed:
-            frequency = pair_count.get(changed_pair, 0)
-            if frequency > 0:
-                heapq.heappush(heap, (-frequency, changed_pair))
-            else:
-                pair_count.pop(changed_pair, None)
+        delta.pop(pair, None)
+        for changed_pair, change in delta.items():
+            if change:
+                frequency = pair_count.get(changed_pair, 0) + change
+                if frequency > 0:
+                    pair_count[changed_pair] = frequency
+                    heapq.heappush(heap, (-frequency, changed_pair))
+                else:
+                    pair_count.pop(changed_pair, None)
     bar.close()
     return result
