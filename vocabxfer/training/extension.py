@@ -37,9 +37,11 @@ Every new token must be produced when the corpus is encoded. An appended
 BPE merge learned on a fresh tokenizer can be "rank-dead": the source's own
 merges, which rank first, segment the text so that its two parts never
 meet (merges learned on the source's segmentation cannot be, but it is
-checked all the same). Each round encodes the corpus, keeps the tokens produced (emitted, or a step of a longer new token
-that is emitted), leaves the others out, fills the places with the next
-candidates, and says how many were left out and why.
+checked all the same). Each round encodes the corpus's first 200,000
+passages (those BPE merges are learned on), keeps the tokens produced
+(emitted, or a step of a longer new token that is emitted), leaves the
+others out, fills the places with the next candidates, and says how many
+were left out and why.
 """
 
 import copy
