@@ -284,6 +284,28 @@ def test_extending_a_model_keeps_its_rows_and_starts_the_new_ones_from_fvt(llama
     assert len(reloaded) == size + added
 
 
+def test_a_sharded_checkpoint_is_extended_streamed_with_the_rows_made_in_memory(
+        llama_folder, sources, corpora, tmp_path):
+    from transformers import AutoModelForCausalLM
+
+    _, korean = corpora
+    sharded = tmp_path / "sharded"
+    AutoModelForCausalLM.from_pretrained(str(llama_folder)).save_pretrained(
+        str(sharded), max_shard_size="20KB")
+    sources["bpe"].save_pretrained(str(sharded))
+    assert (sharded / "model.safetensors.index.json").is_file(), "the fixture must be sharded"
+    result = extend_to_folder(sharded, tmp_path / "out", [korean], 40, show_progress=False)
+    assert result.weight_files is not None  # streamed, not loaded whole
+    model = vocabxfer.load_model(llama_folder)
+    vocabxfer.transfer_model(model, llama_folder, result.extension.tokenizer)
+    after = {}
+    for file in (tmp_path / "out").glob("*.safetensors"):
+        after.update(load_file(str(file)))
+    assert torch.equal(after["model.embed_tokens.weight"],
+                       model.get_input_embeddings().weight.detach())
+    assert torch.equal(after["lm_head.weight"], model.get_output_embeddings().weight.detach())
+
+
 def test_refining_an_extension_trains_the_new_rows_only_and_reports_what_was_kept(
         llama_folder, corpora, tmp_path):
     english, korean = corpora
