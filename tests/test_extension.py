@@ -143,8 +143,8 @@ def test_merges_learned_on_the_source_segmentation_are_never_rank_dead(tmp_path)
     assert result.added == ["ca", "Ġca"] and result.rank_dead == []
 
 
-def naive_continued_bpe(encoder, passages, count, existing, keep):
-    """The oracle: every pair recounted from scratch after each merge."""
+def words_of(encoder, passages):
+    """Each word of the passages as the source's tokens."""
     words = []
     for passage in passages:
         encoding = encoder.encode(passage, add_special_tokens=False)
@@ -152,13 +152,13 @@ def naive_continued_bpe(encoder, passages, count, existing, keep):
         for token, index in zip(encoding.tokens, encoding.word_ids):
             by_word.setdefault(index, []).append(token)
         words += list(by_word.values())
-    kept_pairs = set()
-    for passage in keep:
-        encoding = encoder.encode(passage, add_special_tokens=False)
-        by_word = {}
-        for token, index in zip(encoding.tokens, encoding.word_ids):
-            by_word.setdefault(index, []).append(token)
-        kept_pairs |= {pair for word in by_word.values() for pair in zip(word, word[1:])}
+    return words
+
+
+def naive_continued_bpe(encoder, passages, count, existing, keep):
+    """The oracle: every pair recounted from scratch after each merge."""
+    words = words_of(encoder, passages)
+    kept_pairs = {pair for word in words_of(encoder, keep) for pair in zip(word, word[1:])}
     taken, merges = set(existing), []
     while len(merges) < count:
         counts = {}
