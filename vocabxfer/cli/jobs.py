@@ -12,21 +12,21 @@ from typing import Any, Dict, Iterator, List, Optional, Sequence, Union
 
 from tqdm.auto import tqdm
 
-from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input_path
+from vocabxfer.checkpoints.atomic import check_output_folder
 from vocabxfer.checkpoints.saving import save, save_tokenizer
 from vocabxfer.checkpoints.streamed import transfer_checkpoint
-from vocabxfer.cli.inputs import read_transfer_inputs
+from vocabxfer.cli.inputs import TransferInputs, read_transfer_inputs
+from vocabxfer.errors import VocabxferError
 from vocabxfer.initialisation.options import InitOptions
 from vocabxfer.initialisation.plan import InitPlan
 from vocabxfer.models.devices import DeviceLike
 from vocabxfer.models.in_memory import transfer_model
-from vocabxfer.models.loading import load_config, load_model, model_location
+from vocabxfer.models.loading import load_model
 from vocabxfer.refinement import distributed
 from vocabxfer.refinement.fidelity import REPORT_FILE, Fidelity, FidelityProbe
 from vocabxfer.refinement.loop import Refinement, refine
 from vocabxfer.refinement.settings import RefineSettings
-from vocabxfer.training.corpus import (check_corpus, corpus_paths, hold_out, iter_passages,
-                                       sample_passages)
+from vocabxfer.training.corpus import corpus_paths, iter_passages
 from vocabxfer.training.extension import TokenizerExtension, check_add, extend_tokenizer
 from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
 from vocabxfer.vocabularies.matching import TokenMap
@@ -149,10 +149,23 @@ def transfer_to_folder(model: PathLike, out_dir: PathLike, *,
         model, out_dir, tokenizer=tokenizer, corpus=corpus, initialisation=initialisation,
         refinement=refinement, refine_corpus=refine_corpus, training=training, device=device,
         overwrite=overwrite, fidelity=fidelity, other_domain=other_domain)
+    return run_transfer(inputs, corpus=corpus, initialisation=initialisation,
+                        refinement=refinement, training=training, overwrite=overwrite,
+                        link=link, keep=keep, show_progress=show_progress)
+
+
+def run_transfer(inputs: TransferInputs, *, corpus: Optional[Sequence[PathLike]],
+                 initialisation: InitOptions, refinement: Optional[RefineSettings],
+                 training: TokenizerTraining, overwrite: bool, link: bool,
+                 keep: Optional[Sequence[str]], show_progress: bool) -> FolderTransfer:
+    """The steps of a folder transfer whose inputs are read (see
+    ``transfer_to_folder``): train the target tokenizer on `corpus` when
+    the inputs hold none, then stream, or load, measure, move, refine and
+    save."""
     refining = refinement is not None
     target, probe = inputs.target, None
     measured: Optional[Fidelity] = None
-    steps = Steps(total=(1 if inputs.streaming else 3) + (corpus is not None) + refining +
+    steps = Steps(total=(1 if inputs.streaming else 3) + (target is None) + refining +
                   (2 + refining) * inputs.measuring,
                   show=show_progress)
     plan_options = dict(initialisation.keywords(), device=inputs.device)
@@ -238,40 +251,37 @@ def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLi
     Raises VocabxferError (or one of its kinds) for bad input before the
     first long step; an extension that adds nothing writes nothing."""
     check_add(add)
-    out_path = check_output_folder(out_dir, overwrite)
-    location = model_location(model)
-    model_folder = Path(location) if Path(location).is_dir() else None
-    inputs = {"the input model folder": model_folder}
-    inputs.update({f"the corpus file {file}": input_path(file) for file in corpus})
-    check_apart(out_path, inputs)
-    load_config(location)
-    check_corpus(corpus_paths(corpus))
-    measuring = fidelity and refinement is not None
-    held_out = hold_out(iter_passages(corpus_paths(corpus)), seed=initialisation.seed) \
-        if measuring else []
+    if distributed.current().world > 1:
+        raise VocabxferError("in a distributed job every rank must read the same target "
+                             "tokenizer: extend it first (vocabxfer extend-tokenizer) and "
+                             "refine with vocabxfer transfer --tokenizer EXTENDED --match exact")
     if other_domain is None:
         from vocabxfer.cli.demo import python_docs_corpus
 
         other_domain = [python_docs_corpus()]
-    else:
-        check_corpus(corpus_paths(other_domain))
+    # Every input is checked and read once, as for a transfer; the corpus's
+    # held-out passages (only when refining: a streamed extension measures
+    # nothing) are left out of what the extension learns from.
+    inputs = read_transfer_inputs(
+        model, out_dir, tokenizer=None, corpus=corpus,
+        initialisation=dataclasses.replace(initialisation, match="exact"),
+        refinement=refinement, refine_corpus=None, training=TokenizerTraining(),
+        device=device, overwrite=overwrite, fidelity=fidelity and refinement is not None,
+        other_domain=other_domain)
     # The other domain's text is kept: no new token is one it would use, and
     # a causal LM's refinement reads it too (its new output rows learn to
     # stay out of it). Never the passages fidelity measures.
-    measured = set(sample_passages(corpus_paths(other_domain), initialisation.seed)) \
-        if measuring else set()
+    measured = set(inputs.other_passages or ())
     keep = [passage for passage in iter_passages(corpus_paths(other_domain))
             if passage not in measured]
-    extension = extend_tokenizer(location, corpus, add, min_frequency=min_frequency,
-                                 exclude=held_out, keep=keep, show_progress=show_progress)
-    result = transfer_to_folder(
-        location, out_path, tokenizer=extension.tokenizer,
+    extension = extend_tokenizer(inputs.location, corpus, add, min_frequency=min_frequency,
+                                 exclude=inputs.held_out, keep=keep,
+                                 show_progress=show_progress)
+    result = run_transfer(
+        dataclasses.replace(inputs, target=load_vocab(extension.tokenizer)), corpus=corpus,
         initialisation=dataclasses.replace(initialisation, match="exact"),
-        refinement=refinement, refine_corpus=corpus if refinement is not None else None,
-        device=device, overwrite=overwrite, link=link, fidelity=fidelity,
-        other_domain=other_domain if measuring else None,
-        keep=keep if refinement is not None else None,
-        show_progress=show_progress)
+        refinement=refinement, training=TokenizerTraining(), overwrite=overwrite, link=link,
+        keep=keep if refinement is not None else None, show_progress=show_progress)
     result.extension = extension
     return result
 
