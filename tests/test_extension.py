@@ -393,3 +393,13 @@ def test_no_new_token_is_one_the_text_to_keep_would_use(sources, corpora):
     assert kept.kept_text_tokens and "that the text to keep would use were left out" in str(kept)
     assert all(encode(kept.tokenizer, text) == encode(source, text) for text in keep)
     assert not all(encode(plain.tokenizer, text) == encode(source, text) for text in keep)
+
+
+def test_an_extension_refines_the_new_rows_only_and_refuses_to_train_all(llama_folder, corpora,
+                                                                          tmp_path):
+    _, korean = corpora
+    with pytest.raises(VocabxferError, match="extend keeps every old row bit for bit"):
+        extend_to_folder(llama_folder, tmp_path / "out", [korean], 40,
+                         refinement=RefineSettings(steps=2, trainable="all"),
+                         show_progress=False)
+    assert not (tmp_path / "out").exists()

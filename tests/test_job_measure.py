@@ -14,7 +14,10 @@ import torch
 from vocabxfer import VocabxferError, load_vocab, match_vocab, refine
 from vocabxfer.refinement import keep_best, loop, retrieval
 from vocabxfer.refinement.fidelity import FidelityProbe
-from vocabxfer.refinement.objectives import OBJECTIVES, contrastive_loss, similarity_loss
+from vocabxfer.refinement.objectives import (OBJECTIVES, CONTRASTIVE_TEMPERATURE, Mix,
+                                             Trained, contrastive_loss, encoder_loss,
+                                             halves_loss, similarity_loss)
+from vocabxfer.refinement.passage_pool import PassagePool, cut_in_half
 from vocabxfer.refinement.retrieval import halves, paired_interval, search
 
 
@@ -88,18 +91,155 @@ def test_passage_losses_are_zero_when_the_student_is_the_teacher():
     assert float(right) < float(wrong)
 
 
+def test_a_passage_is_cut_at_a_share_of_its_words_with_a_floor_per_half():
+    text = "a b c d e f g h i j"
+    assert cut_in_half(text, 0.3) == ("a b c d", "e f g h i j")  # 3 words raised to 4
+    assert cut_in_half(text, 0.5) == ("a b c d e", "f g h i j")
+    assert cut_in_half(text, 0.7) == ("a b c d e f", "g h i j")
+    assert cut_in_half(text, 0.99) == ("a b c d e f", "g h i j")  # the document keeps 4
+    assert cut_in_half("a b c d e f g", 0.5) is None  # too short for two halves of 4
+
+
+def test_the_pool_reads_each_passages_halves_with_the_target_tokenizer(pair):
+    _, _, source, target = pair
+    texts = passages(30) + ["too short to cut"]
+    is_trained = torch.ones(len(TARGET), dtype=torch.bool)
+    source_vocab, target_vocab = load_vocab(source), load_vocab(target)
+    pool = PassagePool(texts, source_vocab, target_vocab, is_trained, 32, pool_size=100,
+                       seed=0, with_halves=True)
+    assert pool.paired.tolist() == [len(text.split()) >= 8 for text in pool.passages]
+    assert not pool.paired.all() and pool.paired.sum() == 30
+    backend = target.backend_tokenizer if hasattr(target, "backend_tokenizer") else target
+    shares = set()
+    for row, text in enumerate(pool.passages):
+        if not pool.paired[row]:
+            continue
+        query_ids = pool.queries.ids[row, :int(pool.queries.lengths[row])].tolist()
+        document_ids = pool.documents.ids[row, :int(pool.documents.lengths[row])].tolist()
+        # The halves are the passage's words, cut once at a word, each half
+        # encoded alone (its own special tokens).
+        words = text.split()
+        cuts = [count for count in range(4, len(words) - 3)
+                if backend.encode(" ".join(words[:count])).ids == query_ids
+                and backend.encode(" ".join(words[count:])).ids == document_ids]
+        assert cuts, text
+        shares.add(cuts[0] / len(words))
+    # The cut is drawn per passage: not every query has the same share.
+    assert len(shares) > 3
+    batch = pool.batch(torch.arange(len(pool)))
+    assert batch.halves.query_ids.shape[0] == len(pool)
+    assert batch.halves.paired.tolist() == pool.paired.tolist()
+    # A pool without halves (the other objectives) reads none.
+    plain = PassagePool(texts, source_vocab, target_vocab, is_trained, 32, pool_size=100, seed=0)
+    assert plain.paired is None and plain.batch(torch.arange(4)).halves is None
+
+
+def test_the_halves_loss_is_search_cross_entropy_both_ways(pair):
+    """Against a loop: each half embedded alone by the model as it stands
+    (mean of the last hidden states over its tokens, unit length), and the
+    cross-entropy of its own other half among the batch's paired ones."""
+    _, student, source, target = pair
+    texts = passages(12) + ["too short to cut"]
+    is_trained = torch.ones(len(TARGET), dtype=torch.bool)
+    pool = PassagePool(texts, load_vocab(source), load_vocab(target), is_trained, 32,
+                       pool_size=100, seed=0, with_halves=True)
+    batch = pool.batch(torch.arange(len(pool)))
+    table = student.get_input_embeddings().weight.detach()
+    ids = torch.arange(len(TARGET))
+    trained = Trained(rows=table.clone(), slot=ids.clone(), ids=ids)
+    with torch.no_grad():
+        total, count = halves_loss(batch, student.bert, table, trained)
+    paired = [row for row in range(len(pool)) if pool.paired[row]]
+    assert int(count) == len(paired) == 12
+
+    def vector(side, row):
+        ids = side.ids[row:row + 1, :int(side.lengths[row])]
+        with torch.no_grad():
+            hidden = student.bert(input_ids=ids).last_hidden_state[0]
+        return torch.nn.functional.normalize(hidden.mean(0), dim=-1)
+
+    queries = torch.stack([vector(pool.queries, row) for row in paired])
+    documents = torch.stack([vector(pool.documents, row) for row in paired])
+    logits = queries @ documents.T / CONTRASTIVE_TEMPERATURE
+    labels = torch.arange(len(paired))
+    expected = (torch.nn.functional.cross_entropy(logits, labels, reduction="sum") +
+                torch.nn.functional.cross_entropy(logits.T, labels, reduction="sum")) / 2
+    assert torch.allclose(total, expected, rtol=1e-4, atol=1e-4), (total, expected)
+    # A passage too short to cut teaches nothing, and its rows stay finite.
+    rows = table.clone().requires_grad_(True)
+    total, _ = halves_loss(batch, student.bert, table,
+                           Trained(rows=rows, slot=ids.clone(), ids=ids))
+    total.backward()
+    assert torch.isfinite(rows.grad).all() and rows.grad.abs().sum() > 0
+    # The halves objective reads no teacher: the same loss with no source side.
+    with torch.no_grad():
+        mixed = encoder_loss(batch, student.bert, table, trained, None, (-1,),
+                             Mix(words=0, halves=1))
+    assert torch.allclose(mixed[0], total) and mixed[1] == count
+
+
+def test_auto_learns_search_where_the_passages_can_be_cut_and_words_elsewhere(pair):
+    teacher, student, source, target = pair
+    token_map = match_vocab(source, target)
+    long_result = refine(copy.deepcopy(student), teacher, token_map, passages(60), steps=2,
+                         batch_size=8, show_progress=False, checks=0)
+    assert long_result.objective == "halves"
+    assert long_result.trained_rows == len(TARGET)  # every row, the copied ones too
+    short = [" ".join(text.split()[:6]) for text in passages(60)]
+    short_result = refine(copy.deepcopy(student), teacher, token_map, short, steps=2,
+                          batch_size=8, show_progress=False, checks=0)
+    assert short_result.objective == "words" and short_result.trained_rows == 6
+    # Asked for by name, search over passages too short to cut is refused.
+    with pytest.raises(VocabxferError, match="no passage read has the 8 words two halves"):
+        refine(copy.deepcopy(student), teacher, token_map, short, steps=2, batch_size=8,
+               objective="halves", show_progress=False, checks=0)
+
+
+def test_fixed_shape_halves_give_the_loss_of_halves_cut_to_length(pair):
+    """An accelerator pads every half to max_length (a 4-D mask under
+    SDPA): the halves loss must not change."""
+    _, student, source, target = pair
+    texts = passages(20) + ["too short to cut"]
+    is_trained = torch.ones(len(TARGET), dtype=torch.bool)
+    table = student.get_input_embeddings().weight.detach()
+    ids = torch.arange(len(TARGET))
+    trained = Trained(rows=table.clone(), slot=ids.clone(), ids=ids)
+    losses = []
+    for fixed_shape in (True, False):
+        pool = PassagePool(texts, load_vocab(source), load_vocab(target), is_trained, 32,
+                           pool_size=100, seed=0, with_halves=True)
+        pool.to("cpu", fixed_shape=fixed_shape)
+        batch = pool.batch(torch.arange(len(pool)))
+        assert (batch.halves.query_ids.shape[1] == 32) == fixed_shape
+        with torch.no_grad():
+            losses.append(halves_loss(batch, student.bert, table, trained))
+    (fixed, fixed_count), (cut, cut_count) = losses
+    assert fixed_count == cut_count == 20
+    assert torch.allclose(fixed, cut, rtol=1e-5, atol=1e-5), (fixed, cut)
+
+
 @pytest.mark.parametrize("objective", ["contrastive", "similarity", "words+contrastive",
-                                       "words+similarity"])
-def test_every_encoder_objective_trains_the_new_rows_only(pair, objective):
+                                       "words+similarity", "halves", "words+halves"])
+@pytest.mark.parametrize("trainable", [None, "new"])
+def test_every_encoder_objective_trains_the_rows_it_is_given(pair, objective, trainable):
+    """The distillation objectives train the new rows and leave the copied
+    ones bit-exact; the search objectives train every row unless told
+    trainable="new"."""
     teacher, student, source, target = pair
     before = student.get_input_embeddings().weight.detach().clone()
     result = refine(student, teacher, match_vocab(source, target), passages(40), steps=6,
-                    batch_size=8, objective=objective, show_progress=False)
+                    batch_size=8, objective=objective, show_progress=False, trainable=trainable)
     after = student.get_input_embeddings().weight.detach()
     new = [TARGET.index(token) for token in ("cats", "dogs", "running", "jumping", "sitting",
                                              "log")]
     copied = [index for index in range(len(TARGET)) if index not in new]
-    assert torch.equal(after[copied], before[copied])
+    read = [TARGET.index(token) for token in ("the", "sat", "on", "red")]  # copied, and read
+    every_row = trainable is None and OBJECTIVES[objective].default_trainable == "all"
+    assert every_row == (trainable is None and objective in ("halves", "words+halves"))
+    if every_row:
+        assert not torch.equal(after[read], before[read])
+    else:
+        assert torch.equal(after[copied], before[copied])
     assert not torch.equal(after[new], before[new])
     assert result.objective == objective and all(map(lambda x: x == x, result.losses))
     assert OBJECTIVES[objective].loss_name in str(result)
@@ -141,7 +281,7 @@ def test_the_best_rows_seen_are_kept(pair, monkeypatch):
     monkeypatch.setattr(keep_best.BestRows, "check", remember)
     scripted_scores(monkeypatch, [0.1, 0.2, 0.6, 0.3, 0.4])
     result = refine(student, teacher, token_map, texts, steps=12, batch_size=8,
-                    show_progress=False)
+                    objective="words", show_progress=False)
     assert result.kept.kept_step == 6
     assert "kept the rows of step 6 (MRR 0.1000 -> 0.6000 on 40 validation passages; 5 " \
         "checks took " in str(result)
@@ -218,7 +358,7 @@ def test_a_failure_after_a_check_leaves_the_model_as_it_was(pair, monkeypatch):
     monkeypatch.setattr(objectives, "word_loss", failing)
     with pytest.raises(RuntimeError, match="simulated"):
         refine(student, teacher, match_vocab(source, target), passages(400), steps=12,
-               batch_size=8, show_progress=False)
+               batch_size=8, objective="words", show_progress=False)
     for key, tensor in student.state_dict().items():
         assert torch.equal(tensor, before[key]), key
 

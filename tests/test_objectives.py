@@ -175,7 +175,7 @@ def test_objective_choices_are_checked():
     with pytest.raises(VocabxferError, match="refine: objective 'bits' is not one of auto, "
                                              "words, contrastive, similarity, "
                                              "words\\+contrastive, words\\+similarity, "
-                                             "next-token"):
+                                             "halves, words\\+halves, next-token"):
         refine(student, teacher, match_vocab(source, target), TEXTS, objective="bits",
                show_progress=False)
     bert_teacher = tiny_bert(5 + 3)

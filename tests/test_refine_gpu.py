@@ -28,6 +28,13 @@ def encoder_case():
     return teacher, student, source, target, TEXTS
 
 
+def encoder_halves_case():
+    """The encoder on passages long enough to cut in halves (10-16 words)."""
+    from .test_job_measure import passages
+
+    return encoder_case()[:4] + (passages(60),)
+
+
 def causal_lm_case():
     source, target = tokenizers()
     teacher = causal_lm(len(source.get_vocab()), tied=False, bias=True, seed=1)
@@ -36,8 +43,11 @@ def causal_lm_case():
     return teacher, student, source, target, LM_TEXTS
 
 
-@pytest.mark.parametrize("case", [encoder_case, causal_lm_case], ids=["encoder", "causal LM"])
-def test_graphed_gpu_steps_match_the_cpus(case, monkeypatch):
+@pytest.mark.parametrize("case,objective", [(encoder_case, "auto"),
+                                            (encoder_halves_case, "words+halves"),
+                                            (causal_lm_case, "auto")],
+                         ids=["encoder", "encoder, words+halves", "causal LM"])
+def test_graphed_gpu_steps_match_the_cpus(case, objective, monkeypatch):
     teacher, student, source, target, texts = case()
     captured = []
     real_capture = graphed_step.GraphedStep.capture
@@ -54,7 +64,8 @@ def test_graphed_gpu_steps_match_the_cpus(case, monkeypatch):
         model = copy.deepcopy(student)
         result = refine(model, teacher.to(device), match_vocab(source, target), texts, steps=30,
                         lr=1e-2,
-                        batch_size=8, device=device, precision="float32", show_progress=False)
+                        batch_size=8, device=device, precision="float32", show_progress=False,
+                        objective=objective)
         runs[name] = (result.losses, model.get_input_embeddings().weight.detach().cpu())
     assert captured == [True]  # only the graphed run captured, and it succeeded
     cpu_losses, cpu_rows = runs["cpu"]

@@ -168,6 +168,15 @@ class Corpus:
         print(f"{name}: {len(passages):,} passages: {len(self.training):,} train the tokenizer "
               f"and refinement, {len(self.validation):,} validate, {len(self.held_out):,} held "
               "out", flush=True)
+        self.other_halves = self.source_other_search = None
+
+    def read_other_corpus(self, name, teacher, seed, held_out):
+        """The held-out halves of another corpus, searched by a model refined
+        on this one: does what it learned carry over, or cost elsewhere?"""
+        self.other_name = name
+        self.other_halves = halves(split(corpora.CORPORA[name](), seed, held_out)[0])
+        self.source_other_search = search(teacher, self.source_vocab, *self.other_halves,
+                                          "source")
 
 
 def evaluate(corpus, model, label, seconds, matched, validate=False, vocab=None):
@@ -189,6 +198,11 @@ def evaluate(corpus, model, label, seconds, matched, validate=False, vocab=None)
                                  embed(model, corpus.target, corpus.validation))
         result["validation_cosine"] = float(validation.mean())
         result["validation_mrr"] = search(model, vocab, *corpus.validation_halves).mrr
+    if validate and corpus.other_halves is not None:
+        other = search(model, vocab, *corpus.other_halves)
+        result["other_mrr"] = other.mrr
+        result["other_vs_source"] = paired_interval(other.reciprocal,
+                                                    corpus.source_other_search.reciprocal)
     print(f"  {label:<46} cos {result['cosine']:.4f}  acc@1 {accuracy:.3f}  "
           f"search R@1 {ranks.recall:.3f} MRR {ranks.mrr:.4f}  {seconds:6.1f} s", flush=True)
     return result
@@ -312,20 +326,25 @@ def interval(figures):
 
 
 def objectives_table(corpus, results):
+    other = corpus.other_halves is not None
     rows = [["source model, its own tokenizer", "", "", "",
              f"{corpus.source_validation_search.mrr:.4f}", f"{corpus.source_search.recall:.3f}",
-             f"{corpus.source_search.mrr:.4f}", "", "", ""]]
+             f"{corpus.source_search.mrr:.4f}", "", "", ""] +
+            ([f"{corpus.source_other_search.mrr:.4f}", ""] if other else [])]
     for r in results:
         rows.append([r["objective"], str(r["steps"]),
                      "" if r.get("kept_step") is None else str(r["kept_step"]),
                      f"{r['validation_cosine']:.4f}", f"{r['validation_mrr']:.4f}",
                      f"{r['recall']:.3f}", f"{r['mrr']:.4f}", f"{r['cosine']:.4f}",
                      interval(r["mrr_vs_source"]),
-                     interval(r["mrr_vs_zero_shot"]) if "mrr_vs_zero_shot" in r else ""])
+                     interval(r["mrr_vs_zero_shot"]) if "mrr_vs_zero_shot" in r else ""] +
+                    ([f"{r['other_mrr']:.4f}", interval(r["other_vs_source"])] if other else []))
     return common.markdown_table(
         ["objective", "steps", "kept step", "validation cosine", "validation MRR",
          "held-out recall@1", "held-out MRR", "held-out cosine", "MRR - source (95%)",
-         "MRR - zero-shot (95%)"], rows)
+         "MRR - zero-shot (95%)"] +
+        ([f"{corpus.other_name} MRR", f"{corpus.other_name} MRR - source (95%)"]
+         if other else []), rows)
 
 
 def tune(corpus, teacher, model_dir, best, seed, steps=None):
@@ -465,6 +484,9 @@ def main(argv=None):
                         args.vocab_size, args.seed, held_out)
         sources[name] = corpus.source_search
         if args.objectives:
+            others = [other for other in corpora.available() if other != name]
+            if others:
+                corpus.read_other_corpus(others[0], teacher, args.seed, held_out)
             options = {key: value for key, value in (("lr", args.lr),
                                                      ("max_length", args.max_length),
                                                      ("trainable", args.trainable))
@@ -505,7 +527,10 @@ def main(argv=None):
                 "passages, where an objective is chosen. Held-out columns: passages never "
                 "used to train or choose. Search: each passage cut in half at a word, the "
                 "first half retrieves the second among all the split's second halves, each "
-                "model with its own tokenizer.\n"]
+                "model with its own tokenizer. The other corpus's columns: the same search "
+                "on the other corpus's held-out passages, by the model refined on this one "
+                "(its own tokenizer): what the refinement costs, or gives, out of its "
+                "domain.\n"]
         for name, table in comparisons.items():
             chosen = max((r for r in all_results if r["corpus"] == name),
                          key=lambda r: r["validation_mrr"])

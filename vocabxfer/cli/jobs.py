@@ -251,6 +251,12 @@ def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLi
     Raises VocabxferError (or one of its kinds) for bad input before the
     first long step; an extension that adds nothing writes nothing."""
     check_add(add)
+    if isinstance(refinement, RefineSettings):  # anything else is refused with the inputs
+        if refinement.trainable == "all":
+            raise VocabxferError("extend keeps every old row bit for bit, so refinement trains "
+                                 "the new rows only; expected trainable None or 'new', got "
+                                 "'all'")
+        refinement = dataclasses.replace(refinement, trainable="new")
     if distributed.current().world > 1:
         raise VocabxferError("in a distributed job every rank must read the same target "
                              "tokenizer: extend it first (vocabxfer extend-tokenizer) and "

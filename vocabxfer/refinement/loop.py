@@ -40,7 +40,7 @@ from vocabxfer.refinement.budget import Horizon
 from vocabxfer.refinement.graphed_step import GraphedStep
 from vocabxfer.refinement.keep_best import BestRows, Kept, job_score
 from vocabxfer.refinement.objectives import OBJECTIVES, Objective, Trained, objective_for
-from vocabxfer.refinement.passage_pool import PassagePool
+from vocabxfer.refinement.passage_pool import MIN_WORDS_PER_HALF, PassagePool
 from vocabxfer.refinement.plotting import plot_losses
 from vocabxfer.refinement.row_adam import RowAdam
 from vocabxfer.refinement.settings import RefineSettings
@@ -142,24 +142,29 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     both are given; the learning rate decays to 0 over that horizon. With
     neither, it lasts the objective's default budget for the device (an
     encoder 180 s on a CPU and 30 s on a GPU, a causal LM 600 s and 60 s).
-    Each step reads ``batch_size`` passages with both tokenizers (truncated
-    to ``max_length`` tokens). An encoder's student's word vectors (its
-    hidden states at ``layers``, mean-pooled over each unit's tokens, units
-    aligned by character span: by default the pieces of text both
-    tokenizations cut alike, and the special tokens, ``align``) turn towards
-    the teacher's (cosine distance; Adam, lr 1e-3 by default). A causal
-    language model learns the next-token loss (lazy row Adam, lr 1e-3).
+    Each step reads ``batch_size`` passages (truncated to ``max_length``
+    tokens). An encoder learns, by default, the job it is used for on the
+    domain's text: search between passage halves (each passage cut in two
+    at a word, each half's vector nearest its own other half's among the
+    batch's; Adam, lr 1e-3, every row), where most passages are long enough
+    to cut. Elsewhere (or with ``objective="words"``) the student's word
+    vectors (its hidden states at ``layers``, mean-pooled over each unit's
+    tokens, units aligned by character span: by default the pieces of text
+    both tokenizations cut alike, and the special tokens, ``align``) turn
+    towards the teacher's (cosine distance; Adam, lr 1e-3, the new rows). A
+    causal language model learns the next-token loss (lazy row Adam, lr
+    1e-3).
     Passages are drawn in proportion to how many trained rows' tokens they
     hold within ``max_length`` (those with none teach nothing and are never
     drawn). The forward passes run in bfloat16 autocast where the device
     computes it fast (``precision="auto"``), else in float32; the trained
     rows stay float32. Only embedding rows train: with ``trainable="new"``
     the rows the transfer did not copy (the copied rows stay bit-exact);
-    with ``"all"``, every row. A tied output layer follows. The loss shows
-    on a tqdm bar (read from the device every 20 steps); ``plot`` writes its
-    curve. On a CUDA GPU batches are padded to one shape and the step,
-    captured once as a CUDA graph, is replayed; the CPU cuts each batch to
-    its longest passage.
+    with ``"all"``, every row; by default, the objective's choice. A tied
+    output layer follows. The loss shows on a tqdm bar (read from the device
+    every 20 steps); ``plot`` writes its curve. On a CUDA GPU batches are
+    padded to one shape and the step, captured once as a CUDA graph, is
+    replayed; the CPU cuts each batch to its longest passage.
 
     `keep` (passages or text files of another domain, for a causal LM):
     ``keep_share`` of each batch is drawn from it; the new tokens never
@@ -191,7 +196,7 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     if len(passages) < MIN_PASSAGES:
         raise CorpusError(f"refine: the corpus has {len(passages)} passage(s) with text; "
                           f"expected at least {MIN_PASSAGES}")
-    objective = objective_for(model, settings.objective)
+    objective = objective_for(model, settings.objective, passages)
     # Validation passages for the checks, never drawn for a step.
     validation = hold_out(passages, objective.validation_passages, settings.seed) \
         if settings.checks else []
@@ -214,7 +219,7 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     if teacher_rows.shape[1] != embedding.weight.shape[1]:
         raise ModelError(f"refine: the teacher's embeddings are {teacher_rows.shape[1]} wide but "
                          f"the student's {embedding.weight.shape[1]}; expected the same model")
-    trained_ids = trainable_rows(token_map, settings.trainable)
+    trained_ids = trainable_rows(token_map, settings.trainable or objective.default_trainable)
     if not trained_ids.numel():
         raise VocabxferError("refine: every target row was copied from the source, so no row "
                              "is left to refine; pass trainable='all' to refine them all")
@@ -232,7 +237,13 @@ def refine(model: Any, source_model: Any, transfer: Union[TokenMap, ModelTransfe
     pool = PassagePool(passages, source_vocab, target_vocab, is_trained, settings.max_length,
                        pool_size=pool_size, seed=settings.seed,
                        with_source=objective.reads_source_side, align=settings.align,
-                       keep_passages=kept, keep_share=settings.keep_share)
+                       keep_passages=kept, keep_share=settings.keep_share,
+                       with_halves=objective.reads_halves)
+    if objective.reads_halves and not bool(pool.paired.any()):
+        raise CorpusError(f"refine: the {objective.name} objective learns search between "
+                          "passage halves, but no passage read has the "
+                          f"{2 * MIN_WORDS_PER_HALF} words two halves need; expected passages "
+                          "of sentences (or use the 'words' objective)")
 
     if device is not None:
         model.to(device)

@@ -28,6 +28,13 @@ WORD = re.compile(r"\S+")
 WORDS_PER_TOKEN = 4
 ENCODE_CHUNK = 4096  # passages per encode_batch call: bounded memory for a large pool
 PICKS_AHEAD = 32  # steps whose passages are drawn and moved to the device at once
+# A half needs a few words to say what it is about (retrieval.py cuts
+# held-out passages with the same floor).
+MIN_WORDS_PER_HALF = 4
+# Where a training passage is cut into a query and its document: at a word
+# drawn between these shares of its words, so that queries of many lengths
+# are learned, not one cut.
+HALF_CUT = (0.3, 0.7)
 
 
 NON_SPACE = re.compile(r"\S")
@@ -42,6 +49,18 @@ def first_words(text: str, count: int) -> str:
         if number == count:
             return text[:match.end()]
     return text
+
+
+def cut_in_half(text: str, share: float = 0.5) -> Optional[Tuple[str, str]]:
+    """(the text before its word at `share` of its words, the rest), each
+    keeping its own spacing; None when a half would have fewer than
+    MIN_WORDS_PER_HALF words."""
+    words = list(WORD.finditer(text))
+    if len(words) < 2 * MIN_WORDS_PER_HALF:
+        return None
+    at = min(max(int(len(words) * share), MIN_WORDS_PER_HALF), len(words) - MIN_WORDS_PER_HALF)
+    cut = words[at].start()
+    return text[:cut].rstrip(), text[cut:]
 
 
 def longest_token(*vocabs: Vocab) -> int:
@@ -285,6 +304,21 @@ class Batch:
     target_words: torch.Tensor
     width: int
     fixed_shape: bool = False
+    halves: Optional["Halves"] = None
+
+
+@dataclass
+class Halves:
+    """Each passage of a batch cut in two at a word, both halves read by
+    the target tokenizer alone: ids and attention masks of the queries (the
+    first halves) and of their documents, and which passages were long
+    enough to cut (``paired``)."""
+
+    query_ids: torch.Tensor
+    query_mask: torch.Tensor
+    document_ids: torch.Tensor
+    document_mask: torch.Tensor
+    paired: torch.Tensor
 
 
 class PassagePool:
@@ -297,12 +331,15 @@ class PassagePool:
     pages' passages; drawing this way lifted 500 steps from 0.9458 to
     0.9489 mean cosine on their validation split). `keep_passages`, text of
     another domain, are drawn for `keep_share` of the draws whatever tokens
-    they hold (the next-token objective only)."""
+    they hold (the next-token objective only). With `with_halves`, each
+    passage is also cut in two at a word drawn in HALF_CUT, each half read
+    by the target tokenizer (the retrieval objective)."""
 
     def __init__(self, passages: List[str], source: Vocab, target: Vocab,
                  is_trained: torch.Tensor, max_length: int, pool_size: int, seed: int,
                  with_source: bool = True, align: str = "words",
-                 keep_passages: Sequence[str] = (), keep_share: float = 0.0):
+                 keep_passages: Sequence[str] = (), keep_share: float = 0.0,
+                 with_halves: bool = False):
         self.generator = torch.Generator().manual_seed(seed)
         if len(passages) > pool_size:
             chosen = torch.randperm(len(passages), generator=self.generator)[:pool_size]
@@ -345,6 +382,10 @@ class PassagePool:
         for side in (self.source, self.target):  # the spans are needed no more
             if side is not None:
                 side.spans = None
+        self.queries = self.documents = self.paired = None
+        if with_halves:
+            self.queries, self.documents, self.paired = read_halves(texts, target, max_length,
+                                                                    self.generator)
         self.weights = weights
         self.passages = texts
         sides = [side for side in (self.source, self.target) if side is not None]
@@ -363,9 +404,12 @@ class PassagePool:
         host; padding costs an accelerator next to nothing at these sizes."""
         self.target = self.target.to(device)
         self.source = self.source.to(device) if self.source is not None else None
+        if self.paired is not None:
+            self.queries, self.documents = self.queries.to(device), self.documents.to(device)
+            self.paired = self.paired.to(device)
         self.fixed_shape = torch.device(device).type != "cpu" if fixed_shape is None \
             else fixed_shape
-        for side in (self.source, self.target):
+        for side in (self.source, self.target, self.queries, self.documents):
             if side is not None:
                 side.mask = side.padding_mask() if self.fixed_shape else None
         return self
@@ -400,7 +444,14 @@ class PassagePool:
         if self.source is not None:
             source = gather(self.source, picks)
             width = max(width, int(self.source.word_counts[picks].max()))
-        return Batch(*source, target_ids, target_mask, target_words, max(width, 1))
+        halves = None
+        if self.paired is not None:
+            query_ids, query_mask, _ = gather(self.queries, picks)
+            document_ids, document_mask, _ = gather(self.documents, picks)
+            halves = Halves(query_ids, query_mask, document_ids, document_mask,
+                            self.paired[picks.to(self.paired.device, non_blocking=True)])
+        return Batch(*source, target_ids, target_mask, target_words, max(width, 1),
+                     halves=halves)
 
     def fixed_batch(self, picks: torch.Tensor) -> Batch:
         rows = picks.to(self.target.ids.device, non_blocking=True)
@@ -410,7 +461,29 @@ class PassagePool:
                 return None, None, None
             return side.ids[rows], side.mask[rows], side.words[rows]
 
-        return Batch(*side_of(self.source), *side_of(self.target), self.width, fixed_shape=True)
+        halves = None
+        if self.paired is not None:
+            halves = Halves(self.queries.ids[rows], self.queries.mask[rows],
+                            self.documents.ids[rows], self.documents.mask[rows],
+                            self.paired[rows])
+        return Batch(*side_of(self.source), *side_of(self.target), self.width, fixed_shape=True,
+                     halves=halves)
+
+
+def read_halves(texts: Sequence[str], target: Vocab, max_length: int,
+                generator: torch.Generator) -> Tuple[Side, Side, torch.Tensor]:
+    """(queries, documents, paired): every text cut at a word drawn in
+    HALF_CUT and each half read by the target tokenizer, up to `max_length`
+    tokens; a text too short to cut reads as two empty halves, not paired."""
+    shares = torch.empty(len(texts)).uniform_(*HALF_CUT, generator=generator).tolist()
+    cuts = [cut_in_half(text, share) for text, share in zip(texts, shares)]
+    backend = rust_tokenizer(target, max_length, "target")
+    queries = encode_side(backend, [cut[0] if cut else "" for cut in cuts], max_length)
+    documents = encode_side(backend, [cut[1] if cut else "" for cut in cuts], max_length)
+    for side in (queries, documents):
+        side.spans = None
+    paired = torch.tensor([cut is not None for cut in cuts], dtype=torch.bool)
+    return queries, documents, paired
 
 
 def gather(side: Side, picks: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -16,11 +16,9 @@ from typing import Any, List, Optional, Sequence, Tuple
 import torch
 import torch.nn.functional as F
 
-from vocabxfer.refinement.passage_pool import WORD, encode_side, gather, rust_tokenizer
+from vocabxfer.refinement.passage_pool import cut_in_half, encode_side, gather, rust_tokenizer
 from vocabxfer.vocabularies.vocab import Vocab
 
-# A half needs a few words to say what it is about.
-MIN_WORDS_PER_HALF = 4
 MAX_TOKENS, BATCH = 256, 32
 RESAMPLES = 2000
 
@@ -30,12 +28,10 @@ def halves(passages: Sequence[str]) -> Tuple[List[str], List[str]]:
     worth of words cut at its middle word, keeping its own spacing."""
     queries, documents = [], []
     for passage in passages:
-        words = list(WORD.finditer(passage))
-        if len(words) < 2 * MIN_WORDS_PER_HALF:
-            continue
-        cut = words[len(words) // 2].start()
-        queries.append(passage[:cut].rstrip())
-        documents.append(passage[cut:])
+        cut = cut_in_half(passage)
+        if cut is not None:
+            queries.append(cut[0])
+            documents.append(cut[1])
     return queries, documents
 
 

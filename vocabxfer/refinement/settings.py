@@ -43,11 +43,13 @@ class RefineSettings:
     both, whichever ends first; with neither, the objective's default
     budget for the device). ``lr``: the objective's default where None.
     Each step reads ``batch_size`` passages cut to ``max_length`` tokens.
-    ``trainable``: the rows the transfer did not copy ("new") or all.
+    ``trainable``: the rows the transfer did not copy ("new") or all; None:
+    the objective's choice.
     ``layers``: hidden states the word objective compares. ``seed``: which
     passages are drawn. ``precision``: bfloat16 autocast where the device
     computes it fast ("auto"), or as named. ``objective``: "auto" (by the
-    model), "words" or "next-token". ``optimizer``: "auto" (the
+    model) or one named in objectives.OBJECTIVES ("words", "halves",
+    "next-token", ...). ``optimizer``: "auto" (the
     objective's), "row-adam" or "adam". ``align``: what the word objective
     aligns. ``plot``: a PNG (or other image) of the loss curve.
     ``keep_share``: the share of each batch drawn from the text to keep
@@ -66,7 +68,7 @@ class RefineSettings:
     lr: Optional[float] = None
     batch_size: int = DEFAULT_BATCH_SIZE
     max_length: int = DEFAULT_MAX_LENGTH
-    trainable: str = "new"
+    trainable: Optional[str] = None
     layers: Tuple[int, ...] = (-1,)
     seed: int = 0
     precision: str = "auto"
@@ -82,7 +84,8 @@ class RefineSettings:
         for name, choices in (("optimizer", OPTIMIZERS), ("align", ALIGNS),
                               ("objective", OBJECTIVE_NAMES), ("trainable", TRAINABLE),
                               ("precision", PRECISIONS)):
-            if getattr(self, name) not in choices:
+            if getattr(self, name) not in choices and not (name == "trainable" and
+                                                           self.trainable is None):
                 raise VocabxferError(f"refine: {name} {getattr(self, name)!r} is not one of "
                                      f"{', '.join(choices)}")
         if not isinstance(self.checks, int) or isinstance(self.checks, bool) or \
