@@ -241,15 +241,19 @@ def command_transfer(args) -> int:
 
 def add_refinement_choices(parser: argparse.ArgumentParser) -> None:
     """The refinement flags that choose how it learns, for transfer and extend."""
+    from vocabxfer.refinement.loop import CHECK_SHARE
     from vocabxfer.refinement.objectives import OBJECTIVE_NAMES
 
     parser.add_argument("--objective", choices=OBJECTIVE_NAMES, default="auto",
                         help="what refinement minimises (default: auto, next-token for a "
-                             "causal LM, words for an encoder; see docs/reference.md)")
+                             "causal LM; for an encoder halves, search between passage "
+                             "halves, or words where the passages are too short to cut; see "
+                             "docs/reference.md)")
     parser.add_argument("--refine-checks", type=int, default=4, metavar="N",
                         help="take the job measure on validation passages set aside from the "
                              "corpus at the start, every 1/N of the run and at its end "
-                             "(fewer when they would take over 15%% of a time budget), and "
+                             f"(fewer when they would take over {CHECK_SHARE:.0%}% of a time "
+                             "budget), and "
                              "keep the best rows seen, the start included (default 4; 0: "
                              "keep the last rows)")
 
