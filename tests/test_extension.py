@@ -403,3 +403,15 @@ def test_an_extension_refines_the_new_rows_only_and_refuses_to_train_all(llama_f
                          refinement=RefineSettings(steps=2, trainable="all"),
                          show_progress=False)
     assert not (tmp_path / "out").exists()
+
+
+def test_a_distributed_extension_is_refused_with_the_way_to_do_it(llama_folder, corpora,
+                                                                   tmp_path, monkeypatch):
+    from vocabxfer.refinement import distributed
+
+    _, korean = corpora
+    monkeypatch.setattr(distributed, "current", lambda: distributed.Ranks(0, 2))
+    with pytest.raises(VocabxferError, match="extend it first \\(vocabxfer extend-tokenizer\\)"):
+        extend_to_folder(llama_folder, tmp_path / "out", [korean], 40,
+                         refinement=RefineSettings(steps=2), show_progress=False)
+    assert not (tmp_path / "out").exists()
