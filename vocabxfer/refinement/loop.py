@@ -1,18 +1,20 @@
-"""A few minutes of training of the new embedding rows after the transfer,
-against the source model they came from, with its body frozen: the loop,
-which reads everything else from its parts.
+"""A few minutes of training of the embedding rows after the transfer, with
+the body frozen: the loop, which reads everything else from its parts.
 
-For an encoder the transferred model (the student) reads a passage with the
-target tokenizer, the source model (the teacher) reads it with the source
-tokenizer, and the student's word vectors learn to match the teacher's; for
-a causal language model the new rows learn the next-token loss of the
-corpus, input rows through the body and output rows directly
+For an encoder whose corpus has passages long enough to cut, the
+transferred model (the student) learns search between the halves of the
+domain's passages, every row training; otherwise it reads a passage with
+the target tokenizer, the source model (the teacher) reads it with the
+source tokenizer, and the student's word vectors learn to match the
+teacher's; for a causal language model the new rows learn the next-token
+loss of the corpus, input rows through the body and output rows directly
 (``objectives.py``: each objective whole). Words are aligned by character
 spans (the tokenizers' offsets), never by re-tokenising strings. Teacher
 and student run the same transformer body, held once: the teacher differs
-only by its input embeddings, which are fed as ``inputs_embeds``. Only the
-new rows train (by default those the transfer did not copy, read from its
-token map, which stay bit-exact); a tied output layer follows them. The
+only by its input embeddings, which are fed as ``inputs_embeds``. Only
+embedding rows train: the new ones (those the transfer did not copy, read
+from its token map, which stay bit-exact) or, as the objective or the
+settings say, all; a tied output layer follows them. The
 settings are one checked object (``settings.py``); the passages are
 tokenised once (``passage_pool.py``); a run lasts a number of steps or a
 time budget (``budget.py``); the device policy is ``backend.py``. On a GPU
