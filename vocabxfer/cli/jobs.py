@@ -265,12 +265,13 @@ def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLi
         from vocabxfer.cli.demo import python_docs_corpus
 
         other_domain = [python_docs_corpus()]
+    # Every old token keeps its id and its row: exact matching.
+    initialisation = dataclasses.replace(initialisation, match="exact")
     # Every input is checked and read once, as for a transfer; the corpus's
     # held-out passages (only when refining: a streamed extension measures
     # nothing) are left out of what the extension learns from.
     inputs = read_transfer_inputs(
-        model, out_dir, tokenizer=None, corpus=corpus,
-        initialisation=dataclasses.replace(initialisation, match="exact"),
+        model, out_dir, tokenizer=None, corpus=corpus, initialisation=initialisation,
         refinement=refinement, refine_corpus=None, training=TokenizerTraining(),
         device=device, overwrite=overwrite, fidelity=fidelity and refinement is not None,
         other_domain=other_domain)
@@ -285,9 +286,9 @@ def extend_to_folder(model: PathLike, out_dir: PathLike, corpus: Sequence[PathLi
                                  show_progress=show_progress)
     result = run_transfer(
         dataclasses.replace(inputs, target=load_vocab(extension.tokenizer)), corpus=corpus,
-        initialisation=dataclasses.replace(initialisation, match="exact"),
-        refinement=refinement, training=TokenizerTraining(), overwrite=overwrite, link=link,
-        keep=keep if refinement is not None else None, show_progress=show_progress)
+        initialisation=initialisation, refinement=refinement, training=TokenizerTraining(),
+        overwrite=overwrite, link=link, keep=keep if refinement is not None else None,
+        show_progress=show_progress)
     result.extension = extension
     return result
 

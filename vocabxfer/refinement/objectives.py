@@ -36,7 +36,8 @@ import torch
 import torch.nn.functional as F
 from transformers import __version__ as transformers_version
 
-from vocabxfer.refinement.passage_pool import MIN_WORDS_PER_HALF, Batch, first_words, pool_words
+from vocabxfer.refinement.passage_pool import (MIN_WORDS_PER_HALF, Batch, cut_in_half,
+                                                first_words, pool_words)
 
 # Words with no trained row's token still teach (through attention), but
 # less. On the manual pages' validation split, weighting them 0.3 (against
@@ -420,8 +421,9 @@ def cuttable_share(passages: Sequence[str], sample: int = HALVES_SAMPLE) -> floa
     sample_passages = passages[:sample]
     if not sample_passages:
         return 0.0
+    # Past the words two halves need, a passage's length does not matter.
     enough = 2 * MIN_WORDS_PER_HALF
-    return sum(len(first_words(passage, enough).split()) >= enough
+    return sum(cut_in_half(first_words(passage, enough)) is not None
                for passage in sample_passages) / len(sample_passages)
 
 

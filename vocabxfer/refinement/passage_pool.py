@@ -355,8 +355,8 @@ class PassagePool:
         if kept_texts and with_source:
             raise VocabxferError("refine: passages to keep are read by the next-token "
                                  "objective only")
-        target_side = encode_side(rust_tokenizer(target, max_length, "target"),
-                                  texts + kept_texts, max_length)
+        target_backend = rust_tokenizer(target, max_length, "target")
+        target_side = encode_side(target_backend, texts + kept_texts, max_length)
         real = filled_slots(target_side.lengths, max_length, target_side.ids.device)
         counts = (is_trained.cpu()[target_side.ids] & real).sum(1)[:len(texts)]
         keep = counts.nonzero().squeeze(1)
@@ -384,8 +384,8 @@ class PassagePool:
                 side.spans = None
         self.queries = self.documents = self.paired = None
         if with_halves:
-            self.queries, self.documents, self.paired = read_halves(texts, target, max_length,
-                                                                    self.generator)
+            self.queries, self.documents, self.paired = read_halves(
+                texts, target_backend, max_length, self.generator)
         self.weights = weights
         self.passages = texts
         sides = [side for side in (self.source, self.target) if side is not None]
@@ -470,14 +470,14 @@ class PassagePool:
                      halves=halves)
 
 
-def read_halves(texts: Sequence[str], target: Vocab, max_length: int,
+def read_halves(texts: Sequence[str], backend: Any, max_length: int,
                 generator: torch.Generator) -> Tuple[Side, Side, torch.Tensor]:
     """(queries, documents, paired): every text cut at a word drawn in
-    HALF_CUT and each half read by the target tokenizer, up to `max_length`
-    tokens; a text too short to cut reads as two empty halves, not paired."""
+    HALF_CUT and each half read by the target's Rust tokenizer `backend`,
+    up to `max_length` tokens; a text too short to cut reads as two empty
+    halves, not paired."""
     shares = torch.empty(len(texts)).uniform_(*HALF_CUT, generator=generator).tolist()
     cuts = [cut_in_half(text, share) for text, share in zip(texts, shares)]
-    backend = rust_tokenizer(target, max_length, "target")
     queries = encode_side(backend, [cut[0] if cut else "" for cut in cuts], max_length)
     documents = encode_side(backend, [cut[1] if cut else "" for cut in cuts], max_length)
     for side in (queries, documents):
