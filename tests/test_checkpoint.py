@@ -15,7 +15,7 @@ from vocabxfer import ModelError, OutputError, transfer_checkpoint, transfer_mod
 from vocabxfer.checkpoints import safetensors_io
 from vocabxfer.checkpoints.streamed import INDEX_FILE, SINGLE_FILE
 from vocabxfer.models.loading import load_model, model_class
-from vocabxfer.checkpoints.saving import as_transformers_tokenizer
+from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
 from vocabxfer.cli.jobs import transfer_to_folder
 
 from .conftest import BERT_SPECIALS, byte_level_text, byte_level_tokenizer, wordpiece_tokenizer

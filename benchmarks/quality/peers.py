@@ -15,6 +15,7 @@ from typing import Any
 import torch
 
 import vocabxfer
+from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
 
 
 def available() -> bool:
@@ -39,8 +40,7 @@ def mergekit_embeddings(model_dir: str, target_tokenizer: Any, source_rows: torc
     logging.getLogger("mergekit").setLevel(logging.WARNING)
     with tempfile.TemporaryDirectory() as scratch:
         target_dir = Path(scratch) / "target"
-        vocabxfer.checkpoints.saving.as_transformers_tokenizer(target_tokenizer).save_pretrained(
-            str(target_dir))
+        as_transformers_tokenizer(target_tokenizer).save_pretrained(str(target_dir))
         options = tokensurgeon.TokenSurgeonOptions(
             model=ModelReference.model_validate(str(model_dir)),
             donor=ModelReference.model_validate(str(target_dir)),

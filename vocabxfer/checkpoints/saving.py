@@ -5,30 +5,9 @@ import os
 from pathlib import Path
 from typing import Any, Dict, Optional, Union
 
-from vocabxfer.vocabularies import families
 from vocabxfer.checkpoints.atomic import write_folder
-from vocabxfer.errors import VocabError
-from vocabxfer.vocabularies.readers import VocabSource, load_vocab
-
-
-def as_transformers_tokenizer(tokenizer: VocabSource) -> Any:
-    """A transformers fast tokenizer for whatever the target tokenizer is, so
-    that AutoTokenizer can load what we save."""
-    vocab = load_vocab(tokenizer)
-    original = vocab.tokenizer
-    if original is not None and hasattr(original, "save_pretrained"):
-        return original
-    if original is None:
-        raise VocabError(f"{vocab.name}: a {vocab.family} vocabulary without its tokenizer "
-                         "cannot be saved as a tokenizer; pass the tokenizer itself (a folder, "
-                         "tokenizer.json or tokenizer object)")
-    from transformers import PreTrainedTokenizerFast
-
-    roles = {f"{role}_token": token for role, token in vocab.special_tokens_map.items()
-             if role in families.ROLES}
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=original, **roles)
-    wrapped.model_input_names = families.model_input_names(vocab.family)
-    return wrapped
+from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
+from vocabxfer.vocabularies.readers import VocabSource
 
 
 def save_tokenizer(tokenizer: VocabSource, out_dir: Union[str, os.PathLike], *,

@@ -30,7 +30,7 @@ from vocabxfer.vocabularies.matching import TokenMap, match_vocab
 from vocabxfer.models.in_memory import (as_stored, check_fits, check_seed, target_size_for,
                                         tensor_generator, update_config)
 from vocabxfer.vocabularies.readers import VocabSource, first_line
-from vocabxfer.checkpoints.saving import as_transformers_tokenizer
+from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
 from vocabxfer.checkpoints.untrusted import check_inside, check_model_folder, read_json
 
 logger = logging.getLogger(__name__)

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 
 from vocabxfer.errors import CorpusError, VocabError, VocabxferError
-from vocabxfer.checkpoints.saving import as_transformers_tokenizer
+from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
 from vocabxfer.vocabularies.vocab import Vocab
 
 WORD = re.compile(r"\S+")
