@@ -1,11 +1,12 @@
 """The command line's jobs (cli/jobs.py): one transfer with refinement and
-fidelity reads the source tokenizer once and matches the vocabularies once,
+fidelity reads each input once and matches the vocabularies once,
 its option objects are checked where they are made, and refinement reads
 the transfer's own token map."""
 
 import sys
 
 import pytest
+from transformers import AutoConfig
 
 from vocabxfer import InitOptions, RefineSettings, TokenizerTraining, VocabxferError
 from vocabxfer.cli.jobs import transfer_to_folder
@@ -15,24 +16,29 @@ from .conftest import save_bert_folder, wordpiece_tokenizer
 from .test_fidelity import SOURCE, TARGET, sentences
 
 
-def test_one_transfer_reads_the_source_tokenizer_once_and_matches_once(tmp_path, monkeypatch):
+def test_one_transfer_reads_each_input_once_and_matches_once(tmp_path, monkeypatch):
     save_bert_folder(tmp_path / "source", SOURCE)
     wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(sentences(400)) + "\n", encoding="utf-8")
-    reads, matches = [], []
+    reads, matches, configs = [], [], []
     real_read, real_match = readers.read_path, matching.match_vocab
+    real_from_pretrained = AutoConfig.from_pretrained.__func__
 
     def counting_read(path, *args, **kwargs):
-        if path.resolve() == (tmp_path / "source").resolve():
-            reads.append(path)
+        reads.append(path.resolve())
         return real_read(path, *args, **kwargs)
+
+    def counting_config(cls, *args, **kwargs):
+        configs.append(args)
+        return real_from_pretrained(cls, *args, **kwargs)
 
     def counting_match(*args, **kwargs):
         matches.append(args)
         return real_match(*args, **kwargs)
 
     monkeypatch.setattr(readers, "read_path", counting_read)
+    monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(counting_config))
     # Every module that matches imports match_vocab by name: count them all.
     for module in list(sys.modules.values()):
         if getattr(module, "__name__", "").startswith("vocabxfer.") and \
@@ -43,7 +49,11 @@ def test_one_transfer_reads_the_source_tokenizer_once_and_matches_once(tmp_path,
                                 refinement=RefineSettings(steps=3, batch_size=8),
                                 show_progress=False)
     assert result.refinement.steps == 3 and result.fidelity is not None
-    assert len(reads) == 1, reads
+    # The source tokenizer, the target tokenizer and the model's config
+    # are each read once; the vocabularies are matched once.
+    assert sorted(map(str, reads)) == sorted(
+        str((tmp_path / name).resolve()) for name in ("source", "target.json")), reads
+    assert len(configs) == 1, configs
     assert len(matches) == 1, matches
 
 

@@ -38,6 +38,7 @@ class TransferInputs:
 
     out_path: Path
     location: str  # the model's folder, or its hub id
+    config: Any  # the model's config, read and checked once (load_config)
     target: Optional[Vocab]  # None: trained on the corpus
     device: torch.device
     streaming: bool  # a safetensors folder moved without loading the model
@@ -123,7 +124,8 @@ def read_transfer_inputs(model: PathLike, out_dir: PathLike, *,
         if fidelity and not streaming and fidelity_texts is not None else []
     excluded = set(held_out)
     return TransferInputs(
-        out_path=out_path, location=location, target=target, device=resolved_device,
+        out_path=out_path, location=location, config=config, target=target,
+        device=resolved_device,
         streaming=streaming,
         refine_passages=None if passages is None else
         [passage for passage in passages if passage not in excluded],

@@ -187,7 +187,7 @@ def run_transfer(inputs: TransferInputs, *, corpus: Optional[Sequence[PathLike]]
                                   weight_files=streamed.weight_files())
         source = load_vocab(inputs.location)  # the one reading of the source tokenizer
         with steps.step("load model"):
-            loaded = load_model(inputs.location, inputs.device)
+            loaded = load_model(inputs.location, inputs.device, config=inputs.config)
             teacher_rows = loaded.get_input_embeddings().weight.detach().clone() \
                 if refining else None
         if inputs.measuring:

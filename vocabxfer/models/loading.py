@@ -6,7 +6,7 @@ import logging
 import os
 import pickle
 from pathlib import Path
-from typing import Any, Union
+from typing import Any, Dict, Union
 
 from vocabxfer.models.devices import DeviceLike, resolve_device
 from vocabxfer.errors import ModelError
@@ -70,8 +70,12 @@ def load_config(location: str) -> Any:
                          f"({type(error).__name__}: {first_line(error)})") from None
 
 
-def load_model(name: Union[str, os.PathLike], device: DeviceLike = None) -> Any:
-    """The model in the folder (or hub id) `name`, on `device`.
+def load_model(name: Union[str, os.PathLike], device: DeviceLike = None, *,
+               config: Any = None) -> Any:
+    """The model in the folder (or hub id) `name`, on `device`. `config` is
+    the model's config as ``load_config`` read it, when the caller already
+    did (a transfer reads and checks it once, before any long step); the
+    model is built from that config, not from a second reading.
 
     Raises ModelError for a path that does not exist, a config that names no
     model class, a folder without weights, or a hub id that cannot be
@@ -79,9 +83,10 @@ def load_model(name: Union[str, os.PathLike], device: DeviceLike = None) -> Any:
     """
     device = resolve_device(device)
     location = model_location(name)
-    config = load_config(location)
+    if config is None:
+        config = load_config(location)
     cls = model_class(config)
-    options = {}
+    options: Dict[str, Any] = {"config": config}
     folder = Path(location)
     if folder.is_dir():
         if any((folder / file).is_file() for file in SAFETENSORS):
