@@ -57,7 +57,8 @@ class RefineSettings:
     to stay out of another domain's predictions). ``checks``: how often the
     job measure is taken on validation passages set aside from the corpus
     (at the start, then every 1/checks of the run, and at its end; in a
-    time budget, fewer when they would take more than 15% of it); the best
+    time budget, fewer when they would take more than loop.CHECK_SHARE of
+    it); the best
     rows seen are kept, the start included (0: no checks, the last rows are
     kept).
 
@@ -82,12 +83,13 @@ class RefineSettings:
 
     def __post_init__(self) -> None:
         for name, choices in (("optimizer", OPTIMIZERS), ("align", ALIGNS),
-                              ("objective", OBJECTIVE_NAMES), ("trainable", TRAINABLE),
-                              ("precision", PRECISIONS)):
-            if getattr(self, name) not in choices and not (name == "trainable" and
-                                                           self.trainable is None):
+                              ("objective", OBJECTIVE_NAMES), ("precision", PRECISIONS)):
+            if getattr(self, name) not in choices:
                 raise VocabxferError(f"refine: {name} {getattr(self, name)!r} is not one of "
                                      f"{', '.join(choices)}")
+        if self.trainable is not None and self.trainable not in TRAINABLE:
+            raise VocabxferError(f"refine: trainable {self.trainable!r} is not one of "
+                                 f"{', '.join(TRAINABLE)}, or None (the objective's choice)")
         if not isinstance(self.checks, int) or isinstance(self.checks, bool) or \
                 not 0 <= self.checks <= MAX_CHECKS:
             raise VocabxferError(f"refine: checks must be an int from 0 to {MAX_CHECKS}, got "
