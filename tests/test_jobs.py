@@ -6,10 +6,12 @@ the transfer's own token map."""
 import sys
 
 import pytest
+import torch
 from transformers import AutoConfig
 
 from vocabxfer import InitOptions, RefineSettings, TokenizerTraining, VocabxferError
 from vocabxfer.cli.jobs import transfer_to_folder
+from vocabxfer.models import devices
 from vocabxfer.vocabularies import matching, readers
 
 from .conftest import save_bert_folder, wordpiece_tokenizer
@@ -21,8 +23,9 @@ def test_one_transfer_reads_each_input_once_and_matches_once(tmp_path, monkeypat
     wordpiece_tokenizer(TARGET).save(str(tmp_path / "target.json"))
     corpus = tmp_path / "corpus.txt"
     corpus.write_text("\n".join(sentences(400)) + "\n", encoding="utf-8")
-    reads, matches, configs = [], [], []
+    reads, matches, configs, device_names = [], [], [], []
     real_read, real_match = readers.read_path, matching.match_vocab
+    real_resolve = devices.resolve_device
     real_from_pretrained = AutoConfig.from_pretrained.__func__
 
     def counting_read(path, *args, **kwargs):
@@ -37,24 +40,34 @@ def test_one_transfer_reads_each_input_once_and_matches_once(tmp_path, monkeypat
         matches.append(args)
         return real_match(*args, **kwargs)
 
+    def counting_resolve(device):
+        if not isinstance(device, torch.device):  # a name, read into a device
+            device_names.append(device)
+        return real_resolve(device)
+
     monkeypatch.setattr(readers, "read_path", counting_read)
     monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(counting_config))
-    # Every module that matches imports match_vocab by name: count them all.
+    # Every module that matches (or resolves a device) imports the function
+    # by name: count them all.
     for module in list(sys.modules.values()):
-        if getattr(module, "__name__", "").startswith("vocabxfer.") and \
-                getattr(module, "match_vocab", None) is real_match:
-            monkeypatch.setattr(module, "match_vocab", counting_match)
+        if getattr(module, "__name__", "").startswith("vocabxfer."):
+            for name, real, counting in (("match_vocab", real_match, counting_match),
+                                         ("resolve_device", real_resolve, counting_resolve)):
+                if getattr(module, name, None) is real:
+                    monkeypatch.setattr(module, name, counting)
     result = transfer_to_folder(tmp_path / "source", tmp_path / "out",
                                 tokenizer=tmp_path / "target.json", refine_corpus=[corpus],
                                 refinement=RefineSettings(steps=3, batch_size=8),
-                                show_progress=False)
+                                device="cpu", show_progress=False)
     assert result.refinement.steps == 3 and result.fidelity is not None
     # The source tokenizer, the target tokenizer and the model's config
-    # are each read once; the vocabularies are matched once.
+    # are each read once; the vocabularies are matched once; the device's
+    # name is read once, every later step is given the device.
     assert sorted(map(str, reads)) == sorted(
         str((tmp_path / name).resolve()) for name in ("source", "target.json")), reads
     assert len(configs) == 1, configs
     assert len(matches) == 1, matches
+    assert device_names == ["cpu"], device_names
 
 
 @pytest.mark.parametrize("make,message", [
