@@ -1,6 +1,7 @@
 """save and save_tokenizer: folders transformers loads, written whole or
 not at all, even when the process is killed in the middle."""
 
+import os
 import signal
 import subprocess
 import sys
@@ -34,6 +35,25 @@ def test_save_writes_a_folder_transformers_loads(tmp_path):
     assert tokenizer.cls_token == "[CLS]" and tokenizer.pad_token_id == 1
     assert (out / "model.safetensors").is_file()
     assert [p.name for p in tmp_path.iterdir()] == ["out"], "no temporary folder left behind"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="POSIX permission bits")
+@pytest.mark.parametrize("umask", [0o022, 0o077])
+def test_saved_weights_have_the_mode_of_every_other_file(tmp_path, umask):
+    # safetensors creates its files 0600 whatever the umask; a folder whose
+    # weights only their writer can read is no use to a team.
+    model = tiny_bert(len(SOURCE))
+    target = wordpiece_tokenizer(TARGET)
+    transfer_model(model, wordpiece_tokenizer(SOURCE), target)
+    previous = os.umask(umask)
+    try:
+        out = save(model, target, tmp_path / "out")
+    finally:
+        os.umask(previous)
+    modes = {path.name: path.stat().st_mode & 0o777 for path in out.iterdir()}
+    assert modes["model.safetensors"] == modes["config.json"] == 0o666 & ~umask, modes
+    assert set(modes) >= {"model.safetensors", "config.json", "tokenizer.json"}
+    assert not any(name.startswith(".") for name in modes), modes
 
 
 def test_save_refuses_to_overwrite_and_replaces_only_when_asked(tmp_path):

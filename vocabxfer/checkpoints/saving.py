@@ -36,8 +36,29 @@ def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathL
 
     def write(folder: Path) -> None:
         model.save_pretrained(str(folder), safe_serialization=True)
+        # safetensors (0.8.1 on) creates its files as 0600 whatever the
+        # umask: a folder that others (a team, a container's user) could
+        # not load the weights of. They get the mode every other file here
+        # gets. Only files save_pretrained just made in our staging folder.
+        mode = ordinary_file_mode(folder)
+        for weights in folder.glob("*.safetensors"):
+            os.chmod(weights, mode)
         tokenizer.save_pretrained(str(folder))
         for name, text in (extra_files or {}).items():
             (folder / name).write_text(text, encoding="utf-8")
 
     return write_folder(out_dir, write, overwrite=overwrite)
+
+
+def ordinary_file_mode(folder: Path) -> int:
+    """The permission bits a file created in `folder` with open() gets (0o666
+    less the umask, or as the folder's default ACL says), read from a file
+    made for the purpose: the process's umask is never changed, which
+    another thread could observe."""
+    probe = folder / ".vocabxfer-mode-probe"
+    descriptor = os.open(probe, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o666)
+    try:
+        return os.fstat(descriptor).st_mode & 0o777
+    finally:
+        os.close(descriptor)
+        probe.unlink()
