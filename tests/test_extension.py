@@ -9,6 +9,7 @@ rows only."""
 
 import json
 import random
+import shutil
 
 import pytest
 import torch
@@ -361,6 +362,26 @@ def test_the_command_line_extends_a_tokenizer_and_a_model(llama_folder, corpora,
                  "--out", str(tmp_path / "none")]) == 2
     err = capsys.readouterr().err
     assert "add must be an int from 1 to" in err and not (tmp_path / "none").exists()
+
+
+def test_an_extended_instruct_model_can_still_be_chatted_with(llama_folder, corpora, tmp_path):
+    from transformers import AutoTokenizer
+
+    _, korean = corpora
+    source = tmp_path / "instruct"
+    shutil.copytree(llama_folder, source)
+    template = "{% for m in messages %}<{{ m['role'] }}>{{ m['content'] }}\n{% endfor %}"
+    (source / "chat_template.jinja").write_text(template, encoding="utf-8")
+    assert extend_tokenizer(source, [korean], 30, show_progress=False).tokenizer \
+        .chat_template == template
+    extend_to_folder(source, tmp_path / "out", [korean], 30, show_progress=False)
+    before = AutoTokenizer.from_pretrained(str(source))
+    after = AutoTokenizer.from_pretrained(str(tmp_path / "out"))
+    chat = [{"role": "user", "content": "한국 영화 정말 재미있어요"}]
+    text = before.apply_chat_template(chat, tokenize=False)
+    assert after.chat_template == template
+    assert after.apply_chat_template(chat, tokenize=False) == text
+    assert len(after(text).input_ids) < len(before(text).input_ids)  # the new tokens read it
 
 
 def test_a_source_that_reads_numbers_digit_by_digit_keeps_doing_so(tmp_path):

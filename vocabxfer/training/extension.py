@@ -397,21 +397,16 @@ def _produced(tokenizer: Any, model_type: str, source_size: int,
 
 def _wrap(document: Dict[str, Any], vocab: Any) -> Any:
     """A transformers fast tokenizer over the extended tokenizer.json, with
-    the source's special tokens, and its chat template and length limit
-    where it had them."""
+    the source's special tokens and settings (its chat template, length
+    limit, sides: from its folder or its transformers tokenizer)."""
     from tokenizers import Tokenizer
     from transformers import PreTrainedTokenizerFast
 
     roles = {f"{role}_token": token for role, token in vocab.special_tokens_map.items()
              if role in families.ROLES}
     original = vocab.tokenizer
-    options = {}
-    for name in ("chat_template", "model_max_length", "padding_side"):
-        value = getattr(original, name, None)
-        if value is not None:
-            options[name] = value
     wrapped = PreTrainedTokenizerFast(tokenizer_object=Tokenizer.from_str(json.dumps(document)),
-                                      **roles, **options)
+                                      **roles, **vocab.settings)
     wrapped.name_or_path = f"{vocab.name}, extended"
     wrapped.model_input_names = getattr(original, "model_input_names", None) or \
         families.model_input_names(vocab.family)

@@ -304,7 +304,8 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     ``train_new_from_iterator`` keeps them (a Llama-3 byte-level BPE stays
     one); casing overrides (``lowercase``, ``strip_accents``) or another
     model type give the family's standard pipeline with ``like``'s casing
-    and special tokens. Without ``like``: BERT's special tokens and cased
+    and special tokens. Either way ``like``'s settings (its chat template,
+    length limit, padding and truncation sides) are kept too. Without ``like``: BERT's special tokens and cased
     text. The WordPiece alphabet is every character seen at least twice in
     the corpus unless ``limit_alphabet`` is given: tokenizers' default of
     1,000 leaves about 15% [UNK] on Korean text. The [UNK] rate is measured
@@ -349,10 +350,13 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     set_post_processor(pipeline)
     unk = pipeline.roles.get("unk", "<unk>")
     report_unknown_rate(pipeline.tokenizer, stream.sample, unk)
+    # Trained like the source, it keeps the source's special tokens, and so
+    # its settings: a chat template names those tokens.
     wrapped = PreTrainedTokenizerFast(
         tokenizer_object=pipeline.tokenizer,
         **{f"{role}_token": token for role, token in pipeline.roles.items()
-           if role in families.ROLES})
+           if role in families.ROLES},
+        **(source.settings if source is not None else {}))
     wrapped.name_or_path = (f"{model} tokenizer trained on {stream.count:,} passages of "
                             f"{', '.join(path.name for path in paths)}")
     wrapped.model_input_names = families.model_input_names(

@@ -12,7 +12,8 @@ from vocabxfer.vocabularies.readers import VocabSource, load_vocab
 def as_transformers_tokenizer(tokenizer: VocabSource) -> Any:
     """A transformers fast tokenizer for whatever the tokenizer is: a
     transformers tokenizer as it is, a ``tokenizers.Tokenizer`` (or a file
-    or folder holding one) wrapped with its special tokens by role."""
+    or folder holding one) wrapped with its special tokens by role and the
+    settings its folder holds (the chat template, length limit, sides)."""
     vocab = load_vocab(tokenizer)
     original = vocab.tokenizer
     if original is not None and hasattr(original, "save_pretrained"):
@@ -25,6 +26,6 @@ def as_transformers_tokenizer(tokenizer: VocabSource) -> Any:
 
     roles = {f"{role}_token": token for role, token in vocab.special_tokens_map.items()
              if role in families.ROLES}
-    wrapped = PreTrainedTokenizerFast(tokenizer_object=original, **roles)
+    wrapped = PreTrainedTokenizerFast(tokenizer_object=original, **roles, **vocab.settings)
     wrapped.model_input_names = families.model_input_names(vocab.family)
     return wrapped

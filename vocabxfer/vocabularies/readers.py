@@ -16,6 +16,7 @@ from vocabxfer.vocabularies import families
 from vocabxfer.errors import VocabError
 from vocabxfer.checkpoints.untrusted import (MAX_JSON_BYTES, MAX_JSON_DEPTH, MAX_VOCAB_FILE_BYTES,
                         check_regular_file, check_tokenizer_folder, json_depth, read_json)
+from vocabxfer.vocabularies.tokenizer_settings import read_folder_settings, settings_of
 from vocabxfer.vocabularies.vocab import Vocab, indexed, roles_from_strings, tokens_by_id
 
 VocabSource = Union[Vocab, str, os.PathLike, Mapping[str, int], Any]
@@ -327,15 +328,16 @@ def from_transformers(tokenizer: Any, name: str) -> Vocab:
     return replace(vocab, name=name, special_tokens_map=special_tokens_map,
                    all_special_tokens=(vocab.all_special_tokens | listed
                                        | frozenset(special_tokens_map.values())),
-                   loader=lambda: tokenizer)
+                   loader=lambda: tokenizer, settings=settings_of(tokenizer))
 
 
 # ---- folders, files, hub ids ---------------------------------------------------------
 
 def read_folder(folder: Path) -> Vocab:
     """A tokenizer folder: tokenizer.json if present, else vocab.txt; roles
-    and casing from tokenizer_config.json / special_tokens_map.json. Every
-    file read resolves inside the folder (untrusted.py)."""
+    and casing from tokenizer_config.json / special_tokens_map.json, and its
+    settings (tokenizer_settings.py: the chat template too). Every file read
+    resolves inside the folder (untrusted.py)."""
     check_tokenizer_folder(folder)
     config = read_json_if_present(folder / "tokenizer_config.json")
     special_map = read_json_if_present(folder / "special_tokens_map.json")
@@ -356,7 +358,8 @@ def read_folder(folder: Path) -> Vocab:
             if isinstance(value, str) and value in vocab.ids:
                 roles[role] = value
     return replace(vocab, name=str(folder), special_tokens_map=roles,
-                   all_special_tokens=vocab.all_special_tokens | frozenset(roles.values()))
+                   all_special_tokens=vocab.all_special_tokens | frozenset(roles.values()),
+                   settings=read_folder_settings(folder, config))
 
 
 def read_json_if_present(path: Path) -> Any:

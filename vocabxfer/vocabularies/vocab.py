@@ -32,6 +32,11 @@ class Vocab:
     (``declared_lowercase``, ``declared_strip_accents``), or, where nothing
     declares them (a bare vocab.txt), as the tokens show, worked out on first
     use.
+
+    ``settings`` are what a transformers tokenizer carries beside the
+    vocabulary (its chat template, length limit, padding and truncation
+    sides: see tokenizer_settings.py), as the folder or tokenizer it was
+    read from holds them.
     """
 
     tokens: Tuple[str, ...]
@@ -45,6 +50,7 @@ class Vocab:
     declared_lowercase: Optional[bool] = False
     declared_strip_accents: Optional[bool] = None
     loader: Optional[Callable[[], Any]] = field(default=None, compare=False, repr=False)
+    settings: Mapping[str, Any] = field(default_factory=dict, repr=False)
 
     @cached_property
     def tokenizer(self) -> Any:
