@@ -20,11 +20,11 @@ TOKENS = BERT_SPECIALS + ["the", "cat", "sat", "on", "mat", "dog", "##s", "a", "
 CHAT = [{"role": "user", "content": "the cat sat"}]
 
 
-def tokenizer_folder(folder, config=None, template=TEMPLATE, extra=None):
+def tokenizer_folder(folder, config=None, template=TEMPLATE, extra=None, tokens=TOKENS):
     """A tokenizer folder as transformers 5 saves one: tokenizer.json,
     tokenizer_config.json and the chat template in chat_template.jinja."""
     folder.mkdir(parents=True)
-    wordpiece_tokenizer(TOKENS).save(str(folder / "tokenizer.json"))
+    wordpiece_tokenizer(tokens).save(str(folder / "tokenizer.json"))
     settings = {"model_max_length": 128, "padding_side": "left", "unk_token": "[UNK]",
                 "pad_token": "[PAD]", "cls_token": "[CLS]", "sep_token": "[SEP]"}
     (folder / "tokenizer_config.json").write_text(json.dumps({**settings, **(config or {})}))
@@ -122,3 +122,32 @@ def test_without_settings_a_tokenizer_is_written_as_before(tmp_path):
     assert load_vocab(tmp_path / "tokenizer.json").settings == {}
     out = save_tokenizer(tmp_path / "tokenizer.json", tmp_path / "out")
     assert AutoTokenizer.from_pretrained(str(out)).chat_template is None
+
+
+def bert_source(folder, limit):
+    from .conftest import save_bert_folder
+
+    save_bert_folder(folder, TOKENS)
+    config_path = folder / "tokenizer_config.json"
+    config = json.loads(config_path.read_text(encoding="utf-8"))
+    config_path.write_text(json.dumps({**config, "model_max_length": limit}), encoding="utf-8")
+    return folder
+
+
+@pytest.mark.parametrize("refine", [False, True], ids=["streamed", "in-memory"])
+def test_a_moved_model_keeps_its_length_limit_when_the_target_declares_none(
+        tmp_path, corpus_file, refine):
+    # The model's positions do not change with its vocabulary: truncation
+    # must still stop at them.
+    source = bert_source(tmp_path / "source", 64)
+    new_tokens = TOKENS + ["cats", "dogs", "running"]  # rows left for refinement to train
+    wordpiece_tokenizer(new_tokens).save(str(tmp_path / "target.json"))
+    declared = tokenizer_folder(tmp_path / "declared", config={"model_max_length": 32},
+                                tokens=new_tokens)
+    options = dict(refinement=vocabxfer.RefineSettings(steps=1, batch_size=4),
+                   refine_corpus=[corpus_file]) if refine else {}
+    for target, expected in ((tmp_path / "target.json", 64), (declared, 32)):
+        out = tmp_path / f"out-{expected}"
+        vocabxfer.transfer_to_folder(source, out, tokenizer=target, show_progress=False,
+                                     **options)
+        assert AutoTokenizer.from_pretrained(str(out)).model_max_length == expected

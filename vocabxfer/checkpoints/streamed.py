@@ -31,6 +31,7 @@ from vocabxfer.models.in_memory import (as_stored, check_fits, check_seed, targe
                                         tensor_generator, update_config)
 from vocabxfer.vocabularies.readers import VocabSource, first_line
 from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
+from vocabxfer.vocabularies.tokenizer_settings import with_source_limit
 from vocabxfer.checkpoints.untrusted import check_inside, check_model_folder, read_json
 
 logger = logging.getLogger(__name__)
@@ -352,7 +353,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
         job_of.update(dict.fromkeys(names, number))
     last_shard = {job_of[name]: shard for shard, file in checkpoint.files.items()
                   for name in safetensors_io.in_file_order(file) if name in job_of}
-    tokenizer = as_transformers_tokenizer(target_tokenizer)
+    tokenizer = as_transformers_tokenizer(with_source_limit(token_map.target, token_map.source))
     generation_config = read_generation_config(folder)
     update_config(config, generation_config, token_map.target, target_size)
     placed: Dict[str, List[str]] = {"rewritten": [], "copied": [], "linked": []}

@@ -31,6 +31,7 @@ from vocabxfer.training.extension import TokenizerExtension, check_add, extend_t
 from vocabxfer.training.tokenizer import TokenizerTraining, train_tokenizer
 from vocabxfer.vocabularies.matching import TokenMap
 from vocabxfer.vocabularies.readers import VocabSource, load_vocab
+from vocabxfer.vocabularies.tokenizer_settings import with_source_limit
 
 PathLike = Union[str, os.PathLike]
 
@@ -214,8 +215,9 @@ def run_transfer(inputs: TransferInputs, *, corpus: Optional[Sequence[PathLike]]
         extra = {REPORT_FILE: measured.to_json()} if measured is not None else None
         with steps.step("save"):
             # In a distributed job every rank holds the same model; rank 0 writes it.
-            path = save(result.model, target, inputs.out_path, overwrite=overwrite,
-                        extra_files=extra) if distributed.current().writes else inputs.out_path
+            path = save(result.model, with_source_limit(target, source), inputs.out_path,
+                        overwrite=overwrite, extra_files=extra) \
+                if distributed.current().writes else inputs.out_path
     finally:
         steps.close()
     return FolderTransfer(path=path, token_map=result.token_map, plan=result.plan,

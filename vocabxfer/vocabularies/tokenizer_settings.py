@@ -6,11 +6,13 @@ every tokenizer vocabxfer builds from it: an extension of it, one trained
 like it, and the tokenizer of a folder it writes. Without them an extended
 instruct model could no longer be chatted with."""
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any, Dict, Mapping
 
 from vocabxfer.checkpoints.untrusted import check_regular_file
 from vocabxfer.errors import VocabError
+from vocabxfer.vocabularies.vocab import Vocab
 
 NAMES = ("chat_template", "model_max_length", "padding_side", "truncation_side")
 SIDES = ("left", "right")
@@ -18,6 +20,8 @@ SIDES = ("left", "right")
 # tens of kilobytes.
 MAX_TEMPLATE_BYTES = 2 ** 20
 TEMPLATE_FILE, TEMPLATES_FOLDER = "chat_template.jinja", "additional_chat_templates"
+# transformers' model_max_length for "no limit" (VERY_LARGE_INTEGER).
+NO_LIMIT = int(1e30)
 
 
 def read_folder_settings(folder: Path, config: Any) -> Dict[str, Any]:
@@ -85,3 +89,14 @@ def checked_settings(settings: Mapping[str, Any], where: str) -> Dict[str, Any]:
         raise VocabError(f"{where}: chat_template must be a Jinja template (a string) or "
                          f"templates by name, got a {type(template).__name__}")
     return checked
+
+
+def with_source_limit(target: Vocab, source: Vocab) -> Vocab:
+    """The target as the moved model's tokenizer: where it declares no
+    length limit it takes the source's, since the model's positions did not
+    change (a BERT still reads 512 tokens, and truncation must say so)."""
+    limit = source.settings.get("model_max_length")
+    own = target.settings.get("model_max_length")
+    if limit is None or limit >= NO_LIMIT or (own is not None and own < NO_LIMIT):
+        return target
+    return replace(target, settings={**target.settings, "model_max_length": limit})
