@@ -3,9 +3,10 @@ atomically (see atomic.py)."""
 
 import os
 from pathlib import Path
-from typing import Any, Dict, Optional, Union
+from typing import Any, Dict, Mapping, Optional, Union
 
 from vocabxfer.checkpoints.atomic import write_folder
+from vocabxfer.checkpoints.companions import copy_companions
 from vocabxfer.vocabularies.as_transformers import as_transformers_tokenizer
 from vocabxfer.vocabularies.readers import VocabSource
 
@@ -19,7 +20,8 @@ def save_tokenizer(tokenizer: VocabSource, out_dir: Union[str, os.PathLike], *,
 
 
 def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathLike],
-         *, overwrite: bool = False, extra_files: Optional[Dict[str, str]] = None) -> Path:
+         *, overwrite: bool = False, extra_files: Optional[Dict[str, str]] = None,
+         companions: Optional[Mapping[str, Path]] = None) -> Path:
     """Write `model` (safetensors + config) and the target tokenizer to
     `out_dir`, so that ``AutoModel.from_pretrained(out_dir)`` and
     ``AutoTokenizer.from_pretrained(out_dir)`` load it offline.
@@ -30,7 +32,8 @@ def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathL
     folder is replaced only with ``overwrite=True``, and only once the new
     one is complete; a symbolic link is refused. Raises FileExistsError or
     OutputError otherwise. ``extra_files`` (name: text) are written beside
-    them, in the same step.
+    them, in the same step, and ``companions`` (name in the folder: file,
+    see companions.read_companions) copied there as they are.
     """
     tokenizer = as_transformers_tokenizer(target_tokenizer)
 
@@ -46,6 +49,7 @@ def save(model: Any, target_tokenizer: VocabSource, out_dir: Union[str, os.PathL
         tokenizer.save_pretrained(str(folder))
         for name, text in (extra_files or {}).items():
             (folder / name).write_text(text, encoding="utf-8")
+        copy_companions(companions or {}, folder)
 
     return write_folder(out_dir, write, overwrite=overwrite)
 

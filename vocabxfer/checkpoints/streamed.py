@@ -20,6 +20,7 @@ import torch
 from vocabxfer.checkpoints import safetensors_io
 from vocabxfer.models.architecture import VocabTensor, vocab_tensors
 from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input_path, write_folder
+from vocabxfer.checkpoints.companions import copy_companions, read_companions
 from vocabxfer.models.devices import DeviceLike, resolve_device
 from vocabxfer.errors import ModelError
 from vocabxfer.initialisation.fvt import DEFAULT_PIECE_WEIGHTS, PieceWeighting
@@ -320,6 +321,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
                            "the source tokenizer": input_path(source_tokenizer),
                            "the target tokenizer": input_path(target_tokenizer)})
     check_model_folder(folder, ModelError)
+    companions = read_companions(folder)
     checkpoint = open_checkpoint(folder)
     config = load_config(str(folder))
     model = meta_model(config)
@@ -390,6 +392,7 @@ def transfer_checkpoint(model_dir: PathLike, target_tokenizer: VocabSource, out_
         if generation_config is not None:
             generation_config.save_pretrained(str(staging))
         tokenizer.save_pretrained(str(staging))
+        copy_companions(companions, staging)
 
     path = write_folder(out_path, write, overwrite=overwrite)
     seconds["rebuild and write"] = time.perf_counter() - started

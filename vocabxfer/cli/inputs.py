@@ -13,6 +13,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple, Union
 import torch
 
 from vocabxfer.checkpoints.atomic import check_apart, check_output_folder, input_path
+from vocabxfer.checkpoints.companions import read_companions
 from vocabxfer.checkpoints.streamed import has_safetensors
 from vocabxfer.errors import VocabxferError
 from vocabxfer.initialisation.options import InitOptions
@@ -39,6 +40,7 @@ class TransferInputs:
     out_path: Path
     location: str  # the model's folder, or its hub id
     config: Any  # the model's config, read and checked once (load_config)
+    companions: Dict[str, Path]  # files carried beside the model (companions.py)
     target: Optional[Vocab]  # None: trained on the corpus
     device: torch.device
     streaming: bool  # a safetensors folder moved without loading the model
@@ -116,6 +118,9 @@ def read_transfer_inputs(model: PathLike, out_dir: PathLike, *,
             initialisation=initialisation, refinement=refinement, fidelity=fidelity))
 
     streaming = model_folder is not None and has_safetensors(model_folder) and not refining
+    # A streamed transfer reads them itself (transfer_checkpoint).
+    companions = read_companions(model_folder) \
+        if model_folder is not None and not streaming else {}
     fidelity_texts = refine_texts if refining else corpus
     # The text refinement reads, read once: held-out passages come out of it.
     passages = read_texts(list(corpus_paths(refine_texts))) if refining else None
@@ -124,7 +129,8 @@ def read_transfer_inputs(model: PathLike, out_dir: PathLike, *,
         if fidelity and not streaming and fidelity_texts is not None else []
     excluded = set(held_out)
     return TransferInputs(
-        out_path=out_path, location=location, config=config, target=target,
+        out_path=out_path, location=location, config=config, companions=companions,
+        target=target,
         device=resolved_device,
         streaming=streaming,
         refine_passages=None if passages is None else

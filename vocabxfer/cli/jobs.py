@@ -216,7 +216,8 @@ def run_transfer(inputs: TransferInputs, *, corpus: Optional[Sequence[PathLike]]
         with steps.step("save"):
             # In a distributed job every rank holds the same model; rank 0 writes it.
             path = save(result.model, with_source_limit(target, source), inputs.out_path,
-                        overwrite=overwrite, extra_files=extra) \
+                        overwrite=overwrite, extra_files=extra,
+                        companions=inputs.companions) \
                 if distributed.current().writes else inputs.out_path
     finally:
         steps.close()
