@@ -130,9 +130,7 @@ def read_transfer_inputs(model: PathLike, out_dir: PathLike, *,
     excluded = set(held_out)
     return TransferInputs(
         out_path=out_path, location=location, config=config, companions=companions,
-        target=target,
-        device=resolved_device,
-        streaming=streaming,
+        target=target, device=resolved_device, streaming=streaming,
         refine_passages=None if passages is None else
         [passage for passage in passages if passage not in excluded],
         held_out=held_out,

@@ -58,9 +58,8 @@ class RefineSettings:
     job measure is taken on validation passages set aside from the corpus
     (at the start, then every 1/checks of the run, and at its end; in a
     time budget, fewer when they would take more than loop.CHECK_SHARE of
-    it); the best
-    rows seen are kept, the start included (0: no checks, the last rows are
-    kept).
+    it); the best rows seen are kept, the start included (0: no checks,
+    the last rows are kept).
 
     Raises VocabxferError when made with a bad value."""
 

@@ -305,10 +305,11 @@ def train_tokenizer(files: CorpusFiles, vocab_size: int = 30000, min_frequency: 
     one); casing overrides (``lowercase``, ``strip_accents``) or another
     model type give the family's standard pipeline with ``like``'s casing
     and special tokens. Either way ``like``'s settings (its chat template,
-    length limit, padding and truncation sides) are kept too. Without ``like``: BERT's special tokens and cased
-    text. The WordPiece alphabet is every character seen at least twice in
-    the corpus unless ``limit_alphabet`` is given: tokenizers' default of
-    1,000 leaves about 15% [UNK] on Korean text. The [UNK] rate is measured
+    length limit, padding and truncation sides) are kept too. Without
+    ``like``: BERT's special tokens and cased text. The WordPiece alphabet
+    is every character seen at least twice in the corpus unless
+    ``limit_alphabet`` is given: tokenizers' default of 1,000 leaves about
+    15% [UNK] on Korean text. The [UNK] rate is measured
     on a sample after training and logged, with a warning above 1%.
     Passages in ``exclude`` (held out for evaluation) are not trained on.
 
