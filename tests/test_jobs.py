@@ -4,6 +4,7 @@ its option objects are checked where they are made, and refinement reads
 the transfer's own token map."""
 
 import sys
+from pathlib import Path
 
 import pytest
 import torch
@@ -12,6 +13,7 @@ from transformers import AutoConfig
 from vocabxfer import InitOptions, RefineSettings, TokenizerTraining, VocabxferError
 from vocabxfer.cli.jobs import transfer_to_folder
 from vocabxfer.models import devices
+from vocabxfer.training import corpus as corpus_module
 from vocabxfer.vocabularies import matching, readers
 
 from .conftest import save_bert_folder, wordpiece_tokenizer
@@ -45,8 +47,14 @@ def test_one_transfer_reads_each_input_once_and_matches_once(tmp_path, monkeypat
             device_names.append(device)
         return real_resolve(device)
 
+    def counting_open(file, *args, **kwargs):
+        opened.append(Path(file).resolve())
+        return open(file, *args, **kwargs)
+
+    opened = []
     monkeypatch.setattr(readers, "read_path", counting_read)
     monkeypatch.setattr(AutoConfig, "from_pretrained", classmethod(counting_config))
+    monkeypatch.setattr(corpus_module, "open", counting_open, raising=False)
     # Every module that matches (or resolves a device) imports the function
     # by name: count them all.
     for module in list(sys.modules.values()):
@@ -68,6 +76,9 @@ def test_one_transfer_reads_each_input_once_and_matches_once(tmp_path, monkeypat
     assert len(configs) == 1, configs
     assert len(matches) == 1, matches
     assert device_names == ["cpu"], device_names
+    # The corpus is opened twice: to check it holds text before any long
+    # step (its first passage), and to read it, once, in full.
+    assert opened.count(corpus.resolve()) == 2, opened
 
 
 @pytest.mark.parametrize("make,message", [
