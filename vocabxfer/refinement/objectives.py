@@ -263,9 +263,8 @@ def encoder_loss(batch: Batch, body: Any, table: torch.Tensor, trained: Trained,
 
     if mix.reads_source:
         teacher, student = encoder_states(batch, body, table, trained, teacher_table)
-        if mix.words:
-            total, count = word_loss(batch, trained, teacher, student, layers)
-            total = mix.words * total
+        if mix.words:  # first, so the sum is over words
+            add(mix.words, word_loss(batch, trained, teacher, student, layers))
         for weight, term in ((mix.contrastive, contrastive_loss),
                              (mix.similarity, similarity_loss)):
             if weight:
